@@ -1,0 +1,51 @@
+"""Errors the user can act on.
+
+`InputError` is raised for bad user input (data files, game tables, configs, scenarios). The CLI turns
+it into a one-line message on stderr and exit code 2. The message names the file, the row/line and the
+field whenever they are known, e.g. ``pairs.jsonl: line 7: field 'chosen': empty response``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class PayoutsimError(Exception):
+    """Base class of every error payoutsim raises on purpose."""
+
+    exit_code: int = 1
+
+
+class InputError(PayoutsimError):
+    """Bad user input. Exit code 2.
+
+    Args:
+        message: what is wrong and what was expected.
+        file: the offending file, if any.
+        row: a human-facing location such as ``"line 7"`` or ``"row 3"`` (1-based), or an int taken as a
+            1-based row number.
+        field: the offending field / column / key.
+    """
+
+    exit_code = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | Path | None = None,
+        row: int | str | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.message = message
+        self.file = None if file is None else str(file)
+        self.row = f"row {row}" if isinstance(row, int) else row
+        self.field = field
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        parts = [p for p in (self.file, self.row) if p]
+        if self.field:
+            parts.append(f"field '{self.field}'")
+        parts.append(self.message)
+        return ": ".join(parts)

@@ -27,7 +27,14 @@ app = typer.Typer(
 
 def _register() -> None:
     # Each module adds its commands / sub-groups to `app`. Kept in one place so the order in --help is stable.
-    from market.cli import data_cmd, game_cmd, market_cmd, models_cmd, synth_cmd  # noqa: F401
+    from market.cli import (  # noqa: F401
+        data_cmd,
+        game_cmd,
+        market_cmd,
+        models_cmd,
+        synth_cmd,
+        valuation_cmd,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,160 @@
+"""Composable stopping rules for sampled estimators (in the style of pyDVL).
+
+A rule looks at the sampler's state after each sample (an antithetic pair for permutation Shapley, a
+batch of coalitions for Banzhaf MSR) and says whether to stop::
+
+    rule = MaxEvaluations(5000) | (StandardError(0.01) & MaxTime(60))
+
+``a | b`` stops when either stops; ``a & b`` when both do. ``remaining(state)`` tells the sampler how
+many more utility evaluations it may spend (``None``: no limit), so a budget is never overshot.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class SamplingState:
+    """What a stopping rule may look at.
+
+    Attributes:
+        n_evaluations: utility evaluations spent so far.
+        n_samples: samples drawn so far (antithetic pairs, or coalitions for MSR).
+        std_errs: current standard errors ``float[n, m]`` (inf while unknown).
+        started: ``time.monotonic()`` at the start of sampling.
+    """
+
+    n_evaluations: int = 0
+    n_samples: int = 0
+    std_errs: np.ndarray = field(default_factory=lambda: np.full((1, 1), np.inf))
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+class StoppingRule(ABC):
+    """Base class: ``stop_reason(state)`` is a short name when the rule says stop, else ``None``."""
+
+    @abstractmethod
+    def stop_reason(self, state: SamplingState) -> str | None: ...
+
+    def remaining(self, state: SamplingState) -> int | None:
+        """How many more utility evaluations the rule allows (``None``: unlimited)."""
+        return None
+
+    def check(self, state: SamplingState) -> bool:
+        """True when sampling should stop."""
+        return self.stop_reason(state) is not None
+
+    def __or__(self, other: StoppingRule) -> StoppingRule:
+        return AnyOf(self, other)
+
+    def __and__(self, other: StoppingRule) -> StoppingRule:
+        return AllOf(self, other)
+
+
+class MaxEvaluations(StoppingRule):
+    """Stop once ``n`` utility evaluations have been spent (never exceeds ``n``)."""
+
+    def __init__(self, n: int) -> None:
+        if int(n) < 1:
+            raise ValueError("MaxEvaluations needs n >= 1")
+        self.n = int(n)
+
+    def stop_reason(self, state: SamplingState) -> str | None:
+        return "max_evaluations" if state.n_evaluations >= self.n else None
+
+    def remaining(self, state: SamplingState) -> int | None:
+        return max(0, self.n - state.n_evaluations)
+
+    def __repr__(self) -> str:
+        return f"MaxEvaluations({self.n})"
+
+
+class StandardError(StoppingRule):
+    """Stop when every standard error (all players, all objectives) is ``<= target``.
+
+    The variance is measured from the samples, so the rule waits for ``min_samples`` samples before it
+    trusts the estimate (few samples can show zero spread by chance).
+    """
+
+    def __init__(self, target: float, *, min_samples: int = 10) -> None:
+        if not target > 0:
+            raise ValueError("StandardError needs target > 0")
+        self.target = float(target)
+        self.min_samples = max(2, int(min_samples))
+
+    def stop_reason(self, state: SamplingState) -> str | None:
+        if state.n_samples < self.min_samples:
+            return None
+        worst = float(np.max(state.std_errs)) if state.std_errs.size else 0.0
+        return "standard_error" if math.isfinite(worst) and worst <= self.target else None
+
+    def __repr__(self) -> str:
+        return f"StandardError({self.target})"
+
+
+class MaxTime(StoppingRule):
+    """Stop once ``seconds`` of wall time have passed since sampling started."""
+
+    def __init__(self, seconds: float) -> None:
+        if not seconds > 0:
+            raise ValueError("MaxTime needs seconds > 0")
+        self.seconds = float(seconds)
+
+    def stop_reason(self, state: SamplingState) -> str | None:
+        return "max_time" if state.elapsed >= self.seconds else None
+
+    def __repr__(self) -> str:
+        return f"MaxTime({self.seconds})"
+
+
+class AnyOf(StoppingRule):
+    """Stops when any sub-rule stops (``a | b``); the reason is the first one that fires."""
+
+    def __init__(self, *rules: StoppingRule) -> None:
+        self.rules = rules
+
+    def stop_reason(self, state: SamplingState) -> str | None:
+        for rule in self.rules:
+            reason = rule.stop_reason(state)
+            if reason is not None:
+                return reason
+        return None
+
+    def remaining(self, state: SamplingState) -> int | None:
+        limits = [r for r in (rule.remaining(state) for rule in self.rules) if r is not None]
+        return min(limits) if limits else None
+
+    def __repr__(self) -> str:
+        return " | ".join(f"({r!r})" for r in self.rules)
+
+
+class AllOf(StoppingRule):
+    """Stops when every sub-rule stops (``a & b``); the reason joins theirs with ``&``."""
+
+    def __init__(self, *rules: StoppingRule) -> None:
+        self.rules = rules
+
+    def stop_reason(self, state: SamplingState) -> str | None:
+        reasons = [rule.stop_reason(state) for rule in self.rules]
+        if any(r is None for r in reasons):
+            return None
+        return "&".join(r for r in reasons if r is not None)
+
+    def remaining(self, state: SamplingState) -> int | None:
+        limits = [rule.remaining(state) for rule in self.rules]
+        if any(r is None for r in limits):
+            return None
+        return max(r for r in limits if r is not None)
+
+    def __repr__(self) -> str:
+        return " & ".join(f"({r!r})" for r in self.rules)

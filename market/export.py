@@ -1,0 +1,92 @@
+"""Export ledger rows to CSV and Parquet, atomically, with CSV formula-injection escaping.
+
+Columns: `market.ledger.EXPORT_COLUMNS` — at least ``run_id, period, member, rule, value, share, amount,
+currency``. ``amount`` is a decimal string with exactly the currency's minor digits ("1234.50" EUR,
+"1234" JPY) and ``amount_minor`` the same amount as an integer; ``value``, ``std_err``, ``share``,
+``seq`` and ``amount_minor`` are numeric columns.
+
+**Formula injection (CSV only).** Spreadsheets evaluate a cell that starts with ``=``, ``+``, ``-``,
+``@``, a tab or a carriage return as a formula (``=HYPERLINK(...)``, ``@SUM(...)``, DDE payloads). Every
+*text* cell of the CSV that starts with one of those characters is written with a leading single quote
+(``'=HYPERLINK("x")``), which spreadsheets display as inert text; numeric columns and the numeric
+``amount`` string are never altered, so they stay numbers. Parquet is typed and is not evaluated by
+spreadsheets: its text cells are written verbatim.
+
+Both writers write to a temporary file in the destination folder and `os.replace` it into place, so
+the destination is either the old file or the complete new one, never half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
+NUMERIC_TEXT_COLUMNS = frozenset({"amount"})  # decimal strings we produce: numbers, not text
+
+
+def escape_cell(text: str) -> str:
+    """`text` with a leading ``'`` if it starts with a formula character (``= + - @`` tab CR)."""
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+def _frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Any:
+    import polars as pl
+
+    schema: dict[str, Any] = {}
+    for col in columns:
+        if col in ("seq", "amount_minor"):
+            schema[col] = pl.Int64
+        elif col in ("value", "std_err", "share"):
+            schema[col] = pl.Float64
+        else:
+            schema[col] = pl.String
+    data = {col: [row.get(col) for row in rows] for col in columns}
+    return pl.DataFrame(data, schema=schema)
+
+
+def write_csv(rows: Sequence[Mapping[str, Any]], path: str | Path, columns: Sequence[str]) -> Path:
+    """Write `rows` (dicts) as CSV with `columns`, escaping text cells (module docstring). Atomic."""
+    import polars as pl
+
+    frame = _frame(rows, columns)
+    text_cols = [c for c, t in frame.schema.items() if t == pl.String and c not in NUMERIC_TEXT_COLUMNS]
+    frame = frame.with_columns(
+        pl.col(c).map_elements(escape_cell, return_dtype=pl.String, skip_nulls=True) for c in text_cols
+    )
+    return _atomic(path, lambda tmp: frame.write_csv(tmp))
+
+
+def write_parquet(rows: Sequence[Mapping[str, Any]], path: str | Path, columns: Sequence[str]) -> Path:
+    """Write `rows` as a typed Parquet file with `columns` (text verbatim). Atomic."""
+    frame = _frame(rows, columns)
+    return _atomic(path, lambda tmp: frame.write_parquet(tmp))
+
+
+def export_ledger(ledger: str | Path, *, csv: str | Path | None = None, parquet: str | Path | None = None) -> int:
+    """Export every payout row of `ledger` to CSV and/or Parquet. Returns the number of rows."""
+    from market.ledger import EXPORT_COLUMNS, export_rows
+
+    rows = export_rows(ledger)
+    if csv is not None:
+        write_csv(rows, csv, EXPORT_COLUMNS)
+    if parquet is not None:
+        write_parquet(rows, parquet, EXPORT_COLUMNS)
+    return len(rows)
+
+
+def _atomic(path: str | Path, write: Callable[[str], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

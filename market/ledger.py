@@ -1,0 +1,531 @@
+"""The payout ledger: an append-only DuckDB file with full provenance of every run.
+
+Tables (created on first use; ``meta`` holds the schema version):
+
+* ``runs`` — one row per (scenario, period) payout: ``run_id``, ``seq`` (1, 2, … in recording order),
+  scenario name, file and hash, period, rule, negative policy, currency, revenue / fee / pool in minor
+  units, objective weights (JSON), the validated scenario (config JSON), input hashes (JSON), base model,
+  code version and git commit, the stability verdict (JSON), warnings (JSON), ``created_at`` (UTC),
+  ``prev_hash`` and ``record_hash``.
+* ``coalition_utilities`` — the member-level game used: ``(run_id, position, coalition, objective, utility)``
+  with ``coalition`` a JSON array of member names (``[]`` is the base model).
+* ``valuations`` — value and standard error per player and objective (``objective = "weighted"`` is the
+  rule's objective-weighted claim the payout was split by).
+* ``payouts`` — ``(run_id, position, member, sources, value, std_err, share, amount_minor, currency)``.
+
+Guarantees:
+
+* **Append-only.** This module only ever INSERTs; corrections are new runs (change the scenario).
+* **One transaction per run.** A crash mid-run leaves no trace of the run (DuckDB's WAL discards the
+  uncommitted transaction); child tables reference ``runs(run_id)``.
+* **Idempotent.** The key is (scenario hash, period): ``scenario_sha256`` covers the scenario file and
+  the content of the files it references, so re-running the same scenario and period adds nothing,
+  and any change to the scenario or its inputs is a new run.
+* **Tamper-evident.** ``record_hash = sha256(prev_hash ‖ canonical JSON of the run row and all its child
+  rows)``, chained through ``prev_hash`` (the previous run's ``record_hash``; 64 zeros for the first), so
+  `verify` detects an edited, deleted or re-ordered row.
+* **One writer at a time.** DuckDB locks the file across processes; a second writer gets `LedgerBusyError`.
+
+``created_at`` is the current UTC time, or ``SOURCE_DATE_EPOCH`` (seconds) when that variable is set, so
+identical inputs can give byte-identical ledgers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import math
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from valuation.errors import InputError, PayoutsimError
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from market.rules import PeriodRun
+    from market.scenario import ScenarioInputs
+
+DEFAULT_LEDGER = Path("runs") / "ledger.duckdb"
+SCHEMA_VERSION = "1"
+GENESIS_HASH = "0" * 64
+
+RUN_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "seq",
+    "scenario_name",
+    "scenario_file",
+    "scenario_sha256",
+    "period",
+    "rule",
+    "negative",
+    "currency",
+    "revenue_minor",
+    "fee_minor",
+    "pool_minor",
+    "weights_json",
+    "config_json",
+    "inputs_json",
+    "base_model",
+    "code_version",
+    "git_commit",
+    "stability_json",
+    "warnings_json",
+    "created_at",
+    "prev_hash",
+    "record_hash",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY,
+    seq BIGINT NOT NULL UNIQUE,
+    scenario_name VARCHAR NOT NULL,
+    scenario_file VARCHAR NOT NULL,
+    scenario_sha256 VARCHAR NOT NULL,
+    period VARCHAR NOT NULL,
+    rule VARCHAR NOT NULL,
+    negative VARCHAR NOT NULL,
+    currency VARCHAR NOT NULL,
+    revenue_minor BIGINT NOT NULL,
+    fee_minor BIGINT NOT NULL,
+    pool_minor BIGINT NOT NULL,
+    weights_json VARCHAR NOT NULL,
+    config_json VARCHAR NOT NULL,
+    inputs_json VARCHAR NOT NULL,
+    base_model VARCHAR,
+    code_version VARCHAR NOT NULL,
+    git_commit VARCHAR,
+    stability_json VARCHAR NOT NULL,
+    warnings_json VARCHAR NOT NULL,
+    created_at TIMESTAMP NOT NULL,
+    prev_hash VARCHAR NOT NULL,
+    record_hash VARCHAR NOT NULL,
+    UNIQUE (scenario_sha256, period)
+);
+CREATE TABLE IF NOT EXISTS coalition_utilities (
+    run_id VARCHAR NOT NULL REFERENCES runs (run_id),
+    position INTEGER NOT NULL,
+    coalition VARCHAR NOT NULL,
+    objective VARCHAR NOT NULL,
+    utility DOUBLE NOT NULL
+);
+CREATE TABLE IF NOT EXISTS valuations (
+    run_id VARCHAR NOT NULL REFERENCES runs (run_id),
+    position INTEGER NOT NULL,
+    player VARCHAR NOT NULL,
+    objective VARCHAR NOT NULL,
+    value DOUBLE NOT NULL,
+    std_err DOUBLE
+);
+CREATE TABLE IF NOT EXISTS payouts (
+    run_id VARCHAR NOT NULL REFERENCES runs (run_id),
+    position INTEGER NOT NULL,
+    member VARCHAR NOT NULL,
+    sources VARCHAR NOT NULL,
+    value DOUBLE NOT NULL,
+    std_err DOUBLE,
+    share DOUBLE NOT NULL,
+    amount_minor BIGINT NOT NULL,
+    currency VARCHAR NOT NULL
+);
+"""
+
+_CHILD_TABLES: dict[str, tuple[str, ...]] = {
+    "coalition_utilities": ("position", "coalition", "objective", "utility"),
+    "valuations": ("position", "player", "objective", "value", "std_err"),
+    "payouts": ("position", "member", "sources", "value", "std_err", "share", "amount_minor", "currency"),
+}
+
+
+class LedgerBusyError(PayoutsimError):
+    """Another process holds the ledger file open for writing. Exit code 3: retry when it is done."""
+
+    exit_code = 3
+
+
+# ---------------------------------------------------------------------------------------------------
+# connections
+
+
+@contextmanager
+def connect(path: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Open the ledger (creating it and its schema unless `read_only`), closing it afterwards.
+
+    Raises `LedgerBusyError` when another process holds the file's lock, `InputError` when the file is
+    missing (read-only) or is not a ledger.
+    """
+    import duckdb
+
+    path = Path(path)
+    if read_only and not path.is_file():
+        raise InputError("ledger not found (run `payoutsim payout` first)", file=path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.Error as err:
+        text = str(err)
+        if "lock" in text.lower():
+            raise LedgerBusyError(
+                f"{path}: the ledger is in use by another process (DuckDB allows one writer at a time); "
+                f"retry when it has finished ({text.splitlines()[0]})"
+            ) from None
+        raise InputError(f"cannot open the ledger: {text.splitlines()[0]}", file=path) from None
+    try:
+        if not read_only:
+            con.execute(_SCHEMA)
+            con.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", [SCHEMA_VERSION])
+        else:
+            tables = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+            if "runs" not in tables:
+                raise InputError("not a payoutsim ledger (no 'runs' table)", file=path)
+        yield con
+    finally:
+        con.close()
+
+
+# ---------------------------------------------------------------------------------------------------
+# writing
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """Outcome of `record_run`: the run's id and whether rows were added (False: already recorded)."""
+
+    run_id: str
+    added: bool
+    seq: int
+
+
+def run_id_for(scenario_sha256: str, period: str) -> str:
+    """Deterministic run id: the first 16 hex digits of ``sha256(scenario_sha256 + "\\n" + period)``."""
+    return hashlib.sha256(f"{scenario_sha256}\n{period}".encode()).hexdigest()[:16]
+
+
+def find_run(path: str | Path, scenario_sha256: str, period: str) -> str | None:
+    """The id of the run recorded for (scenario hash, period), or None (also when there is no ledger)."""
+    if not Path(path).is_file():
+        return None
+    with connect(path, read_only=True) as con:
+        row = con.execute(
+            "SELECT run_id FROM runs WHERE scenario_sha256 = ? AND period = ?", [scenario_sha256, period]
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def record_run(path: str | Path, inputs: ScenarioInputs, run: PeriodRun, *, now: datetime | None = None) -> RecordResult:
+    """Append one period's payout to the ledger in a single transaction; idempotent on (scenario, period)."""
+    from market.scenario import scenario_config_json
+
+    sc = inputs.scenario
+    payout = run.payout
+    run_id = run_id_for(inputs.scenario_sha256, run.period)
+    version, commit = code_version()
+    created = _created_at(now)
+    row: dict[str, Any] = {
+        "run_id": run_id,
+        "seq": 0,  # set inside the transaction
+        "scenario_name": sc.market.name,
+        "scenario_file": inputs.loaded.path.name,
+        "scenario_sha256": inputs.scenario_sha256,
+        "period": run.period,
+        "rule": payout.rule,
+        "negative": sc.market.negative,
+        "currency": payout.currency,
+        "revenue_minor": run.revenue_minor,
+        "fee_minor": run.fee_minor,
+        "pool_minor": run.pool_minor,
+        "weights_json": _dumps(dict(sorted(inputs.weights.items()))),
+        "config_json": scenario_config_json(sc),
+        "inputs_json": _dumps(inputs.input_hashes),
+        "base_model": sc.valuation.base_model,
+        "code_version": version,
+        "git_commit": commit,
+        "stability_json": _dumps(run.stability.to_json_dict()),
+        "warnings_json": _dumps(list(payout.warnings)),
+        "created_at": created,
+        "prev_hash": "",
+        "record_hash": "",
+    }
+    groups = sc.groups()
+    children: dict[str, list[tuple[Any, ...]]] = {
+        "coalition_utilities": [
+            (i * len(run.objectives) + k, label, obj, float(run.utilities[i, k]))
+            for i, label in enumerate(run.coalitions)
+            for k, obj in enumerate(run.objectives)
+        ],
+        "valuations": _valuation_rows(payout),
+        "payouts": [
+            (
+                i,
+                m,
+                _dumps(list(groups[m])),
+                float(payout.values[i]),
+                _float_or_none(payout.std_errs[i]),
+                float(payout.shares[i]),
+                int(payout.amounts[i]),
+                payout.currency,
+            )
+            for i, m in enumerate(payout.members)
+        ],
+    }
+    with connect(path) as con:
+        con.begin()
+        try:
+            existing = con.execute(
+                "SELECT run_id, seq FROM runs WHERE scenario_sha256 = ? AND period = ?",
+                [inputs.scenario_sha256, run.period],
+            ).fetchone()
+            if existing is not None:
+                con.rollback()
+                return RecordResult(str(existing[0]), False, int(existing[1]))
+            last = con.execute("SELECT seq, record_hash FROM runs ORDER BY seq DESC LIMIT 1").fetchone()
+            row["seq"] = 1 if last is None else int(last[0]) + 1
+            row["prev_hash"] = GENESIS_HASH if last is None else str(last[1])
+            row["record_hash"] = record_hash(row, children)
+            placeholders = ", ".join("?" for _ in RUN_COLUMNS)
+            con.execute(
+                f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({placeholders})",
+                [row[c] for c in RUN_COLUMNS],
+            )
+            _insert_children(con, run_id, children)
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+    return RecordResult(run_id, True, int(row["seq"]))
+
+
+def _insert_children(con: duckdb.DuckDBPyConnection, run_id: str, children: dict[str, list[tuple[Any, ...]]]) -> None:
+    for table, columns in _CHILD_TABLES.items():
+        rows = [(run_id, *r) for r in children[table]]
+        if not rows:
+            continue
+        placeholders = ", ".join("?" for _ in range(len(columns) + 1))
+        con.executemany(f"INSERT INTO {table} (run_id, {', '.join(columns)}) VALUES ({placeholders})", rows)
+
+
+def _valuation_rows(payout: Any) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    result = payout.result
+    pos = 0
+    for i, member in enumerate(payout.members):
+        if result is not None:
+            for k, obj in enumerate(result.objectives):
+                rows.append((pos, member, obj, float(result.values[i, k]), _float_or_none(result.std_errs[i, k])))
+                pos += 1
+        rows.append((pos, member, "weighted", float(payout.values[i]), _float_or_none(payout.std_errs[i])))
+        pos += 1
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+# hashing, provenance
+
+
+def record_hash(run_row: dict[str, Any], children: dict[str, list[tuple[Any, ...]]]) -> str:
+    """``sha256(prev_hash ‖ canonical JSON(run row without record_hash, child rows by position))``."""
+    body = {c: _canonical(run_row[c]) for c in RUN_COLUMNS if c not in ("record_hash",)}
+    kids = {t: [[_canonical(x) for x in r] for r in sorted(rows, key=lambda r: r[0])] for t, rows in children.items()}
+    text = json.dumps({"run": body, "children": kids}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256((str(run_row["prev_hash"]) + "\n" + text).encode("utf-8")).hexdigest()
+
+
+def _canonical(x: Any) -> Any:
+    if isinstance(x, datetime):
+        return x.replace(tzinfo=None).isoformat(timespec="microseconds")
+    if isinstance(x, float):
+        return repr(x) if not math.isfinite(x) else x
+    return x
+
+
+def code_version() -> tuple[str, str | None]:
+    """(installed payoutsim version, git commit of the source tree or None)."""
+    try:
+        version = importlib.metadata.version("payoutsim")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
+        commit = out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return version, commit
+
+
+def _created_at(now: datetime | None) -> datetime:
+    if now is None:
+        epoch = os.environ.get("SOURCE_DATE_EPOCH")
+        now = datetime.fromtimestamp(int(epoch), UTC) if epoch and epoch.isdigit() else datetime.now(UTC)
+    if now.tzinfo is not None:
+        now = now.astimezone(UTC).replace(tzinfo=None)
+    return now
+
+
+def _dumps(x: Any) -> str:
+    return json.dumps(x, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _float_or_none(x: Any) -> float | None:
+    value = float(x)
+    return value if math.isfinite(value) else None
+
+
+# ---------------------------------------------------------------------------------------------------
+# reading
+
+
+def list_runs(path: str | Path) -> list[dict[str, Any]]:
+    """Every run row (dicts keyed by `RUN_COLUMNS`), in recording order."""
+    with connect(path, read_only=True) as con:
+        cur = con.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY seq")
+        return [dict(zip(RUN_COLUMNS, r, strict=True)) for r in cur.fetchall()]
+
+
+def run_payouts(path: str | Path, run_id: str) -> list[dict[str, Any]]:
+    """The payout rows of one run, in member order (`InputError` for an unknown run id)."""
+    with connect(path, read_only=True) as con:
+        if con.execute("SELECT 1 FROM runs WHERE run_id = ?", [run_id]).fetchone() is None:
+            raise InputError(f"no run {run_id!r} in the ledger", file=path, field="run")
+        cols = _CHILD_TABLES["payouts"]
+        cur = con.execute(f"SELECT {', '.join(cols)} FROM payouts WHERE run_id = ? ORDER BY position", [run_id])
+        return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
+
+
+EXPORT_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "seq",
+    "period",
+    "scenario",
+    "scenario_sha256",
+    "created_at",
+    "member",
+    "rule",
+    "value",
+    "std_err",
+    "share",
+    "amount",
+    "amount_minor",
+    "currency",
+)
+
+
+def export_rows(path: str | Path) -> list[dict[str, Any]]:
+    """One row per (run, member) with `EXPORT_COLUMNS`; ``amount`` is a decimal string with the
+    currency's minor digits (``amount_minor`` the integer), ``created_at`` ISO 8601 UTC."""
+    from market.money import format_minor
+
+    with connect(path, read_only=True) as con:
+        cur = con.execute(
+            """
+            SELECT r.run_id, r.seq, r.period, r.scenario_name, r.scenario_sha256, r.created_at,
+                   p.member, r.rule, p.value, p.std_err, p.share, p.amount_minor, p.currency
+            FROM payouts p JOIN runs r USING (run_id)
+            ORDER BY r.seq, p.position
+            """
+        )
+        out = []
+        for (run_id, seq, period, scen, sha, created, member, rule, value, se, share, minor, cur_) in cur.fetchall():
+            out.append(
+                {
+                    "run_id": run_id,
+                    "seq": int(seq),
+                    "period": period,
+                    "scenario": scen,
+                    "scenario_sha256": sha,
+                    "created_at": created.isoformat(timespec="microseconds") + "Z",
+                    "member": member,
+                    "rule": rule,
+                    "value": float(value),
+                    "std_err": None if se is None else float(se),
+                    "share": float(share),
+                    "amount": format_minor(int(minor), cur_),
+                    "amount_minor": int(minor),
+                    "currency": cur_,
+                }
+            )
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# verification
+
+
+@dataclass
+class VerifyReport:
+    """What `verify` found: the number of runs checked and every broken invariant (empty: all good)."""
+
+    n_runs: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify(path: str | Path) -> VerifyReport:
+    """Re-check the ledger's invariants.
+
+    Per run: payouts sum exactly to the pool; pool = revenue − fee; at least one payout, in the run's
+    currency; shares sum to 1; ``record_hash`` recomputes from the stored rows; ``prev_hash`` is the
+    previous run's hash and ``seq`` is 1, 2, …; the run id matches its (scenario hash, period). Globally:
+    no child row without its run (orphans), no duplicated (scenario hash, period).
+    """
+    report = VerifyReport()
+    with connect(path, read_only=True) as con:
+        runs = [
+            dict(zip(RUN_COLUMNS, r, strict=True))
+            for r in con.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY seq").fetchall()
+        ]
+        report.n_runs = len(runs)
+        children: dict[str, dict[str, list[tuple[Any, ...]]]] = {r["run_id"]: {t: [] for t in _CHILD_TABLES} for r in runs}
+        for table, columns in _CHILD_TABLES.items():
+            for rec in con.execute(f"SELECT run_id, {', '.join(columns)} FROM {table} ORDER BY run_id, position").fetchall():
+                run_id = rec[0]
+                if run_id not in children:
+                    report.problems.append(f"{table}: orphan row for unknown run {run_id!r}")
+                    continue
+                children[run_id][table].append(tuple(rec[1:]))
+    prev = GENESIS_HASH
+    seen: set[tuple[str, str]] = set()
+    for expected_seq, run in enumerate(runs, start=1):
+        rid = run["run_id"]
+        where = f"run {rid} (seq {run['seq']}, period {run['period']!r})"
+        if run["seq"] != expected_seq:
+            report.problems.append(f"{where}: seq should be {expected_seq} (a run is missing)")
+        key = (run["scenario_sha256"], run["period"])
+        if key in seen:
+            report.problems.append(f"{where}: scenario hash and period recorded twice")
+        seen.add(key)
+        if rid != run_id_for(run["scenario_sha256"], run["period"]):
+            report.problems.append(f"{where}: run id does not match its scenario hash and period")
+        if run["prev_hash"] != prev:
+            report.problems.append(f"{where}: prev_hash does not match the previous run's record_hash")
+        payouts = children[rid]["payouts"]
+        if not payouts:
+            report.problems.append(f"{where}: no payout rows")
+        total = sum(int(p[6]) for p in payouts)
+        if total != run["pool_minor"]:
+            report.problems.append(f"{where}: payouts sum to {total} minor units, the pool is {run['pool_minor']}")
+        if run["revenue_minor"] - run["fee_minor"] != run["pool_minor"]:
+            report.problems.append(f"{where}: pool != revenue - fee")
+        if any(p[7] != run["currency"] for p in payouts):
+            report.problems.append(f"{where}: payout currency differs from the run's {run['currency']}")
+        if payouts and abs(sum(float(p[5]) for p in payouts) - 1.0) > 1e-9:
+            report.problems.append(f"{where}: shares do not sum to 1")
+        if record_hash(run, children[rid]) != run["record_hash"]:
+            report.problems.append(f"{where}: record_hash does not match the stored rows (edited?)")
+        prev = run["record_hash"]
+    return report

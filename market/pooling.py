@@ -1,0 +1,191 @@
+"""Pooling what-if: compare pool structures by value created and each member's payout.
+
+A *structure* is a partition of the period's members into pools. Compared structures: the grand pool,
+everyone alone, every leave-one-out pool (``N∖{i}`` together, ``i`` alone), and the user's partitions
+(``[pool] partitions`` in the scenario, or ``--partition`` on the command line). Everything comes from the
+coalition table: no retraining.
+
+Money model: the market pays for value created at the grand pool's price. With ``v'(S) = v(S) − v(∅)``
+the objective-weighted value a pool S creates, pool S earns
+
+    revenue(S) = P · max(0, v'(S)) / v'(N)        (rounded half-to-even to a minor unit)
+
+where P is the grand pool's payout pot (revenue − platform fee), and splits it among its members with
+the scenario's rule on its own member game. (When the grand pool creates no value, v'(N) ≤ 0, every
+other pool is priced at 0 and a warning says so.) A member **would rather leave** the grand pool for a
+structure when it is paid more there; members of the structure's other pools that gain are listed too.
+Under this model a payout in the core of the game is exactly one no structure beats for any group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from market.rules import RuleContext, compute_payout
+from valuation.errors import InputError
+
+
+@dataclass(frozen=True)
+class PoolOutcome:
+    """One pool of a structure: its members, the value it creates, its revenue and payouts."""
+
+    members: tuple[str, ...]
+    value_created: float
+    revenue_minor: int
+    amounts: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StructureOutcome:
+    """One structure: its pools, the total value created, each member's payout and the comparison."""
+
+    name: str
+    pools: tuple[PoolOutcome, ...]
+    value_created: float
+    payouts: dict[str, int]
+    delta: dict[str, int]  # payout here − payout in the grand pool
+    better_off: tuple[str, ...]  # members paid strictly more here than in the grand pool
+
+
+@dataclass(frozen=True)
+class PoolComparison:
+    """All compared structures (the grand pool first) and the period's money terms."""
+
+    period: str
+    currency: str
+    pool_minor: int
+    members: tuple[str, ...]
+    structures: tuple[StructureOutcome, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def grand(self) -> StructureOutcome:
+        return self.structures[0]
+
+    def would_leave(self) -> dict[str, list[str]]:
+        """member -> the structures (other than the grand pool) in which it is paid more."""
+        out: dict[str, list[str]] = {}
+        for s in self.structures[1:]:
+            for m in s.better_off:
+                out.setdefault(m, []).append(s.name)
+        return out
+
+
+def parse_partition(text: str, members: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    """Parse ``"alice+bob|carol"`` (pools separated by ``|``, members by ``+``) into a partition.
+
+    Members of the period missing from the text are each put in a pool of their own. Unknown or repeated
+    members raise `InputError` (field ``partition``).
+    """
+    pools = [tuple(p.strip() for p in block.split("+") if p.strip()) for block in text.split("|")]
+    pools = [p for p in pools if p]
+    return complete_partition(pools, members, label=text)
+
+
+def complete_partition(
+    pools: Sequence[Sequence[str]], members: Sequence[str], *, label: str = "partition"
+) -> tuple[tuple[str, ...], ...]:
+    """Check a partition of (a subset of) `members`; the members it leaves out go alone."""
+    seen: set[str] = set()
+    out: list[tuple[str, ...]] = []
+    for pool in pools:
+        for m in pool:
+            if m not in members:
+                raise InputError(f"unknown member {m!r} in {label!r} (members: {', '.join(members)})", field="partition")
+            if m in seen:
+                raise InputError(f"member {m!r} is in two pools of {label!r}", field="partition")
+            seen.add(m)
+        out.append(tuple(pool))
+    out.extend((m,) for m in members if m not in seen)
+    return tuple(out)
+
+
+def describe(partition: Sequence[Sequence[str]]) -> str:
+    """``"alice+bob | carol"``."""
+    return " | ".join("+".join(p) for p in partition)
+
+
+def compare_pools(
+    ctx: RuleContext,
+    members: Sequence[str],
+    pool_minor: int,
+    currency: str,
+    *,
+    partitions: Sequence[Sequence[Sequence[str]]] = (),
+    period: str = "",
+) -> PoolComparison:
+    """Compare the grand pool, everyone alone, every leave-one-out pool and `partitions` (module docstring)."""
+    members = tuple(members)
+    if not members:
+        raise InputError("no members to compare", field="members")
+    scalar = ctx.scalar_game(members)
+    import numpy as np
+
+    n = len(members)
+    empty = float(scalar(np.zeros((1, n), dtype=bool))[0, 0])
+
+    def created(pool: Sequence[str]) -> float:
+        mask = np.array([[m in pool for m in members]], dtype=bool)
+        return float(scalar(mask)[0, 0]) - empty
+
+    grand_value = created(members)
+    warnings: list[str] = []
+    if grand_value <= 0:
+        warnings.append("the grand pool creates no value: other pools are priced at 0")
+
+    def revenue(pool: Sequence[str]) -> int:
+        if tuple(pool) == members:
+            return pool_minor
+        if grand_value <= 0:
+            return 0
+        share = Fraction(max(0.0, created(pool))) / Fraction(grand_value)
+        return round(pool_minor * share)  # Fraction rounds half to even
+
+    named: list[tuple[str, tuple[tuple[str, ...], ...]]] = [("grand pool", (members,))]
+    if n > 1:
+        named.append(("everyone alone", tuple((m,) for m in members)))
+        for m in members:
+            rest = tuple(x for x in members if x != m)
+            named.append((f"without {m}", (rest, (m,))))
+    for partition in partitions:
+        full = complete_partition(partition, members)
+        named.append((describe(full), full))
+
+    structures: list[StructureOutcome] = []
+    grand_pay: dict[str, int] = {}
+    cache: dict[tuple[str, ...], PoolOutcome] = {}
+    for name, partition in named:
+        pools = []
+        pay: dict[str, int] = {}
+        for pool in partition:
+            if pool not in cache:
+                rev = revenue(pool)
+                payout = compute_payout(ctx, pool, rev, currency)
+                warnings.extend(f"{'+'.join(pool)}: {w}" for w in payout.warnings if "clipped" not in w)
+                cache[pool] = PoolOutcome(pool, created(pool), rev, payout.amounts)
+            outcome = cache[pool]
+            pools.append(outcome)
+            pay.update(zip(outcome.members, outcome.amounts, strict=True))
+        if not grand_pay:
+            grand_pay = dict(pay)
+        delta = {m: pay[m] - grand_pay[m] for m in members}
+        structures.append(
+            StructureOutcome(
+                name=name,
+                pools=tuple(pools),
+                value_created=sum(p.value_created for p in pools),
+                payouts={m: pay[m] for m in members},
+                delta=delta,
+                better_off=tuple(m for m in members if delta[m] > 0),
+            )
+        )
+    return PoolComparison(
+        period=period,
+        currency=currency,
+        pool_minor=pool_minor,
+        members=members,
+        structures=tuple(structures),
+        warnings=tuple(dict.fromkeys(warnings)),
+    )

@@ -1,0 +1,485 @@
+"""Payout rules: from the member-level game to integer payouts that sum exactly to the pool.
+
+The member game is grouped from source ownership, ``v(T) = u(∪_{m∈T} sources(m))`` (no new model
+calls), and the objective weights a_k are applied: by linearity ``Σ_k a_k φ_k`` for the linear rules,
+on the scalarised game ``Σ_k a_k u_k`` for the least core. Each rule gives every member a **value** (its
+claim) in the units below; the pool is then split in proportion to the claims after the negative-value
+policy (largest-remainder rounding in `market.money`, ties broken by member name).
+
+Rules and their value:
+
+* ``shapley``: the Shapley value (exact up to ``max_exact_members`` members, antithetic permutation
+  sampling above, with standard errors);
+* ``banzhaf``: the Banzhaf value (exact for small games, MSR sampling otherwise);
+* ``loo``: leave-one-out, ``v(N) − v(N∖i)``;
+* ``least_core``: the least-core payoff (HiGHS LP on the scalarised game; interchangeable members get
+  their class average, which stays in the least core — equal treatment of equals);
+* ``robust_shapley``: the Shapley value scaled down by the member's data similarity to the other
+  members (see `market.robust`);
+* ``proportional``: the member's data size (number of preference pairs over all its sources);
+* ``equal``: 1 for every member.
+
+Negative-value policy (``[market] negative``), applied to the values v_i to get the split weights w_i:
+
+* ``clip`` (default): ``w_i = max(v_i, 0)`` — a member whose data hurts the pool gets nothing and pays
+  nothing; the others split the pool in proportion to their positive values.
+* ``shift``: ``w_i = v_i − min(0, min_j v_j)`` — every value is moved up by the same amount so the worst
+  member gets 0; keeps the differences between members (a member with a small negative value still gets
+  something when another member is worse).
+* ``error``: refuse to pay out (`InputError`, field ``market.negative``) when any value is negative.
+
+Degenerate cases never crash and never produce NaN: when no member has a positive weight (the pool
+creates no value, or all values are negative under ``clip``), the pool is split **equally** among the
+members whose data has any effect (null members, whose data changes no coalition's utility, get 0) and
+a warning says so. Non-finite values (which a sampled estimator should not produce) are treated as 0, with a
+warning. Values within ``1e-12 · max |v(S)|`` of 0 are snapped to 0, so a null member gets exactly 0.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from market.money import fee_minor, largest_remainder, to_minor
+from market.robust import DEFAULT_STRENGTH, DEFAULT_THRESHOLD, member_similarity, robust_values
+from market.scenario import NEGATIVE_POLICIES, RULES, ScenarioInputs
+from market.stability import CORE_MAX_MEMBERS, StabilityReport, check_stability
+from valuation.errors import InputError
+
+SNAP_RELATIVE = 1e-12
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """What a rule needs besides the set of members it pays.
+
+    Attributes:
+        game: the source-level game.
+        groups: member -> owned sources (every member of the scenario).
+        weights: objective weights (objectives missing get 0).
+        rule: one of `RULES`.
+        negative: one of ``clip``, ``shift``, ``error``.
+        sizes: source -> number of pairs (for ``proportional``), or None.
+        texts: source -> texts (for ``robust_shapley``), or None.
+        robust_strength, robust_threshold: λ and τ of `market.robust`.
+        seed, budget: for sampled estimators.
+        max_exact_members: exact Shapley up to this many members.
+        file: the scenario file, for error messages.
+    """
+
+    game: Any
+    groups: Mapping[str, Sequence[str]]
+    weights: Mapping[str, float]
+    rule: str = "shapley"
+    negative: str = "clip"
+    sizes: Mapping[str, int] | None = None
+    texts: Mapping[str, Sequence[str]] | None = None
+    robust_strength: float = DEFAULT_STRENGTH
+    robust_threshold: float = DEFAULT_THRESHOLD
+    seed: int = 0
+    budget: int | None = None
+    max_exact_members: int = 12
+    file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise InputError(f"unknown rule {self.rule!r}: expected one of {', '.join(RULES)}", field="market.rule")
+        if self.negative not in NEGATIVE_POLICIES:
+            raise InputError(
+                f"unknown policy {self.negative!r}: expected one of {', '.join(NEGATIVE_POLICIES)}",
+                field="market.negative",
+            )
+
+    @classmethod
+    def from_inputs(cls, inputs: ScenarioInputs) -> RuleContext:
+        """The context of a loaded scenario."""
+        sc = inputs.scenario
+        return cls(
+            game=inputs.game,
+            groups=sc.groups(),
+            weights=inputs.weights,
+            rule=sc.market.rule,
+            negative=sc.market.negative,
+            sizes=inputs.sizes,
+            texts=inputs.texts,
+            robust_strength=sc.robust.strength,
+            robust_threshold=sc.robust.threshold,
+            seed=sc.valuation.seed,
+            budget=sc.valuation.budget,
+            max_exact_members=sc.valuation.max_exact_members,
+            file=str(inputs.loaded.path),
+        )
+
+    def member_game(self, members: Sequence[str]) -> Any:
+        """The member-level game of `members` (sources of anybody else are absent).
+
+        Its players are positional aliases ``#0, #1, …`` (member names may contain characters a game's
+        player names may not, such as ``+``); everything downstream works by position.
+        """
+        from valuation.game import GroupedGame
+
+        return GroupedGame(self.game, {f"#{i}": tuple(self.groups[m]) for i, m in enumerate(members)})
+
+    def scalar_game(self, members: Sequence[str]) -> Any:
+        """The objective-weighted one-objective member game ``Σ_k a_k v_k``."""
+        from valuation.game import scalarised_game
+
+        return scalarised_game(self.member_game(members), self.weights)
+
+
+@dataclass(frozen=True)
+class RuleValues:
+    """The rule's claim per member, before the negative policy and rounding.
+
+    Attributes:
+        members: names, in the given order.
+        values: ``float[n]`` claims (units in the module docstring).
+        std_errs: ``float[n]`` standard errors (0 for exact methods and non-statistical rules).
+        result: the per-objective `ValuationResult` on the member game (None for equal/proportional;
+            one objective ``weighted`` for the least core).
+        info: rule details (similarities and penalty factors for robust_shapley, ε for least_core…).
+    """
+
+    members: tuple[str, ...]
+    values: np.ndarray
+    std_errs: np.ndarray
+    result: Any = None
+    info: dict = field(default_factory=dict)
+
+
+def rule_values(ctx: RuleContext, members: Sequence[str]) -> RuleValues:
+    """Compute the claims of `members` under ``ctx.rule`` on their member game."""
+    from valuation.estimators import approximate
+
+    members = tuple(members)
+    n = len(members)
+    if n == 0:
+        raise InputError("no members in the pool", file=ctx.file, field="members")
+    rule = ctx.rule
+    info: dict[str, Any] = {}
+    if rule in ("shapley", "robust_shapley", "banzhaf", "loo"):
+        game = ctx.member_game(members)
+        if rule == "banzhaf":
+            result = approximate(game, "banzhaf", ctx.budget if n > ctx.max_exact_members else None, seed=ctx.seed)
+        elif rule == "loo":
+            result = approximate(game, "loo")
+        elif n <= ctx.max_exact_members:
+            result = approximate(game, "exact")
+        else:
+            result = approximate(game, "permutation", ctx.budget, seed=ctx.seed)
+        values, std_errs = result.scalarised(ctx.weights)
+        if rule == "robust_shapley":
+            sim = member_similarity(members, ctx.groups, ctx.texts, file=ctx.file)
+            shapley = values
+            values = robust_values(shapley, sim, ctx.robust_strength, ctx.robust_threshold)
+            ratio = np.divide(values, shapley, out=np.ones_like(values), where=shapley != 0)
+            std_errs = std_errs * np.abs(ratio)
+            info.update(
+                shapley=[float(v) for v in shapley],
+                similarity=[[float(x) for x in row] for row in sim],
+                strength=ctx.robust_strength,
+                threshold=ctx.robust_threshold,
+            )
+        return RuleValues(members, np.asarray(values, float), np.asarray(std_errs, float), result, info)
+    if rule == "least_core":
+        scalar = ctx.scalar_game(members)
+        result = approximate(scalar, "least_core", ctx.budget, seed=ctx.seed)
+        info["epsilon"] = float(result.info["epsilon"][0])
+        values = result.values[:, 0].copy()
+        if n <= ctx.max_exact_members:
+            from valuation.game import all_coalitions
+
+            values = symmetrise(values, scalar(all_coalitions(n))[:, 0])
+        return RuleValues(members, values, result.std_errs[:, 0].copy(), result, info)
+    if rule == "proportional":
+        if ctx.sizes is None:
+            raise InputError(
+                "rule 'proportional' pays by data size: set [valuation] data or a [sizes] table",
+                file=ctx.file,
+                field="sizes",
+            )
+        sizes = []
+        for m in members:
+            missing = [s for s in ctx.groups[m] if s not in ctx.sizes]
+            if missing:
+                raise InputError(
+                    f"rule 'proportional': no size for source {missing[0]!r} of member {m!r}",
+                    file=ctx.file,
+                    field=f"sizes.{missing[0]}",
+                )
+            sizes.append(float(sum(ctx.sizes[s] for s in ctx.groups[m])))
+        return RuleValues(members, np.array(sizes), np.zeros(n), None, {})
+    # equal
+    return RuleValues(members, np.ones(n), np.zeros(n), None, {})
+
+
+def symmetric_classes(table: np.ndarray) -> list[list[int]]:
+    """Classes of interchangeable players of a full scalar table ``float[2^n]`` (coalition-index order).
+
+    i ~ j when ``v(S ∪ i) = v(S ∪ j)`` for every S ⊆ N∖{i, j} (within ``1e-12 · max |v|``); an
+    equivalence relation, returned as sorted index lists in order of their smallest member.
+    """
+    v = np.asarray(table, dtype=float)
+    n = v.size.bit_length() - 1
+    tol = SNAP_RELATIVE * max(1.0, float(np.max(np.abs(v))))
+    idx = np.arange(v.size, dtype=np.int64)
+    classes: list[list[int]] = []
+    assigned = [False] * n
+    for i in range(n):
+        if assigned[i]:
+            continue
+        cls = [i]
+        assigned[i] = True
+        for j in range(i + 1, n):
+            if assigned[j]:
+                continue
+            rest = idx[((idx >> i) & 1 == 0) & ((idx >> j) & 1 == 0)]
+            if np.all(np.abs(v[rest | (1 << i)] - v[rest | (1 << j)]) <= tol):
+                cls.append(j)
+                assigned[j] = True
+        classes.append(cls)
+    return classes
+
+
+def null_players(table: np.ndarray) -> list[bool]:
+    """Per player of a full scalar table ``float[2^n]``: ``v(S ∪ i) = v(S)`` for every S ∌ i (within
+    ``1e-12 · max |v|``)."""
+    v = np.asarray(table, dtype=float)
+    n = v.size.bit_length() - 1
+    tol = SNAP_RELATIVE * max(1.0, float(np.max(np.abs(v))))
+    idx = np.arange(v.size, dtype=np.int64)
+    out = []
+    for i in range(n):
+        rest = idx[(idx >> i) & 1 == 0]
+        out.append(bool(np.all(np.abs(v[rest | (1 << i)] - v[rest]) <= tol)))
+    return out
+
+
+def symmetrise(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Replace each class of interchangeable players' values by the class mean.
+
+    For the least core this picks a point that treats equals equally: the least core is convex and
+    invariant under permutations of interchangeable players, so the class average of an LP vertex is
+    still in it (same ε, same efficiency).
+    """
+    out = np.asarray(values, dtype=float).copy()
+    for cls in symmetric_classes(table):
+        if len(cls) > 1:
+            out[cls] = out[cls].mean()
+    return out
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """A pool split among members.
+
+    Attributes:
+        weights: the split weights after the negative policy (exact, from the float values).
+        shares: ``w_i / Σ w`` as floats (all equal after the degenerate fallback).
+        amounts: integer minor units, summing exactly to the pool.
+        warnings: what was degenerate and what was done about it.
+    """
+
+    weights: tuple[Fraction, ...]
+    shares: np.ndarray
+    amounts: tuple[int, ...]
+    warnings: tuple[str, ...]
+
+
+def allocate(
+    members: Sequence[str],
+    values: np.ndarray,
+    pool_minor: int,
+    negative: str = "clip",
+    *,
+    scale: float | None = None,
+    null: Sequence[bool] | None = None,
+    file: str | None = None,
+) -> Allocation:
+    """Split `pool_minor` minor units among `members` in proportion to their values (module docstring).
+
+    `scale` (default ``max |values|``) sets the snap-to-zero threshold ``1e-12 · scale``. `null` flags
+    null members (their data changes no coalition's utility): the degenerate equal split leaves them
+    out (unless every member is null), so a null member is never paid.
+    """
+    members = tuple(members)
+    v = np.array(values, dtype=float)
+    if v.shape != (len(members),):
+        raise ValueError("one value per member")
+    warnings: list[str] = []
+    bad = ~np.isfinite(v)
+    if bad.any():
+        names = ", ".join(m for m, b in zip(members, bad, strict=True) if b)
+        warnings.append(f"non-finite value for {names}: treated as 0")
+        v[bad] = 0.0
+    ref = float(np.max(np.abs(v))) if scale is None and v.size else float(scale or 0.0)
+    v[np.abs(v) <= SNAP_RELATIVE * ref] = 0.0
+    if negative == "error" and (v < 0).any():
+        who = ", ".join(f"{m} ({x:.6g})" for m, x in zip(members, v, strict=True) if x < 0)
+        raise InputError(
+            f"negative value for {who}: choose negative = 'clip' or 'shift' to pay out anyway",
+            file=file,
+            field="market.negative",
+        )
+    if negative == "shift":
+        w = v - min(0.0, float(v.min()))
+    else:
+        w = np.maximum(v, 0.0)
+        if (v < 0).any():
+            names = ", ".join(m for m, x in zip(members, v, strict=True) if x < 0)
+            warnings.append(f"negative value clipped to 0 for {names}")
+    exact = [Fraction(float(x)) for x in w]
+    if sum(exact, Fraction(0)) == 0:
+        eligible = [not x for x in null] if null is not None and not all(null) else [True] * len(members)
+        if len(members) > 1:
+            who = "" if all(eligible) else " among the members whose data has any effect"
+            warnings.append(
+                f"no member has a positive value (the pool creates no value): the pool is split equally{who}"
+            )
+        exact = [Fraction(1 if ok else 0) for ok in eligible]
+    total = sum(exact, Fraction(0))
+    shares = np.array([float(x / total) for x in exact])
+    amounts = largest_remainder(pool_minor, exact, members)
+    return Allocation(tuple(exact), shares, tuple(amounts), tuple(warnings))
+
+
+@dataclass(frozen=True)
+class Payout:
+    """One pool paid out under one rule.
+
+    Attributes:
+        members, rule, currency, pool_minor: what was split.
+        values, std_errs: the rule's claims (`RuleValues`).
+        shares: fractions of the pool (sum 1).
+        amounts: minor units per member (sum == pool_minor).
+        result: the per-objective valuation on the member game (or None).
+        warnings: degenerate-case notes.
+        info: rule details.
+    """
+
+    members: tuple[str, ...]
+    rule: str
+    currency: str
+    pool_minor: int
+    values: np.ndarray
+    std_errs: np.ndarray
+    shares: np.ndarray
+    amounts: tuple[int, ...]
+    result: Any
+    warnings: tuple[str, ...]
+    info: dict
+
+
+def compute_payout(ctx: RuleContext, members: Sequence[str], pool_minor: int, currency: str) -> Payout:
+    """Value `members` under ``ctx.rule`` and split `pool_minor` minor units of `currency` among them."""
+    rv = rule_values(ctx, members)
+    scale = None
+    null = None
+    if ctx.rule not in ("proportional", "equal") and len(members) <= 20:
+        from valuation.game import all_coalitions
+
+        table = ctx.scalar_game(members)(all_coalitions(len(members)))[:, 0]
+        scale = float(np.max(np.abs(table - table[0])))
+        null = null_players(table)
+    alloc = allocate(rv.members, rv.values, pool_minor, ctx.negative, scale=scale, null=null, file=ctx.file)
+    return Payout(
+        members=rv.members,
+        rule=ctx.rule,
+        currency=currency,
+        pool_minor=pool_minor,
+        values=rv.values,
+        std_errs=rv.std_errs,
+        shares=alloc.shares,
+        amounts=alloc.amounts,
+        result=rv.result,
+        warnings=alloc.warnings,
+        info=rv.info,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# one period of a scenario
+
+
+@dataclass(frozen=True)
+class PeriodRun:
+    """The payout of one period of a scenario, with its stability verdict.
+
+    Attributes:
+        period: the period label.
+        revenue_minor, fee_minor, pool_minor: revenue, platform fee and the pool (revenue − fee).
+        payout: the `Payout`.
+        stability: the `StabilityReport` of the payout.
+        coalitions: member coalitions of the game table as JSON arrays of member names (``[]`` = ∅,
+            coalition-index order), or () when too large.
+        utilities: ``float[2^n, m]`` member-game utilities per objective (aligned with `coalitions`).
+        objectives: objective names of `utilities`.
+    """
+
+    period: str
+    revenue_minor: int
+    fee_minor: int
+    pool_minor: int
+    payout: Payout
+    stability: StabilityReport
+    coalitions: tuple[str, ...]
+    utilities: np.ndarray
+    objectives: tuple[str, ...]
+
+
+def run_period(inputs: ScenarioInputs, period: str, ctx: RuleContext | None = None) -> PeriodRun:
+    """Pay out one period of a loaded scenario: members present, revenue − fee, rule, stability."""
+    from valuation.estimators import approximate
+    from valuation.game import all_coalitions
+
+    sc = inputs.scenario
+    ctx = ctx or RuleContext.from_inputs(inputs)
+    sc.check_period(period)
+    members = [m.name for m in sc.members_in(period)]
+    if not members:
+        raise InputError(f"no member is in the pool in period {period!r}", file=ctx.file, field="periods")
+    currency = sc.market.currency
+    revenue_minor = to_minor(sc.revenue_for(period), currency, file=ctx.file, field="revenue")
+    fee = fee_minor(revenue_minor, sc.market.platform_fee)
+    pool = revenue_minor - fee
+    payout = compute_payout(ctx, members, pool, currency)
+
+    n = len(members)
+    if n <= CORE_MAX_MEMBERS:
+        masks = all_coalitions(n)
+        member_game = ctx.member_game(members)
+        utilities = np.asarray(member_game(masks), dtype=float)
+        scalar = utilities @ np.array([float(ctx.weights.get(o, 0.0)) for o in member_game.objectives])
+        if ctx.rule == "least_core":
+            epsilon = float(payout.info["epsilon"])
+        else:
+            epsilon = float(approximate(ctx.scalar_game(members), "least_core").info["epsilon"][0])
+        stability = check_stability(members, scalar, payout.shares, least_core_epsilon=epsilon)
+        labels = tuple(
+            json.dumps([m for m, inside in zip(members, row, strict=True) if inside], ensure_ascii=False)
+            for row in masks
+        )
+        objectives = tuple(member_game.objectives)
+    else:
+        game = ctx.scalar_game(members)
+        eye = np.eye(n, dtype=bool)
+        ends = game(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)]))[:, 0]
+        singles = game(eye)[:, 0] - ends[0]
+        stability = check_stability(members, None, payout.shares, singles=singles, grand=float(ends[1] - ends[0]))
+        labels, utilities, objectives = (), np.zeros((0, 0)), ()
+    return PeriodRun(
+        period=period,
+        revenue_minor=revenue_minor,
+        fee_minor=fee,
+        pool_minor=pool,
+        payout=payout,
+        stability=stability,
+        coalitions=labels,
+        utilities=utilities,
+        objectives=objectives,
+    )

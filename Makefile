@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow lint bench clean help
+.PHONY: install demo test test-slow lint bench dashboard chromium clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -25,8 +25,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## run the main job on the bundled default and print where the outputs are
 	$(BIN)/python -m market.demo
 
-test: $(STAMP)  ## run the test suite (what CI runs)
+test: $(STAMP) chromium  ## run the test suite (what CI runs)
 	$(BIN)/python -m pytest
+
+# Debian's Chromium drives the dashboard's real-browser test (Playwright never downloads a browser here).
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null; then SUDO=sudo; else \
+	    echo "note: /usr/bin/chromium missing and no root: the browser test will be skipped"; exit 0; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium >/dev/null; }
 
 test-slow: $(STAMP)  ## run the opt-in slow tests (real SmolLM2 model)
 	$(BIN)/python -m pytest -m slow
@@ -36,6 +43,9 @@ lint: $(STAMP)  ## ruff
 
 bench: $(STAMP)  ## benchmarks (speed, not correctness)
 	$(BIN)/python benchmarks/bench_exact_shapley.py
+
+dashboard: $(STAMP)  ## open the dashboard on the demo ledger (http://127.0.0.1:8501)
+	$(BIN)/payoutsim dashboard --ledger $(or $(LEDGER),runs/ledger.duckdb)
 
 clean:  ## remove the virtual environment and caches (not your data)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

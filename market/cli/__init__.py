@@ -6,6 +6,7 @@ Every command imports its heavy dependencies (torch, transformers, …) lazily i
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import typer
@@ -25,16 +26,22 @@ app = typer.Typer(
 )
 
 
+# Command modules in the order `payoutsim --help` lists them: the pipeline's order of work.
+COMMAND_MODULES = (
+    "data_cmd",  # data inspect
+    "synth_cmd",  # data synth
+    "models_cmd",  # models prepare|list
+    "valuation_cmd",  # train, value
+    "game_cmd",  # shapley
+    "market_cmd",  # payout, pool compare, ledger show|export|verify
+    "dashboard_cmd",  # dashboard
+)
+
+
 def _register() -> None:
-    # Each module adds its commands / sub-groups to `app`. Kept in one place so the order in --help is stable.
-    from market.cli import (  # noqa: F401
-        data_cmd,
-        game_cmd,
-        market_cmd,
-        models_cmd,
-        synth_cmd,
-        valuation_cmd,
-    )
+    """Import every command module; each adds its commands / sub-groups to `app` on import."""
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"market.cli.{name}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,178 @@
+"""Shared pieces of the dashboard pages: the ledger in use, cached reads, empty states, run picker.
+
+Every read goes through `market.explore` and is cached with `st.cache_data`, keyed by the ledger path
+and its version (mtime and size of the file and its WAL), so a new run in the ledger is picked up on the
+next interaction and nothing is recomputed otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from market import explore
+from market.money import format_minor
+
+LEDGER_KEY = "ledger_path"
+Version = tuple[int, int, int, int]
+
+
+# ---------------------------------------------------------------------------------------------------
+# the ledger in use
+
+
+def current_ledger() -> str:
+    """The ledger path: the sidebar's value, else ``$PAYOUTSIM_LEDGER``, else ``runs/ledger.duckdb``."""
+    value = st.session_state.get(LEDGER_KEY)
+    return str(explore.ledger_path(value or None))
+
+
+def ledger_sidebar() -> None:
+    """The sidebar's ledger field (shared by every page)."""
+    if LEDGER_KEY not in st.session_state:
+        st.session_state[LEDGER_KEY] = str(explore.ledger_path())
+    st.sidebar.text_input(
+        "Ledger file (DuckDB)",
+        key=LEDGER_KEY,
+        help="The payout ledger written by `payoutsim payout --ledger FILE`; opened read-only.",
+    )
+    st.sidebar.caption("Opened read-only: the dashboard never blocks a writer for long.")
+
+
+def require_ledger() -> tuple[str, Version]:
+    """(path, version) of a readable ledger with at least one run; otherwise show what to do and stop."""
+    path = current_ledger()
+    status = explore.ledger_status(path)
+    if status.state == "ok":
+        return path, explore.ledger_version(path)
+    if status.state == "busy":
+        st.warning(status.message, icon="⏳")
+        st.button("Retry", key="retry_busy", type="primary")
+    elif status.state in ("missing", "empty"):
+        st.info(status.message, icon="ℹ️")
+        st.markdown(
+            "**Get started:** record the bundled example (4 members, 3 periods, 2 objectives):\n\n"
+            f"```bash\n{explore.EXAMPLE_COMMAND} --ledger {path}\n```\n"
+            "then come back here (or set the ledger file in the sidebar)."
+        )
+    else:
+        st.error(status.message)
+    st.stop()
+    raise RuntimeError("unreachable")  # st.stop() raises; keeps type checkers happy
+
+
+# ---------------------------------------------------------------------------------------------------
+# cached reads (path + version are the cache key)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def cached_runs(path: str, version: Version) -> list[explore.RunSummary]:
+    return explore.runs(path)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_run(path: str, version: Version, run_id: str) -> explore.RunData:
+    return explore.load_run(path, run_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def cached_weighted(path: str, version: Version, run_id: str, weights: tuple[tuple[str, float], ...]) -> Any:
+    return explore.weighted_payout(cached_run(path, version, run_id), dict(weights))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_curve(path: str, version: Version, run_id: str, x: str, y: str, steps: int) -> list[dict[str, Any]]:
+    return explore.payout_curve(cached_run(path, version, run_id), x, y, steps)
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def cached_what_if(path: str, version: Version, run_id: str, members: tuple[str, ...], rule: str) -> Any:
+    return explore.what_if(cached_run(path, version, run_id), members, rule)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def cached_coalitions(path: str, version: Version, run_id: str) -> pd.DataFrame:
+    return pd.DataFrame(explore.coalition_rows(cached_run(path, version, run_id)))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def cached_marginals(path: str, version: Version, run_id: str, member: str, objective: str) -> pd.DataFrame:
+    return pd.DataFrame(explore.marginal_contributions(cached_run(path, version, run_id), member, objective))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def cached_ledger_rows(path: str, version: Version) -> pd.DataFrame:
+    return pd.DataFrame(explore.ledger_rows(path), columns=list(explore.EXPORT_COLUMNS))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_export(
+    path: str, version: Version, run_ids: tuple[str, ...], periods: tuple[str, ...], members: tuple[str, ...], fmt: str
+) -> bytes:
+    rows = explore.ledger_rows(path, run_ids=run_ids, periods=periods, members=members)
+    return explore.export_bytes(rows, "csv" if fmt == "csv" else "parquet")
+
+
+# ---------------------------------------------------------------------------------------------------
+# widgets and formatting
+
+
+def pick_run(path: str, version: Version, key: str, *, help: str | None = None) -> explore.RunData:
+    """A run picker (latest run first by default); returns the chosen run's data."""
+    summaries = cached_runs(path, version)
+    labels = {s.run_id: s.label for s in summaries}
+    ids = [s.run_id for s in reversed(summaries)]
+    run_id = st.selectbox(
+        "Run (scenario · period · rule)",
+        ids,
+        format_func=lambda rid: labels[rid],
+        key=key,
+        help=help or "Runs recorded in the ledger, newest first.",
+    )
+    return cached_run(path, version, run_id)
+
+
+def money(minor: int, currency: str) -> str:
+    """``"36975.53 EUR"``."""
+    return f"{format_minor(int(minor), currency)} {currency}"
+
+
+def amounts_frame(
+    run: explore.RunData,
+    amounts: Sequence[int],
+    shares: Sequence[float],
+    values: Sequence[float],
+    std_errs: Sequence[float],
+    members: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """The payout table of `members` (default: the run's): member, sources, value, std err, share (%),
+    amount (decimal string) and amount_minor (integer minor units)."""
+    members = list(run.members if members is None else members)
+    sources = dict(zip(run.members, run.sources, strict=True))
+    return pd.DataFrame(
+        {
+            "member": members,
+            "sources": [", ".join(sources[m]) for m in members],
+            "value": [float(v) for v in values],
+            "std err": [float(s) for s in std_errs],
+            "share %": [100.0 * float(s) for s in shares],
+            f"amount ({run.currency})": [format_minor(int(a), run.currency) for a in amounts],
+            "amount_minor": [int(a) for a in amounts],
+        }
+    )
+
+
+def verdict(stability: dict[str, Any]) -> None:
+    """Show a stored stability verdict (`StabilityReport.to_json_dict`)."""
+    eps = stability.get("least_core_epsilon")
+    eps_text = "" if eps is None else f" Least-core ε = {eps:.4g}."
+    if stability.get("stable") is True:
+        st.success(f"Stable: individually rational and in the core.{eps_text}")
+    elif stability.get("stable") is None:
+        st.info(f"Core not checked (too many members).{eps_text}")
+    else:
+        n = stability.get("n_blocking", len(stability.get("blocking", [])))
+        st.error(f"Unstable: {n} blocking coalition(s).{eps_text}")

@@ -1,0 +1,65 @@
+"""Pooling what-if: toggle members in and out, pick the rule; value created, payouts, stability.
+
+Everything comes from the run's stored coalition table (`market.explore.what_if`): no retraining. A
+smaller pool earns the grand pool's pot scaled by the value it creates (as in `market.pooling`).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.common import amounts_frame, cached_what_if, money, pick_run, require_ledger
+from market import explore
+
+st.header("Pooling what-if")
+path, version = require_ledger()
+run = pick_run(path, version, "pooling_run")
+if not run.has_table:
+    st.info("This run has no stored coalition table (more than 16 members), so what-ifs are not available.")
+    st.stop()
+
+rules = explore.what_if_rules(run)
+st.write("Members in the pool:")
+cols = st.columns(min(len(run.members), 6))
+chosen = []
+for i, m in enumerate(run.members):
+    if cols[i % len(cols)].checkbox(m, value=True, key=f"pool_{run.run_id}_{m}", help=", ".join(run.sources[i])):
+        chosen.append(m)
+rule = st.selectbox(
+    "Payout rule", rules, index=rules.index(run.rule) if run.rule in rules else 0, key=f"pool_rule_{run.run_id}",
+    help="robust_shapley needs the members' data and is not offered here.",
+)
+if not chosen:
+    st.warning("Pick at least one member.")
+    st.stop()
+
+wi = cached_what_if(path, version, run.run_id, tuple(chosen), rule)
+c = st.columns(3)
+c[0].metric("Value created v'(S)", f"{wi.value_created:.6g}",
+            help="Objective-weighted utility of the pool minus the base model's (utility units).")
+c[1].metric("Share of the grand pool's value", f"{100 * wi.value_created / wi.grand_value:.1f}%" if wi.grand_value else "—")
+c[2].metric("Pool's revenue", money(wi.revenue_minor, run.currency))
+
+pay = wi.payout
+frame = amounts_frame(run, pay.amounts, pay.shares, pay.values, pay.std_errs, members=pay.members)
+grand = dict(zip(run.members, run.amounts, strict=True))
+frame["in the recorded run"] = [grand[m] for m in pay.members]
+st.dataframe(frame, hide_index=True, width="stretch", key="pool_table",
+             column_config={"value": st.column_config.NumberColumn(format="%.6g"),
+                            "share %": st.column_config.NumberColumn(format="%.2f")})
+for w in pay.warnings:
+    st.warning(w)
+
+rep = wi.stability
+eps = "" if rep.least_core_epsilon is None else f" Least-core ε = {rep.least_core_epsilon:.4g}."
+if rep.stable:
+    st.success(f"Stable: the payout is individually rational and in the core.{eps}")
+else:
+    st.error(f"Unstable: {len(rep.blocking)} blocking coalition(s).{eps}")
+if rep.blocking:
+    st.subheader("Blocking coalitions (would do better on their own)")
+    st.dataframe(
+        pd.DataFrame({"coalition": ["+".join(c) for c, _ in rep.blocking], "excess": [e for _, e in rep.blocking]}),
+        hide_index=True, width="stretch", key="pool_blocking",
+    )

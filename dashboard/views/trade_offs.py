@@ -1,0 +1,86 @@
+"""Trade-offs: each member's value per objective (the paper's Figure 2) and payouts under other weights.
+
+The slider re-weights the stored per-objective values by linearity (Σ_k a_k φ_k, no recomputation) and
+splits the pool with the run's rule's negative policy and largest-remainder rounding
+(`market.explore.weighted_payout`).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import charts
+from dashboard.common import amounts_frame, cached_curve, cached_weighted, money, pick_run, require_ledger
+from market import explore
+from market.currencies import minor_units
+from market.explore import EXAMPLE_COMMAND
+
+st.header("Trade-offs between objectives")
+path, version = require_ledger()
+run = pick_run(path, version, "tradeoffs_run")
+
+objective_names, phi, phi_se, method = explore.objective_values(run)
+objectives = list(objective_names)
+if len(objectives) < 2:
+    st.info(
+        f"Run #{run.seq} has {'one objective' if objectives else 'no per-objective values'} "
+        f"(rule {run.rule!r}), so there is no trade-off to explore. Value a game with two objective "
+        "columns (e.g. helpfulness and harmlessness) and give their weights in the scenario's [objectives] "
+        f"table, e.g. `{EXAMPLE_COMMAND}`."
+    )
+    st.stop()
+
+c1, c2 = st.columns(2)
+x = c1.selectbox("x objective", objectives, index=0, key="tradeoffs_x")
+y_choices = [o for o in objectives if o != x]
+y = c2.selectbox("y objective", y_choices, index=0, key="tradeoffs_y")
+
+points = pd.DataFrame(
+    {
+        "member": list(run.members),
+        "label": [f"{m} ({', '.join(s)})" for m, s in zip(run.members, run.sources, strict=True)],
+        "x": phi[:, objectives.index(x)],
+        "y": phi[:, objectives.index(y)],
+        "x_se": phi_se[:, objectives.index(x)],
+        "y_se": phi_se[:, objectives.index(y)],
+    }
+)
+st.altair_chart(charts.tradeoff_scatter(points, x, y), width="stretch")
+st.caption(
+    f"{method} value of each member (its sources in the tooltip) for {x} (x) and {y} (y), ±1 standard "
+    "error; above the dashed y = x line a member's data helps more with the second objective."
+)
+
+wx, wy = run.weights.get(x, 0.0), run.weights.get(y, 0.0)
+default = round(wx / (wx + wy), 2) if wx + wy > 0 else 0.5
+a = st.slider(
+    f"Weight of {x} (the weight of {y} is 1 − this)",
+    min_value=0.0,
+    max_value=1.0,
+    value=float(default),
+    step=0.05,
+    key="tradeoffs_weight",
+    help="Payouts are re-computed by linearity of the value: Σ a_k φ_k, then split with the run's rule.",
+)
+weights = {o: 0.0 for o in objectives}
+weights[x], weights[y] = float(a), 1.0 - float(a)
+wp = cached_weighted(path, version, run.run_id, tuple(sorted(weights.items())))
+frame = amounts_frame(run, wp.amounts, wp.shares, wp.values, wp.std_errs)
+frame["stored amount_minor"] = list(run.amounts)
+frame["change"] = frame["amount_minor"] - frame["stored amount_minor"]
+st.subheader(f"Payouts at {x} = {a:.2f}, {y} = {1 - a:.2f}")
+shown = frame.assign(**{"share %": frame["share %"].map(lambda v: f"{v:.2f}"), "value": frame["value"].map(lambda v: f"{v:.6g}"),
+                         "std err": frame["std err"].map(lambda v: f"{v:.2g}")})
+st.table(shown.set_index("member"))
+method = {"linear": "by linearity (Σ a_k φ_k of the stored values)",
+          "re-solved": "by re-solving the least core on the stored coalition table (not linear)",
+          "unchanged": f"unchanged: rule {run.rule!r} does not depend on the weights"}[wp.method]
+st.caption(f"Total {money(sum(wp.amounts), run.currency)} = pool; amounts {method}.")
+for w in wp.warnings:
+    st.warning(w)
+
+steps = 11 if wp.method == "re-solved" else 21
+curve = pd.DataFrame(cached_curve(path, version, run.run_id, x, y, steps))
+st.subheader("Each member's payout across the weight range")
+st.altair_chart(charts.payout_curve(curve, x, float(a), run.currency, minor_units(run.currency)), width="stretch")

@@ -1,0 +1,184 @@
+"""Real-browser test of the dashboard: `payoutsim dashboard` driven by Playwright on Debian's Chromium.
+
+Starts the server on a free 127.0.0.1 port with a ledger built from the bundled example, waits for the
+charts, moves the objective-weight slider with the keyboard, checks a payout changed, downloads the CSV
+and checks its content, and saves screenshots under the test's tmp folder (and one copy at
+/tmp/dashboard-screenshot.png). Skipped only when /usr/bin/chromium is absent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from market.cli import main
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO_ROOT / "data" / "scenarios" / "example.toml"
+CHROMIUM = Path("/usr/bin/chromium")
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SERVER_START_S = 60
+WAIT_MS = 30_000
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Debian's Chromium is not installed at {CHROMIUM} "
+                       "(`apt-get install chromium`; `make test` installs it in CI)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _payoutsim() -> list[str]:
+    script = Path(sys.executable).parent / "payoutsim"
+    return [str(script)] if script.exists() else [sys.executable, "-c", "from market.cli import run; run()"]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[str]:
+    """`payoutsim dashboard --ledger <tmp> --port <free>`; yields the base URL; always killed afterwards."""
+    ledger = tmp_path / "ledger.duckdb"
+    assert main(["payout", str(EXAMPLE), "--ledger", str(ledger)]) == 0
+    port = _free_port()
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(
+        [*_payoutsim(), "dashboard", "--ledger", str(ledger), "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an http_proxy
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"dashboard server exited with {proc.returncode}: {(tmp_path / 'server.log').read_text()}")
+            try:
+                with opener.open(f"{url}/_stcore/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"dashboard did not answer within {SERVER_START_S} s: {(tmp_path / 'server.log').read_text()}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the server's whole process group: SIGTERM, then SIGKILL after 10 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=10)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _payout_cells(page) -> dict[str, str]:
+    """member -> amount text from the trade-offs page's payout table (an HTML table)."""
+    table = page.locator('[data-testid="stTable"] table').first
+    table.wait_for()
+    headers = [h.strip() for h in table.locator("thead th").all_inner_texts()]
+    col = next(i for i, h in enumerate(headers) if h.startswith("amount ("))
+    out = {}
+    for row in table.locator("tbody tr").all():
+        cells = [c.strip() for c in row.locator("th, td").all_inner_texts()]
+        out[cells[0]] = cells[col]
+    return out
+
+
+def test_dashboard_in_a_real_browser(server: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS, timeout=WAIT_MS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800}, accept_downloads=True)
+        page.set_default_timeout(WAIT_MS)
+        try:
+
+            # Payouts: the table and the bar chart
+            page.goto(server, wait_until="domcontentloaded")
+            expect(page.get_by_role("heading", name="Payouts", exact=True)).to_be_visible()
+            page.locator('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg').first.wait_for()
+            expect(page.get_by_text("equals the pool")).to_be_visible()
+            page.screenshot(path=str(tmp_path / "payouts.png"), full_page=True)
+
+            # Trade-offs: charts, slider, payouts change
+            page.goto(f"{server}/trade_offs", wait_until="domcontentloaded")
+            expect(page.get_by_role("heading", name="Trade-offs between objectives", exact=True)).to_be_visible()
+            charts = page.locator('[data-testid="stVegaLiteChart"]')
+            expect(charts).to_have_count(2)
+            charts.last.locator("canvas, svg").first.wait_for()
+            expect(page.get_by_text("Payouts at helpfulness = 0.50")).to_be_visible()
+            before = _payout_cells(page)
+            assert set(before) == {"alice", "bob", "carol", "dave"}
+            # Streamlit's slider: a visually hidden, focusable input[type=range] (older builds: a
+            # [role=slider] thumb), driven by the keyboard
+            slider = page.locator('[data-testid="stSlider"]').first
+            thumb = slider.locator('input[type="range"], [role="slider"]').first
+            expect(slider.get_by_test_id("stSliderThumbValue")).to_have_text("0.50")
+            thumb.focus()
+            for _ in range(4):
+                thumb.press("ArrowRight")
+            expect(slider.get_by_test_id("stSliderThumbValue")).to_have_text("0.70")
+            expect(page.get_by_text("Payouts at helpfulness = 0.70")).to_be_visible()
+            deadline = time.monotonic() + 15  # the table follows the heading in the same rerun
+            while (after := _payout_cells(page)) == before and time.monotonic() < deadline:
+                page.wait_for_timeout(200)
+            assert after != before
+            assert float(after["alice"]) > float(before["alice"])  # alice's data is mostly helpful
+            shot = tmp_path / "trade_offs.png"
+            page.screenshot(path=str(shot), full_page=True)
+            shutil.copyfile(shot, "/tmp/dashboard-screenshot.png")
+
+            # Ledger: download the CSV
+            page.goto(f"{server}/ledger", wait_until="domcontentloaded")
+            button = page.get_by_role("button", name="Download CSV")
+            expect(button).to_be_visible()
+            with page.expect_download(timeout=WAIT_MS) as info:
+                button.click()
+            download = info.value
+            target = tmp_path / "payouts.csv"
+            download.save_as(str(target))
+            rows = list(csv.DictReader(io.StringIO(target.read_text())))
+            assert len(rows) == 3 + 4 + 4
+            assert {r["member"] for r in rows} == {"alice", "bob", "carol", "dave"}
+            q3 = {r["member"]: r["amount"] for r in rows if r["period"] == "2025-Q3"}
+            assert sum(round(float(v) * 100) for v in q3.values()) == 10_800_000
+            assert q3["dave"] == "0.00"
+            page.screenshot(path=str(tmp_path / "ledger.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()

@@ -50,7 +50,9 @@ def prepare(
             "(default: the synthetic corpus with seed 0).",
         ),
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="tiny only: seed of the initial weights and batch order.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="tiny only: seed of the initial weights and batch order.")
+    ] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or spinners.")] = False,
 ) -> None:
     """Build, fetch or validate a base model once; print its path, size, parameter count and checksum.
@@ -62,6 +64,8 @@ def prepare(
     from valuation.models.cache import count_parameters as n_params
     from valuation.models.cache import dir_size, weight_files
 
+    if spec != "tiny" and (corpus is not None or seed != 0):
+        typer.echo(f"note: --corpus and --seed apply to 'tiny' only; ignored for {spec!r}", err=True)
     info = prepare_base_model(spec, cache_dir=cache_dir, corpus_dir=corpus, seed=seed, progress=not quiet)
     weights = weight_files(info.path)
     typer.echo(f"model:      {info.name}")
@@ -108,8 +112,9 @@ def list_models(
         typer.echo(f"no prepared models in {root} (run `payoutsim models prepare tiny|smollm2|DIR`)")
         return
     table = Table(title=f"prepared models in {root}")
-    for column in ("name", "preset", "weights", "parameters", "sha256", "path"):
-        table.add_column(column, overflow="fold")
+    for column in ("name", "preset", "weights", "parameters", "sha256"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("path", overflow="fold")
     for row in rows:
         table.add_row(
             str(row["name"]),

@@ -10,15 +10,15 @@ import typer
 from market.cli import app
 
 _CONFIG_HELP = (
-    "Valuation config (TOML): [data], [model], [training], [arithmetic], [utility], [eval], [shapley], "
-    "[output], [[members]]. See data/configs/ for examples; relative paths are resolved against the "
+    "Valuation config (TOML): \\[data], \\[model], \\[training], \\[arithmetic], \\[utility], \\[eval], "
+    "\\[shapley], \\[output], \\[\\[members]]. See data/configs/ for examples; relative paths are resolved against the "
     "config file's folder."
 )
 _RETRAIN_HELP = (
-    "Retrain adapters that are stale (their data, [training] config or base model changed) instead of "
+    "Retrain adapters that are stale (their data, \\[training] config or base model changed) instead of "
     "stopping with an error. Up-to-date adapters are still skipped."
 )
-_OUT_HELP = "Run directory (overrides [output] dir; relative to the current folder)."
+_OUT_HELP = "Run directory (overrides \\[output] dir; relative to the current folder)."
 _PROGRESS_HELP = "Show progress bars on stderr."
 
 ConfigArg = Annotated[Path, typer.Argument(help=_CONFIG_HELP, show_default=False)]
@@ -31,17 +31,13 @@ ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help=_PRO
 def train(config: ConfigArg, retrain: RetrainOpt = False, out: OutOpt = None, progress: ProgressOpt = True) -> None:
     """Train one LoRA adapter per data source with DPO (trl + peft) into RUN/adapters/<source>/.
 
-    Resumable: a finished adapter whose data, training config and base model are unchanged is skipped
-    ("skipped: up to date"); an interrupted run trains only the sources it had not finished.
+    Resumable: a finished adapter whose data, training config and base model are unchanged is skipped ("skipped: up to date"); an interrupted run trains only the sources it had not finished.
     """
-    from rich.console import Console
-
     from valuation.config import load_valuation_config
     from valuation.pipeline import run_train
 
-    err = Console(stderr=True)
     cfg = load_valuation_config(config, output_dir=out)
-    _, records = run_train(cfg, retrain=retrain, progress=progress, log=lambda m: err.print(m, highlight=False))
+    _, records = run_train(cfg, retrain=retrain, progress=progress)
     trained = [s for s, r in records.items() if r.status == "trained"]
     skipped = [s for s, r in records.items() if r.status == "skipped"]
     typer.echo(
@@ -52,21 +48,17 @@ def train(config: ConfigArg, retrain: RetrainOpt = False, out: OutOpt = None, pr
 
 @app.command("value")
 def value(config: ConfigArg, retrain: RetrainOpt = False, out: OutOpt = None, progress: ProgressOpt = True) -> None:
-    """Value every data source (and member) per objective: train what is missing, score the eval sets
-    once per model, evaluate all coalitions by language-model arithmetic, compute Shapley values.
+    """Value every data source (and member) per objective with Shapley values.
 
-    Writes RUN/game.csv (GAME.csv format), game.parquet (+ std errs, pair counts), values.json (the
-    `payoutsim shapley` result format), values_members.json (with [[members]]), run.json (provenance),
-    and prints a summary table.
+    Trains the adapters that are missing, scores the eval sets once per model, evaluates every coalition by language-model arithmetic on the cached log-probs and values the game.
+
+    Writes RUN/game.csv (GAME.csv format), game.parquet (+ std errs, pair counts), values.json (the `payoutsim shapley` result format), values_members.json (with \\[\\[members]]) and run.json (provenance); prints a summary table.
     """
-    from rich.console import Console
-
     from valuation.config import load_valuation_config
     from valuation.pipeline import run_value
 
-    err = Console(stderr=True)
     cfg = load_valuation_config(config, output_dir=out)
-    run = run_value(cfg, retrain=retrain, progress=progress, log=lambda m: err.print(m, highlight=False))
+    run = run_value(cfg, retrain=retrain, progress=progress)
     _print_summary(run)
 
 

@@ -1,0 +1,315 @@
+"""The valuation config (``CONFIG.toml``) read by ``payoutsim train`` and ``payoutsim value``.
+
+Example (every table but ``[data]`` and ``[output]`` may be left out)::
+
+    name = "demo"                       # optional, for humans
+
+    [data]                              # exactly one of corpus / path / synth
+    corpus = "../../runs/corpus"        # a payoutsim synthetic corpus (train/<source>.jsonl, eval/*.jsonl)
+    # path = "pairs.jsonl"              # any preference file or folder (`payoutsim data inspect` reads it)
+    # synth = { seed = 1, pairs_per_source = 200 }   # generate a corpus into <output>/corpus
+    sources = ["flan_v2_niv2", "sharegpt", "evol_instruct", "ultrachat", "noisy"]   # default: all
+
+    [model]
+    base = "tiny"                       # "tiny", "smollm2" or a local HF model dir
+    seed = 0                            # tiny only: seed of the pre-training
+    # [model.tiny]                      # tiny only: `valuation.models.TinyConfig` fields
+
+    [training]                          # `valuation.training.TrainingConfig`
+    learning_rate = 1e-3
+    epochs = 2
+    batch_size = 16
+    max_length = 256
+    beta = 0.1
+    lora_r = 8
+    lora_alpha = 16
+    seed = 0
+
+    [arithmetic]
+    weighting = "sum"                   # sum | mean | size
+
+    [utility]
+    kind = "preference"
+    metric = "bt"                       # bt | accuracy | loglik (warns: unbounded)
+    objectives = ["helpfulness", "harmlessness"]
+    # beta = 0.1                        # default: training.beta
+
+    [eval]                              # objective = eval set; default: the corpus's eval/<objective>.jsonl
+    # helpfulness = "../shared/data/dpo-en-demo.json"
+    max_pairs = 0                       # 0 = all pairs; else the first N of each eval set
+    batch_size = 8                      # scoring batch size
+
+    [shapley]
+    method = "exact"                    # exact | permutation | banzhaf | loo | least_core
+    # budget = 2000
+    seed = 0
+
+    [output]
+    dir = "../../runs/demo"             # the run directory
+
+    [[members]]                         # optional: member-level values (who owns which sources)
+    name = "alice"
+    sources = ["flan_v2_niv2", "sharegpt"]
+
+Relative paths are resolved against the config file's folder. Problems are `InputError`s naming the
+config file, the line when TOML is malformed, and the offending field (``data.sources``, ``eval.helpfulness``…).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from valuation.arithmetic import WEIGHTINGS
+from valuation.errors import InputError
+from valuation.training import TrainingConfig
+
+SHAPLEY_METHODS = ("exact", "permutation", "banzhaf", "loo", "least_core")
+DEFAULT_OBJECTIVES = ("helpfulness", "harmlessness")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SynthSection(_Section):
+    """Generate the synthetic corpus into ``<output>/corpus`` (`valuation.synth.write_corpus`)."""
+
+    seed: int = Field(0, ge=0)
+    pairs_per_source: int | None = Field(None, ge=1)
+    eval_pairs_per_objective: int | None = Field(None, ge=1)
+
+
+class DataSection(_Section):
+    """Where the training pairs come from and which sources are players."""
+
+    corpus: Path | None = None
+    path: Path | None = None
+    synth: SynthSection | None = None
+    format: str = "auto"
+    source_column: str = "source"
+    sources: list[str] | None = None
+    drop_duplicates: bool = False
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> DataSection:
+        given = [k for k in ("corpus", "path", "synth") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of corpus, path or synth" + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_sources(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("list at least one source (or leave the key out for all sources)")
+            dup = sorted({s for s in value if value.count(s) > 1})
+            if dup:
+                raise ValueError(f"source {dup[0]!r} is listed twice")
+        return value
+
+
+class ModelSection(_Section):
+    """The base model: a preset (``tiny``, ``smollm2``) or a local Hugging Face model dir."""
+
+    base: str = "tiny"
+    seed: int = Field(0, ge=0)
+    cache_dir: Path | None = None
+    tiny: dict[str, Any] | None = None
+
+
+class ArithmeticSection(_Section):
+    """How adapters combine in a coalition (`valuation.arithmetic`)."""
+
+    weighting: Literal["sum", "mean", "size"] = "sum"
+
+
+class UtilitySection(_Section):
+    """The coalition utility per objective (`valuation.utilities`)."""
+
+    kind: Literal["preference"] = "preference"
+    metric: Literal["bt", "accuracy", "loglik"] = "bt"
+    beta: float | None = Field(None, gt=0)
+    objectives: list[str] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("list at least one objective")
+        if len(set(value)) != len(value):
+            raise ValueError("objectives must be unique")
+        return value
+
+
+class EvalSection(BaseModel):
+    """Evaluation sets per objective (extra keys: ``objective = "path"``) and scoring options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    max_pairs: int = Field(0, ge=0)
+    batch_size: int = Field(8, ge=1)
+    format: str = "auto"
+
+    def sets(self) -> dict[str, Path]:
+        """objective → eval-set path, for the objectives given explicitly."""
+        return {k: Path(v) for k, v in (self.model_extra or {}).items()}
+
+    @model_validator(mode="after")
+    def _paths(self) -> EvalSection:
+        for key, value in (self.model_extra or {}).items():
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"eval set for objective {key!r} must be a path string")
+        return self
+
+
+class ShapleySection(_Section):
+    """The estimator (`valuation.estimators.approximate`)."""
+
+    method: Literal["exact", "permutation", "banzhaf", "loo", "least_core"] = "exact"
+    budget: int | None = Field(None, ge=1)
+    seed: int = Field(0, ge=0)
+
+
+class OutputSection(_Section):
+    """The run directory (adapters, log-prob cache, game table, values)."""
+
+    dir: Path
+
+
+class MemberSection(_Section):
+    """One member (data owner) and the sources it owns."""
+
+    name: str = Field(min_length=1)
+    sources: list[str] = Field(min_length=1)
+
+
+class ValuationConfig(_Section):
+    """A parsed, validated valuation config; paths are absolute (resolved against the config's folder)."""
+
+    name: str | None = None
+    data: DataSection
+    model: ModelSection = ModelSection()
+    training: TrainingConfig = TrainingConfig()
+    arithmetic: ArithmeticSection = ArithmeticSection()
+    utility: UtilitySection = UtilitySection()
+    eval: EvalSection = EvalSection()
+    shapley: ShapleySection = ShapleySection()
+    output: OutputSection
+    members: list[MemberSection] = Field(default_factory=list)
+    config_path: Path | None = None
+
+    @model_validator(mode="after")
+    def _members(self) -> ValuationConfig:
+        names = [m.name for m in self.members]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"member {dup[0]!r} is listed twice")
+        return self
+
+    @property
+    def utility_beta(self) -> float:
+        """β of the Bradley–Terry utility: ``[utility] beta`` or, by default, the training β."""
+        return self.utility.beta if self.utility.beta is not None else self.training.beta
+
+
+def load_valuation_config(path: str | Path, *, output_dir: str | Path | None = None) -> ValuationConfig:
+    """Read and validate ``CONFIG.toml``; ``output_dir`` (relative to the cwd) overrides ``[output] dir``.
+
+    Raises:
+        InputError: unreadable file, malformed TOML (with its line) or an invalid field (named, dotted).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("config file not found", file=path) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read the config ({err})", file=path) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        match = re.search(r"line (\d+)", str(err))
+        raise InputError(
+            f"malformed TOML: {err}", file=path, row=f"line {match.group(1)}" if match else None
+        ) from None
+    if output_dir is not None:
+        raw.setdefault("output", {})
+        if isinstance(raw["output"], dict):
+            raw["output"]["dir"] = str(Path(output_dir).resolve())
+    return parse_valuation_config(raw, base_dir=path.resolve().parent, file=path)
+
+
+def parse_valuation_config(
+    raw: dict[str, Any], *, base_dir: Path, file: str | Path | None = None
+) -> ValuationConfig:
+    """Validate a config dict (as read from TOML) and resolve its relative paths against ``base_dir``."""
+    if "config_path" in raw:
+        raise InputError("unknown key", file=file, field="config_path")
+    try:
+        config = ValuationConfig.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = _dotted(first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif first["type"] == "missing":
+            message = "required key is missing"
+        raise InputError(message, file=file, field=loc or None) from None
+    return _resolve(config, Path(base_dir), None if file is None else Path(file))
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    """``("members", 0, "sources")`` → ``"members[0].sources"``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _resolve(config: ValuationConfig, base_dir: Path, file: Path | None) -> ValuationConfig:
+    def absolute(p: Path | None) -> Path | None:
+        return None if p is None else (base_dir / p.expanduser()).resolve()
+
+    data = config.data.model_copy(update={"corpus": absolute(config.data.corpus), "path": absolute(config.data.path)})
+    model = config.model
+    updates: dict[str, Any] = {"cache_dir": absolute(model.cache_dir)}
+    if model.base not in ("tiny", "smollm2"):
+        updates["base"] = str(absolute(Path(model.base)))
+    model = model.model_copy(update=updates)
+    sets = {k: str(absolute(v)) for k, v in config.eval.sets().items()}
+    evals = EvalSection.model_validate(
+        {"max_pairs": config.eval.max_pairs, "batch_size": config.eval.batch_size, "format": config.eval.format}
+        | sets
+    )
+    output = config.output.model_copy(update={"dir": absolute(config.output.dir)})
+    return config.model_copy(
+        update={
+            "data": data,
+            "model": model,
+            "eval": evals,
+            "output": output,
+            "config_path": None if file is None else file.resolve(),
+        }
+    )
+
+
+__all__ = [
+    "DEFAULT_OBJECTIVES",
+    "SHAPLEY_METHODS",
+    "WEIGHTINGS",
+    "ValuationConfig",
+    "load_valuation_config",
+    "parse_valuation_config",
+]

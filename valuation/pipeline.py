@@ -1,0 +1,565 @@
+"""The valuation pipeline: config → data → base model → adapters → cached log-probs → coalition table →
+values → run directory. ``payoutsim train`` runs the first part, ``payoutsim value`` all of it.
+
+Run directory (``[output] dir``)::
+
+    adapters/<source>/      peft adapter dir + manifest.json (valuation.training)
+    cache/logprobs/*.npz    per-model response log-probs on each eval set (valuation.logprobs)
+    corpus/                 only with [data] synth: the generated synthetic corpus
+    config.toml             the config this run used (a copy)
+    game.csv                coalition utilities, GAME.csv format (one column per objective)
+    game.parquet            the same plus <objective>_std_err and <objective>_n_pairs per coalition
+    values.json             source-level values (the `payoutsim shapley` result format)
+    values_members.json     member-level values, when the config lists [[members]]
+    run.json                provenance: base model, adapters (hashes, metrics), eval sets, timings
+
+Utilities (``preference``): for objective k with eval pairs E_k and coalition S, the margin of pair i is
+``Σ_{ℓ∈S} w_ℓ^S Δ_ℓ[i]`` with Δ_ℓ the adapter's log-ratio margin to the base; u_k(S) is the mean over E_k of
+σ(β·margin) (``bt``), of 1[margin>0] + ½·1[margin=0] (``accuracy``) or of log σ(β·margin) (``loglik``).
+The base is the reference point: u_k(∅) = ½ (``bt``/``accuracy``). Every output file is written atomically;
+bad inputs are found before anything is trained or written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from valuation.arithmetic import coalition_weights
+from valuation.config import ValuationConfig
+from valuation.errors import InputError
+from valuation.logprobs import EvalLogProbs, EvalSet, compute_eval_logprobs
+from valuation.training import AdapterRecord, sha256_file, sha256_json, train_adapters
+from valuation.utilities import preference_utility
+
+if TYPE_CHECKING:
+    from valuation.game import TableGame
+    from valuation.models import BaseModelInfo
+    from valuation.result import ValuationResult
+    from valuation.sources import PreferencePair
+
+FULL_TABLE_MAX_PLAYERS = 16  # up to here every coalition is tabulated (2^16 rows); beyond, only sampled ones
+EXACT_MAX_SOURCES = 22  # exact Shapley's limit in valuation.estimators
+
+
+@dataclass(frozen=True)
+class PreparedInputs:
+    """Everything loaded and validated before training: the players' data, eval sets and base model."""
+
+    config: ValuationConfig
+    run_dir: Path
+    corpus_dir: Path | None
+    train: dict[str, list[PreferencePair]]
+    data_hashes: dict[str, str]
+    eval_sets: list[EvalSet]
+    base: BaseModelInfo
+
+    @property
+    def sources(self) -> list[str]:
+        return list(self.train)
+
+    @property
+    def objectives(self) -> list[str]:
+        return [es.objective for es in self.eval_sets]
+
+
+@dataclass(frozen=True)
+class CoalitionTable:
+    """Utilities of evaluated coalitions: values, std errs and pair counts, each ``[k, m]``."""
+
+    players: tuple[str, ...]
+    objectives: tuple[str, ...]
+    coalitions: np.ndarray
+    values: np.ndarray
+    std_errs: np.ndarray
+    counts: np.ndarray
+
+
+@dataclass
+class ValuationRun:
+    """The outcome of `run_value`: the table, the results and where they were written."""
+
+    run_dir: Path
+    prepared: PreparedInputs
+    adapters: dict[str, AdapterRecord]
+    table: CoalitionTable
+    game: TableGame
+    result: ValuationResult
+    member_result: ValuationResult | None
+    files: dict[str, Path] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------
+# inputs
+
+
+def prepare_inputs(config: ValuationConfig, *, progress: bool = True) -> PreparedInputs:
+    """Load the training data and eval sets, check sources/objectives/members, prepare the base model.
+
+    Raises:
+        InputError: unknown source, missing eval set for an objective, a member owning an unknown source,
+            too many sources, or any data/model problem the loaders report.
+    """
+    from valuation.sources import load_corpus_eval_sets, load_preferences
+
+    run_dir = config.output.dir
+    cfg_file = config.config_path
+    data = config.data
+    corpus_dir = data.corpus
+    if data.synth is not None:
+        corpus_dir = _synthesise_corpus(run_dir / "corpus", data.synth.model_dump(exclude_none=True))
+    origin = corpus_dir if corpus_dir is not None else data.path
+    assert origin is not None  # the config validator guarantees one origin
+    if not origin.exists():
+        raise InputError("no such file or folder", file=origin, field="data.corpus" if data.corpus else "data.path")
+    pset = load_preferences(
+        origin,
+        format=data.format,
+        source_column=data.source_column,
+        drop_duplicates=data.drop_duplicates,
+    )
+    by_source = pset.sources()
+    if data.sources is not None:
+        unknown = [s for s in data.sources if s not in by_source]
+        if unknown:
+            raise InputError(
+                f"unknown source {unknown[0]!r} (the data has: {', '.join(by_source) or 'none'})",
+                file=cfg_file,
+                field="data.sources",
+            )
+        chosen = list(data.sources)
+    else:
+        chosen = list(by_source)
+    if not chosen:
+        raise InputError("the data holds no preference pairs", file=origin)
+    if len(chosen) > 62:
+        raise InputError(f"at most 62 sources can be valued, got {len(chosen)}", file=cfg_file, field="data.sources")
+    if config.shapley.method == "exact" and len(chosen) > EXACT_MAX_SOURCES:
+        raise InputError(
+            f"exact Shapley over {len(chosen)} sources needs 2^{len(chosen)} coalitions: "
+            'use method = "permutation" (or "banzhaf", "loo")',
+            file=cfg_file,
+            field="shapley.method",
+        )
+    train = {s: by_source[s] for s in chosen}
+    data_hashes = {s: pset.content_hash(s) for s in chosen}
+
+    for i, member in enumerate(config.members):
+        for src in member.sources:
+            if src not in train:
+                raise InputError(
+                    f"member {member.name!r} owns unknown source {src!r} (sources: {', '.join(chosen)})",
+                    file=cfg_file,
+                    field=f"members[{i}].sources",
+                )
+
+    eval_sets = _load_eval_sets(config, corpus_dir, load_preferences, load_corpus_eval_sets)
+    base = _prepare_base(config, corpus_dir, progress=progress)
+    return PreparedInputs(config, run_dir, corpus_dir, train, data_hashes, eval_sets, base)
+
+
+def _load_eval_sets(
+    config: ValuationConfig,
+    corpus_dir: Path | None,
+    load_preferences: Callable[..., Any],
+    load_corpus_eval_sets: Callable[[Path], dict[str, Any]],
+) -> list[EvalSet]:
+    explicit = config.eval.sets()
+    stray = [k for k in explicit if k not in config.utility.objectives]
+    if stray:
+        raise InputError(
+            f"eval set given for objective {stray[0]!r}, which is not in utility.objectives "
+            f"({', '.join(config.utility.objectives)})",
+            file=config.config_path,
+            field=f"eval.{stray[0]}",
+        )
+    corpus_sets = load_corpus_eval_sets(corpus_dir) if corpus_dir is not None else {}
+    out: list[EvalSet] = []
+    for objective in config.utility.objectives:
+        if objective in explicit:
+            path = explicit[objective]
+            if not path.exists():
+                raise InputError("no such eval file or folder", file=path, field=f"eval.{objective}")
+            pset = load_preferences(path, format=config.eval.format)
+        elif objective in corpus_sets:
+            pset = corpus_sets[objective]
+        else:
+            where = f"the corpus has {', '.join(corpus_sets) or 'none'}" if corpus_dir else "no corpus is used"
+            raise InputError(
+                f"no eval set for objective {objective!r} ({where}); give one as eval.{objective} = \"PATH\"",
+                file=config.config_path,
+                field=f"eval.{objective}",
+            )
+        pairs = list(pset.pairs)
+        if config.eval.max_pairs:
+            pairs = pairs[: config.eval.max_pairs]
+        if not pairs:
+            raise InputError(f"the eval set of objective {objective!r} is empty", field=f"eval.{objective}")
+        data_hash = sha256_json({"set": pset.content_hash(), "max_pairs": config.eval.max_pairs})
+        out.append(EvalSet(objective=objective, pairs=pairs, data_hash=data_hash))
+    return out
+
+
+def _prepare_base(config: ValuationConfig, corpus_dir: Path | None, *, progress: bool) -> BaseModelInfo:
+    from valuation.models import TinyConfig, prepare_base_model
+
+    tiny_config = None
+    if config.model.tiny is not None:
+        if config.model.base != "tiny":
+            raise InputError("[model.tiny] only applies to base = \"tiny\"", file=config.config_path, field="model.tiny")
+        try:
+            tiny_config = TinyConfig(**config.model.tiny)
+        except TypeError as err:
+            raise InputError(f"bad tiny-model setting ({err})", file=config.config_path, field="model.tiny") from None
+    return prepare_base_model(
+        config.model.base,
+        cache_dir=config.model.cache_dir,
+        corpus_dir=corpus_dir,
+        seed=config.model.seed,
+        progress=progress,
+        tiny_config=tiny_config,
+    )
+
+
+def _synthesise_corpus(corpus_dir: Path, kwargs: dict[str, Any]) -> Path:
+    """(Re)generate the synthetic corpus (deterministic for a seed) into ``corpus_dir``, swapped in whole.
+
+    ``kwargs`` are `valuation.synth.SynthConfig` fields. An identical existing corpus is left untouched.
+    """
+    from valuation.synth import SynthConfig, write_corpus
+
+    corpus_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".corpus-", dir=corpus_dir.parent))
+    try:
+        write_corpus(tmp, SynthConfig(**kwargs))
+        if corpus_dir.exists() and _same_tree(tmp, corpus_dir):
+            return corpus_dir
+        old = corpus_dir.with_name(f".old-corpus-{int(time.time() * 1000)}")
+        if corpus_dir.exists():
+            corpus_dir.rename(old)
+        tmp.rename(corpus_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        return corpus_dir
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    return files_a == files_b and all(sha256_file(a / f) == sha256_file(b / f) for f in files_a)
+
+
+# ---------------------------------------------------------------------------------------------------
+# train / value
+
+
+def run_train(
+    config: ValuationConfig,
+    *,
+    retrain: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[Any] = (),
+    log: Callable[[str], None] | None = None,
+    prepared: PreparedInputs | None = None,
+) -> tuple[PreparedInputs, dict[str, AdapterRecord]]:
+    """Train (resumably) one adapter per source into ``RUN/adapters``; see `valuation.training`."""
+    prepared = prepared or prepare_inputs(config, progress=progress)
+    records = train_adapters(
+        prepared.base,
+        prepared.train,
+        prepared.data_hashes,
+        config.training,
+        prepared.run_dir / "adapters",
+        retrain=retrain,
+        progress=progress,
+        callbacks=callbacks,
+        log=log,
+    )
+    return prepared, records
+
+
+def coalition_table(
+    tables: dict[str, EvalLogProbs],
+    sources: Sequence[str],
+    coalitions: np.ndarray,
+    *,
+    weighting: str,
+    sizes: Sequence[int],
+    metric: str,
+    beta: float,
+) -> CoalitionTable:
+    """Utilities of the given coalitions (``bool[k, n]``) for every objective: pure arithmetic on the cache."""
+    weights = coalition_weights(coalitions, weighting, sizes)
+    objectives = tuple(tables)
+    k, m = coalitions.shape[0], len(objectives)
+    values, std_errs = np.zeros((k, m)), np.zeros((k, m))
+    counts = np.zeros((k, m), dtype=np.int64)
+    for j, objective in enumerate(objectives):
+        column = preference_utility(weights, tables[objective].deltas(list(sources)), metric=metric, beta=beta)
+        values[:, j], std_errs[:, j], counts[:, j] = column.values, column.std_errs, column.counts
+    return CoalitionTable(tuple(sources), objectives, np.asarray(coalitions, dtype=bool), values, std_errs, counts)
+
+
+def run_value(
+    config: ValuationConfig,
+    *,
+    retrain: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[Any] = (),
+    log: Callable[[str], None] | None = None,
+) -> ValuationRun:
+    """Train what is missing, score, tabulate every coalition, value sources (and members), write the run."""
+    import warnings
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    prepared = prepare_inputs(config, progress=progress)
+    timings["prepare_s"] = time.perf_counter() - started
+
+    t0 = time.perf_counter()
+    _, adapters = run_train(config, retrain=retrain, progress=progress, callbacks=callbacks, log=log, prepared=prepared)
+    timings["train_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    report = compute_eval_logprobs(
+        prepared.base,
+        adapters,
+        prepared.eval_sets,
+        cache_dir=prepared.run_dir / "cache" / "logprobs",
+        max_length=config.training.max_length,
+        batch_size=config.eval.batch_size,
+        progress=progress,
+    )
+    timings["score_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    sources = prepared.sources
+    sizes = [len(prepared.train[s]) for s in sources]
+
+    def tabulate(masks: np.ndarray) -> CoalitionTable:
+        with warnings.catch_warnings():
+            if config.utility.metric == "loglik":
+                warnings.simplefilter("ignore", UserWarning)  # warned once below
+            return coalition_table(
+                report.tables,
+                sources,
+                masks,
+                weighting=config.arithmetic.weighting,
+                sizes=sizes,
+                metric=config.utility.metric,
+                beta=config.utility_beta,
+            )
+
+    if config.utility.metric == "loglik":
+        from valuation.utilities import LOGLIK_WARNING
+
+        warnings.warn(LOGLIK_WARNING, UserWarning, stacklevel=2)
+        if log is not None:
+            log(f"warning: {LOGLIK_WARNING}")
+
+    groups = {m.name: list(m.sources) for m in config.members} or None
+    table, game, result, member_result = value_coalitions(
+        tabulate,
+        sources,
+        prepared.objectives,
+        groups,
+        method=config.shapley.method,
+        budget=config.shapley.budget,
+        seed=config.shapley.seed,
+        progress=progress,
+    )
+    timings["value_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - started
+
+    run = ValuationRun(
+        run_dir=prepared.run_dir,
+        prepared=prepared,
+        adapters=adapters,
+        table=table,
+        game=game,
+        result=result,
+        member_result=member_result,
+        timings={k: round(v, 3) for k, v in timings.items()},
+    )
+    run.files = write_run(run, logprobs_computed=report.computed, logprobs_cached=report.cached)
+    return run
+
+
+def value_coalitions(
+    tabulate: Callable[[np.ndarray], CoalitionTable],
+    players: Sequence[str],
+    objectives: Sequence[str],
+    groups: dict[str, list[str]] | None,
+    *,
+    method: str,
+    budget: int | None,
+    seed: int,
+    progress: bool = False,
+    full_table_max: int = FULL_TABLE_MAX_PLAYERS,
+) -> tuple[CoalitionTable, TableGame, ValuationResult, ValuationResult | None]:
+    """Value the players (and the member groups) of the game whose utilities ``tabulate`` computes.
+
+    With ``method = "exact"`` or at most ``full_table_max`` players every coalition is tabulated first (one
+    vectorised call) and valued from the table; otherwise the estimator asks for the coalitions it samples
+    and the returned table holds exactly those. Returns (table, table game, source values, member values).
+    """
+    from valuation.estimators import approximate
+    from valuation.game import FunctionGame, GroupedGame, TableGame, all_coalitions
+
+    n = len(players)
+    if n <= full_table_max or method == "exact":
+        table = tabulate(all_coalitions(n))
+        game = TableGame(players, table.objectives, table.coalitions, table.values)
+        result = approximate(game, method, budget, seed=seed, progress=progress)
+        source_game: Any = game
+    else:
+        asked: list[np.ndarray] = []
+
+        def fn(masks: np.ndarray) -> np.ndarray:
+            asked.append(np.asarray(masks, dtype=bool))
+            return tabulate(masks).values
+
+        source_game = FunctionGame(players, objectives, fn)
+        result = approximate(source_game, method, budget, seed=seed, progress=progress)
+        masks = np.unique(np.concatenate(asked), axis=0) if asked else np.zeros((0, n), dtype=bool)
+        table = tabulate(masks)
+        game = TableGame(players, table.objectives, table.coalitions, table.values)
+    member_result = None
+    if groups:
+        member_result = approximate(GroupedGame(source_game, groups), method, budget, seed=seed, progress=progress)
+    return table, game, result, member_result
+
+
+# ---------------------------------------------------------------------------------------------------
+# outputs
+
+
+def write_run(run: ValuationRun, *, logprobs_computed: int = 0, logprobs_cached: int = 0) -> dict[str, Path]:
+    """Write game.csv, game.parquet, values.json, values_members.json, config.toml and run.json (atomic)."""
+    from valuation.game import atomic_write_text, coalition_label
+
+    run_dir = run.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    files["game_csv"] = run_dir / "game.csv"
+    run.game.to_csv(files["game_csv"])
+    files["game_parquet"] = run_dir / "game.parquet"
+    _write_parquet(run.table, files["game_parquet"], coalition_label)
+    files["values"] = run_dir / "values.json"
+    atomic_write_text(files["values"], json.dumps(run.result.to_json_dict(), indent=2) + "\n")
+    if run.member_result is not None:
+        files["values_members"] = run_dir / "values_members.json"
+        atomic_write_text(files["values_members"], json.dumps(run.member_result.to_json_dict(), indent=2) + "\n")
+    config = run.prepared.config
+    if config.config_path is not None and config.config_path.is_file():
+        files["config"] = run_dir / "config.toml"
+        atomic_write_text(files["config"], config.config_path.read_text(encoding="utf-8"))
+    files["run"] = run_dir / "run.json"
+    atomic_write_text(files["run"], json.dumps(_provenance(run, logprobs_computed, logprobs_cached), indent=2) + "\n")
+    return files
+
+
+def _write_parquet(table: CoalitionTable, path: Path, label: Callable[[np.ndarray, Sequence[str]], str]) -> None:
+    import polars as pl
+
+    columns: dict[str, Any] = {
+        "coalition": [label(row, table.players) for row in table.coalitions],
+        "size": table.coalitions.sum(axis=1).astype(np.int64),
+    }
+    for j, objective in enumerate(table.objectives):
+        columns[objective] = table.values[:, j]
+        columns[f"{objective}_std_err"] = table.std_errs[:, j]
+        columns[f"{objective}_n_pairs"] = table.counts[:, j]
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pl.DataFrame(columns).write_parquet(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _provenance(run: ValuationRun, computed: int, cached: int) -> dict[str, Any]:
+    prepared = run.prepared
+    config = prepared.config
+    base = prepared.base
+    return {
+        "format": "payoutsim-valuation-run/1",
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "name": config.name,
+        "config_file": None if config.config_path is None else str(config.config_path),
+        "config_hash": sha256_json(config.model_dump(mode="json", exclude={"config_path"})),
+        "base_model": {"name": base.name, "path": str(base.path), "sha256": base.sha256, "preset": base.preset},
+        "sources": {
+            s: {
+                "n_pairs": len(prepared.train[s]),
+                "data_hash": prepared.data_hashes[s],
+                "adapter_sha256": run.adapters[s].sha256,
+                "adapter_status": run.adapters[s].status,
+                "metrics": run.adapters[s].manifest.get("metrics", {}),
+                "train_wall_time_s": run.adapters[s].manifest.get("wall_time_s"),
+            }
+            for s in prepared.sources
+        },
+        "eval_sets": {es.objective: {"n_pairs": len(es.pairs), "data_hash": es.data_hash} for es in prepared.eval_sets},
+        "utility": config.utility.model_dump(mode="json") | {"beta": config.utility_beta},
+        "arithmetic": config.arithmetic.model_dump(mode="json"),
+        "shapley": config.shapley.model_dump(mode="json"),
+        "training": config.training.model_dump(mode="json"),
+        "members": [m.model_dump(mode="json") for m in config.members],
+        "coalitions_evaluated": int(run.table.coalitions.shape[0]),
+        "logprob_tables": {"computed": computed, "cached": cached},
+        "timings": run.timings,
+    }
+
+
+def efficiency_gap(run: ValuationRun) -> np.ndarray:
+    """Per objective, Σ_i φ_i − (u(N) − u(∅)) (0 up to rounding for exact Shapley on a full table)."""
+    n = len(run.table.players)
+    if not run.game.is_complete():
+        return np.full(len(run.table.objectives), np.nan)
+    dense = run.game.dense_table()
+    return run.result.values.sum(axis=0) - (dense[2**n - 1] - dense[0])
+
+
+def summary_rows(run: ValuationRun) -> list[dict[str, Any]]:
+    """One dict per source: value and std err per objective (what the CLI prints as a table)."""
+    rows = []
+    res = run.result
+    for i, player in enumerate(res.players):
+        row: dict[str, Any] = {"source": player}
+        for k, objective in enumerate(res.objectives):
+            row[objective] = float(res.values[i, k])
+            row[f"{objective}_std_err"] = float(res.std_errs[i, k])
+        rows.append(row)
+    return rows
+
+
+__all__ = [
+    "FULL_TABLE_MAX_PLAYERS",
+    "CoalitionTable",
+    "PreparedInputs",
+    "ValuationRun",
+    "coalition_table",
+    "efficiency_gap",
+    "prepare_inputs",
+    "run_train",
+    "run_value",
+    "summary_rows",
+    "value_coalitions",
+    "write_run",
+]

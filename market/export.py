@@ -18,11 +18,11 @@ the destination is either the old file or the complete new one, never half-writt
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from valuation.files import atomic_path
 
 FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
 NUMERIC_TEXT_COLUMNS = frozenset({"amount"})  # decimal strings we produce: numbers, not text
@@ -79,14 +79,6 @@ def export_ledger(ledger: str | Path, *, csv: str | Path | None = None, parquet:
 
 
 def _atomic(path: str | Path, write: Callable[[str], None]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        write(str(tmp))
+    return Path(path)

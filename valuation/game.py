@@ -24,8 +24,6 @@ row 2. Parquet files use the same numbering (row 1 = the column names) so messag
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -33,6 +31,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from valuation.errors import InputError
+from valuation.files import atomic_write_text
 
 COALITION_COLUMN = "coalition"
 SEPARATOR = "+"
@@ -524,20 +523,6 @@ def objective_weights(objectives: Sequence[str], weights: Mapping[str, float]) -
 
 # ---------------------------------------------------------------------------------------------------
 # small helpers
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder + ``os.replace`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def describe_coalition(label: str) -> str:

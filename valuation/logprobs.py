@@ -23,8 +23,6 @@ adapter with ``set_adapter()``.
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from valuation.arithmetic import preference_deltas
+from valuation.files import atomic_path
 from valuation.training import PairLike, sha256_json
 
 if TYPE_CHECKING:
@@ -298,22 +297,14 @@ class LogProbCache:
 
     def save(self, key: str, value: ResponseLogProbs) -> Path:
         """Write atomically (temp file in the same folder + ``os.replace``)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".npz.tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(
-                    fh,
-                    chosen=value.chosen,
-                    rejected=value.rejected,
-                    chosen_tokens=value.chosen_tokens,
-                    rejected_tokens=value.rejected_tokens,
-                )
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path(key))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(self.path(key)) as tmp, open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                chosen=value.chosen,
+                rejected=value.rejected,
+                chosen_tokens=value.chosen_tokens,
+                rejected_tokens=value.rejected_tokens,
+            )
         return self.path(key)
 
 

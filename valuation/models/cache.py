@@ -30,16 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from valuation.files import atomic_write_json, umask_mode
+
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 _CHUNK = 1 << 20
-
-
-def _umask_mode(mode: int) -> int:
-    """``mode`` filtered by the process umask (mkdtemp/mkstemp create 0700/0600 regardless)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return mode & ~umask
 
 
 @dataclass(frozen=True)
@@ -122,18 +117,8 @@ def dir_size(model_dir: Path) -> int:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to a temp file in the same folder, then ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.chmod(tmp, _umask_mode(0o666))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as sorted, indented JSON, atomically."""
+    atomic_write_json(path, data, sort_keys=True)
 
 
 def write_manifest(
@@ -193,7 +178,7 @@ def building_dir(final_dir: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final_dir.name}-", dir=final_dir.parent))
     try:
         yield tmp
-        os.chmod(tmp, _umask_mode(0o777))
+        os.chmod(tmp, umask_mode(0o777))
         if final_dir.exists():
             if read_manifest(final_dir) is not None:
                 shutil.rmtree(tmp)

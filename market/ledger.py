@@ -4,7 +4,8 @@ Tables (created on first use; ``meta`` holds the schema version):
 
 * ``runs`` — one row per (scenario, period) payout: ``run_id``, ``seq`` (1, 2, … in recording order),
   scenario name, file and hash, period, rule, negative policy, currency, revenue / fee / pool in minor
-  units, objective weights (JSON), the validated scenario (config JSON), input hashes (JSON), base model,
+  units, objective weights (JSON), the validated scenario (config JSON), input hashes (JSON; with the
+  valuation run's provenance when the scenario ran the pipeline: see `inputs_provenance`), base model,
   code version and git commit, the stability verdict (JSON), warnings (JSON), ``created_at`` (UTC),
   ``prev_hash`` and ``record_hash``.
 * ``coalition_utilities`` — the member-level game used: ``(run_id, position, coalition, objective, utility)``
@@ -246,8 +247,8 @@ def record_run(path: str | Path, inputs: ScenarioInputs, run: PeriodRun, *, now:
         "pool_minor": run.pool_minor,
         "weights_json": _dumps(dict(sorted(inputs.weights.items()))),
         "config_json": scenario_config_json(sc),
-        "inputs_json": _dumps(inputs.input_hashes),
-        "base_model": sc.valuation.base_model,
+        "inputs_json": _dumps(inputs_provenance(inputs)),
+        "base_model": inputs.base_model if inputs.base_model is not None else sc.valuation.base_model,
         "code_version": version,
         "git_commit": commit,
         "stability_json": _dumps(run.stability.to_json_dict()),
@@ -363,6 +364,15 @@ def code_version() -> tuple[str, str | None]:
     except (OSError, subprocess.SubprocessError):
         commit = None
     return version, commit
+
+
+def inputs_provenance(inputs: ScenarioInputs) -> dict[str, Any]:
+    """What ``runs.inputs_json`` holds: the input hashes and, when the scenario ran the valuation pipeline,
+    ``"valuation"``: its provenance (run dir, config, base model, adapter/data/eval hashes)."""
+    out: dict[str, Any] = dict(inputs.input_hashes)
+    if inputs.provenance:
+        out["valuation"] = inputs.provenance
+    return out
 
 
 def _created_at(now: datetime | None) -> datetime:

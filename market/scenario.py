@@ -26,7 +26,9 @@ leaves = "2025-Q4"        # optional: first period the member is no longer in th
 
 [valuation]
 utilities = "game.csv"    # a source-level coalition table (GAME.csv / Parquet), relative to this file
-# config = "valuation.toml"   # run the valuation pipeline (not available yet: InputError)
+# config = "valuation.toml"   # instead of `utilities`: run (or reuse) the valuation pipeline of this
+                              # valuation CONFIG.toml and use its source-level coalition table (game.csv);
+                              # or give the config inline as a [valuation.pipeline] table
 data = "corpus/"          # optional: the preference data (sizes for `proportional`, similarity for
                           # `robust_shapley`), read with valuation.sources.load_preferences
 base_model = "SmolLM2-135M-Instruct"   # optional provenance for the ledger
@@ -55,7 +57,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -178,6 +180,7 @@ class ValuationSection(_Strict):
 
     utilities: str | None = None
     config: str | None = None
+    pipeline: dict[str, Any] | None = None  # an inline valuation config (the CONFIG.toml tables)
     data: str | None = None
     base_model: str | None = None
     seed: int = 0
@@ -186,8 +189,16 @@ class ValuationSection(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> ValuationSection:
-        if (self.utilities is None) == (self.config is None):
-            raise ValueError("give exactly one of 'utilities' (a coalition table) or 'config' (a valuation config)")
+        given = [k for k in ("utilities", "config", "pipeline") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of 'utilities' (a coalition table), 'config' (a valuation config file) or a "
+                "[valuation.pipeline] table (an inline valuation config)"
+            )
+        if self.data is not None and self.utilities is None:
+            raise _FieldError(
+                "valuation.data", "the data comes from the valuation config: leave 'data' out (or use 'utilities')"
+            )
         return self
 
 
@@ -490,6 +501,11 @@ class ScenarioInputs:
         scenario_sha256: SHA-256 over the scenario file's bytes and the content hashes of the files it
             references — the ledger's idempotency key (with the period).
         input_hashes: referenced input -> its content hash.
+        base_model: the base model the game was computed with (the valuation's, when the scenario runs
+            one; else ``[valuation] base_model``), for the ledger.
+        provenance: with ``[valuation] config``: the valuation run (run dir, config, base model, adapter,
+            data and eval-set hashes) as JSON-ready data, recorded in the ledger; else empty.
+        valuation: with ``[valuation] config``: the `valuation.pipeline.ValuationRun`; else None.
     """
 
     loaded: LoadedScenario
@@ -498,6 +514,9 @@ class ScenarioInputs:
     texts: dict[str, list[str]] | None
     scenario_sha256: str
     input_hashes: dict[str, str] = field(default_factory=dict)
+    base_model: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    valuation: Any = None
 
     @property
     def scenario(self) -> Scenario:
@@ -509,8 +528,20 @@ class ScenarioInputs:
         return self.scenario.weights() or {self.game.objectives[0]: 1.0}
 
 
-def load_inputs(loaded: LoadedScenario) -> ScenarioInputs:
+def load_inputs(
+    loaded: LoadedScenario,
+    *,
+    retrain: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> ScenarioInputs:
     """Load the coalition table (and the data, if given) and cross-check them with the scenario.
+
+    With ``[valuation] config`` (or ``[valuation.pipeline]``) the valuation pipeline runs first (see
+    `run_scenario_valuation`; ``retrain``, ``progress``, ``log`` and ``callbacks`` are passed to
+    `valuation.pipeline.run_value`) and its source-level coalition table is the game; sizes and texts come
+    from its training data.
 
     Checks: every member's source is a player of the game (``members[i].sources``); every weighted
     objective is an objective of the game (``objectives.<name>``); weights are given when the game has
@@ -520,33 +551,38 @@ def load_inputs(loaded: LoadedScenario) -> ScenarioInputs:
 
     sc = loaded.scenario
     file = str(loaded.path)
-    if sc.valuation.config is not None:
-        raise InputError(
-            "running the valuation pipeline from a scenario is not available yet: compute the coalition "
-            "utilities first (GAME.csv) and point 'utilities' at them",
-            file=file,
-            field="valuation.config",
-        )
-    assert sc.valuation.utilities is not None
-    table_path = loaded.resolve(sc.valuation.utilities)
-    if not table_path.is_file():
-        raise InputError(f"coalition table not found: {table_path}", file=file, field="valuation.utilities")
-    game = TableGame.from_file(table_path)
-    hashes = {"utilities": _file_sha256(table_path)}
+    sizes: dict[str, int] | None = None
+    texts: dict[str, list[str]] | None = None
+    base_model = sc.valuation.base_model
+    provenance: dict[str, Any] = {}
+    valuation_run: Any = None
+    if sc.valuation.utilities is None:
+        valued = run_scenario_valuation(loaded, retrain=retrain, progress=progress, log=log, callbacks=callbacks)
+        game, hashes, valuation_run = valued.game, valued.hashes, valued.run
+        sizes, texts, provenance = valued.sizes, valued.texts, valued.provenance
+        base_model = valued.base_model
+        table_name = "the valuation's game.csv"
+    else:
+        table_path = loaded.resolve(sc.valuation.utilities)
+        if not table_path.is_file():
+            raise InputError(f"coalition table not found: {table_path}", file=file, field="valuation.utilities")
+        game = TableGame.from_file(table_path)
+        hashes = {"utilities": _file_sha256(table_path)}
+        table_name = table_path.name
 
     sources = set(game.players)
     for i, member in enumerate(sc.members):
         for src in member.sources:
             if src not in sources:
                 raise InputError(
-                    f"unknown source {src!r} (sources in {table_path.name}: {', '.join(game.players)})",
+                    f"unknown source {src!r} (sources in {table_name}: {', '.join(game.players)})",
                     file=file,
                     field=f"members[{i + 1}].sources",
                 )
     for name in sc.objectives:
         if name not in game.objectives:
             raise InputError(
-                f"unknown objective {name!r} (objectives in {table_path.name}: {', '.join(game.objectives)})",
+                f"unknown objective {name!r} (objectives in {table_name}: {', '.join(game.objectives)})",
                 file=file,
                 field=f"objectives.{name}",
             )
@@ -557,8 +593,6 @@ def load_inputs(loaded: LoadedScenario) -> ScenarioInputs:
             field="objectives",
         )
 
-    sizes: dict[str, int] | None = None
-    texts: dict[str, list[str]] | None = None
     if sc.valuation.data is not None:
         from valuation.sources import load_preferences
 
@@ -588,7 +622,142 @@ def load_inputs(loaded: LoadedScenario) -> ScenarioInputs:
         texts=texts,
         scenario_sha256=digest.hexdigest(),
         input_hashes=hashes,
+        base_model=base_model,
+        provenance=provenance,
+        valuation=valuation_run,
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# [valuation] config / [valuation.pipeline]: the valuation pipeline run from a scenario
+
+
+@dataclass(frozen=True)
+class ScenarioValuation:
+    """The valuation pipeline's output as a scenario uses it.
+
+    Attributes:
+        run: the `valuation.pipeline.ValuationRun` (run dir, adapters, table, values, files).
+        game: its source-level coalition table (a `valuation.game.TableGame`; ``RUN/game.csv``).
+        hashes: ``valuation_config`` (SHA-256 of the config file's bytes, or of the inline table) and
+            ``game`` (SHA-256 of ``game.csv``): what the scenario hash covers, so a changed valuation is a
+            new ledger run and an unchanged one is not.
+        sizes, texts: per source, the number of training pairs and their texts (`pair_text`).
+        base_model: the base model's name.
+        provenance: JSON-ready: run dir, config file, the validated config, base model (name, SHA-256,
+            preset), adapter and data hashes per source, eval-set hashes.
+    """
+
+    run: Any
+    game: Any
+    hashes: dict[str, str]
+    sizes: dict[str, int]
+    texts: dict[str, list[str]]
+    base_model: str
+    provenance: dict[str, Any]
+
+
+def scenario_valuation_config(loaded: LoadedScenario) -> tuple[Any, str]:
+    """The scenario's valuation config (`valuation.config.ValuationConfig`) and its content hash.
+
+    ``[valuation] config`` is read with `valuation.config.load_valuation_config` (paths relative to the
+    config file); an inline ``[valuation.pipeline]`` table is validated with
+    `valuation.config.parse_valuation_config` (paths relative to the scenario file; a bad key is reported
+    as ``valuation.pipeline.<key>``). Raises `InputError`.
+    """
+    from valuation.config import load_valuation_config, parse_valuation_config
+    from valuation.training import sha256_json
+
+    v = loaded.scenario.valuation
+    file = str(loaded.path)
+    if v.config is not None:
+        path = loaded.resolve(v.config)
+        if not path.is_file():
+            raise InputError(
+                f"the valuation config {path} is not available (no such file)", file=file, field="valuation.config"
+            )
+        return load_valuation_config(path), _file_sha256(path)
+    if v.pipeline is None:
+        raise InputError("no valuation config: set 'config' or [valuation.pipeline]", file=file, field="valuation")
+    raw = _plain(v.pipeline)
+    try:
+        config = parse_valuation_config(raw, base_dir=loaded.path.parent, file=file)
+    except InputError as err:
+        field_name = "valuation.pipeline" + (f".{err.field}" if err.field else "")
+        raise InputError(err.message, file=file, row=err.row, field=field_name) from None
+    return config, sha256_json(raw)
+
+
+def run_scenario_valuation(
+    loaded: LoadedScenario,
+    *,
+    retrain: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> ScenarioValuation:
+    """Run (or reuse) the valuation pipeline of the scenario's valuation config.
+
+    The pipeline is resumable: adapters that are up to date are not retrained and cached log-probs are
+    not recomputed, so a second call only redoes the (cheap) coalition arithmetic and rewrites the run
+    dir's tables with identical content. Before anything is trained, the scenario is checked against the
+    config: members' sources must be among ``data.sources`` (when listed) and weighted objectives among
+    ``utility.objectives``.
+    """
+    from valuation.pipeline import run_value
+
+    sc = loaded.scenario
+    file = str(loaded.path)
+    config, config_hash = scenario_valuation_config(loaded)
+    if config.data.sources is not None:
+        for i, member in enumerate(sc.members):
+            for src in member.sources:
+                if src not in config.data.sources:
+                    raise InputError(
+                        f"unknown source {src!r} (the valuation config values: {', '.join(config.data.sources)})",
+                        file=file,
+                        field=f"members[{i + 1}].sources",
+                    )
+    for name in sc.objectives:
+        if name not in config.utility.objectives:
+            raise InputError(
+                f"unknown objective {name!r} (the valuation config's objectives: "
+                f"{', '.join(config.utility.objectives)})",
+                file=file,
+                field=f"objectives.{name}",
+            )
+    run = run_value(config, retrain=retrain, progress=progress, callbacks=callbacks, log=log)
+    prepared = run.prepared
+    base = prepared.base
+    provenance: dict[str, Any] = {
+        "run_dir": str(run.run_dir),
+        "config_file": None if config.config_path is None else str(config.config_path),
+        "config": config.model_dump(mode="json", exclude={"config_path"}),
+        "base_model": {"name": base.name, "sha256": base.sha256, "preset": base.preset},
+        "adapters": {s: run.adapters[s].sha256 for s in prepared.sources},
+        "data_hashes": dict(prepared.data_hashes),
+        "eval_sets": {es.objective: es.data_hash for es in prepared.eval_sets},
+    }
+    return ScenarioValuation(
+        run=run,
+        game=run.game,
+        hashes={"valuation_config": config_hash, "game": _file_sha256(run.files["game_csv"])},
+        sizes={s: len(pairs) for s, pairs in prepared.train.items()},
+        texts={s: [pair_text(p) for p in pairs] for s, pairs in prepared.train.items()},
+        base_model=str(base.name),
+        provenance=provenance,
+    )
+
+
+def _plain(value: Any) -> Any:
+    """A TOML value read with ``parse_float=Decimal`` with its Decimals back as floats (for the valuation config)."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 def pair_text(pair: Any) -> str:

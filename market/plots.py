@@ -1,0 +1,287 @@
+"""The value plane: the paper's Figure 2 layout as a PNG (matplotlib, Agg backend, no pyplot state).
+
+Every player is a point at (φ_x, φ_y): its Shapley value for the x objective (helpfulness) and for the y
+objective (harmlessness), with ±1 standard-error bars on both axes. Members (the payees) and data sources
+(the players of the source-level game) are drawn with different markers. The diagonal y = x separates
+players whose data helps the y objective more than the x objective; the axes cross at 0, so the quadrant
+says whether a player helps (> 0) or hurts (< 0) each objective. Each axis is scaled to its own values
+(objectives can differ in scale by an order of magnitude), so the diagonal need not be at 45°.
+
+`write_value_plane` writes the PNG atomically (temp file in the destination folder + `os.replace`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+PointKind = Literal["member", "source"]
+
+_STYLE: dict[str, dict[str, Any]] = {
+    "member": {"marker": "s", "color": "#1f5fa8", "markersize": 8, "label": "member (payee)"},
+    "source": {"marker": "o", "color": "#d9822b", "markersize": 6, "label": "data source"},
+}
+
+
+@dataclass(frozen=True)
+class PlanePoint:
+    """One player on the value plane.
+
+    Attributes:
+        name: the player's name (member or source), written next to the point.
+        kind: ``"member"`` or ``"source"`` (drawn differently).
+        x, y: its values for the x and y objectives.
+        x_err, y_err: their standard errors (0 or NaN: no bar).
+        labelled: write the name next to the point (False: e.g. a source whose owner's label names it).
+    """
+
+    name: str
+    kind: PointKind
+    x: float
+    y: float
+    x_err: float = 0.0
+    y_err: float = 0.0
+    labelled: bool = True
+
+
+def points_from_result(result: Any, kind: PointKind, x_objective: str, y_objective: str) -> list[PlanePoint]:
+    """One `PlanePoint` per player of a `valuation.result.ValuationResult` (values and std errs)."""
+    out = []
+    for player in result.players:
+        out.append(
+            PlanePoint(
+                name=str(player),
+                kind=kind,
+                x=float(result.value(player, x_objective)),
+                y=float(result.value(player, y_objective)),
+                x_err=float(result.std_err(player, x_objective)),
+                y_err=float(result.std_err(player, y_objective)),
+            )
+        )
+    return out
+
+
+def plane_objectives(objectives: Sequence[str]) -> tuple[str, str] | None:
+    """The (x, y) objectives to plot: helpfulness and harmlessness when present, else the first two; None
+    when there are fewer than two objectives."""
+    names = list(objectives)
+    if "helpfulness" in names and "harmlessness" in names:
+        return "helpfulness", "harmlessness"
+    if len(names) < 2:
+        return None
+    return names[0], names[1]
+
+
+def write_value_plane(
+    points: Sequence[PlanePoint],
+    path: str | Path,
+    *,
+    x_label: str = "helpfulness",
+    y_label: str = "harmlessness",
+    title: str | None = None,
+    note: str | None = None,
+) -> Path:
+    """Draw `points` on the value plane (module docstring) and write a PNG to `path`, atomically.
+
+    Args:
+        points: the players; at least one, with finite values.
+        path: the PNG to write (its folder is created).
+        x_label, y_label: the objectives on the axes (``"… Shapley value"`` is appended).
+        title: the figure title.
+        note: a small caption under the plot (e.g. where the error bars come from).
+
+    Raises:
+        ValueError: no points, or a non-finite value.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not points:
+        raise ValueError("nothing to plot: no points")
+    bad = [p.name for p in points if not (math.isfinite(p.x) and math.isfinite(p.y))]
+    if bad:
+        raise ValueError(f"non-finite value for {bad[0]!r}")
+
+    fig = Figure(figsize=(7.0, 6.0), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    x_lim = _limits([p.x - _err(p.x_err) for p in points] + [p.x + _err(p.x_err) for p in points])
+    y_lim = _limits([p.y - _err(p.y_err) for p in points] + [p.y + _err(p.y_err) for p in points])
+
+    ax.axhline(0.0, color="black", linewidth=0.8, zorder=1)
+    ax.axvline(0.0, color="black", linewidth=0.8, zorder=1)
+    ax.axline((0.0, 0.0), slope=1.0, linestyle="--", color="grey", linewidth=1.0, zorder=1, label="y = x")
+    for kind in ("source", "member"):
+        group = [p for p in points if p.kind == kind]
+        if not group:
+            continue
+        style = _STYLE[kind]
+        ax.errorbar(
+            [p.x for p in group],
+            [p.y for p in group],
+            xerr=[_err(p.x_err) for p in group],
+            yerr=[_err(p.y_err) for p in group],
+            fmt=style["marker"],
+            color=style["color"],
+            markersize=style["markersize"],
+            markerfacecolor=style["color"] if kind == "member" else "white",
+            ecolor=style["color"],
+            elinewidth=1.0,
+            capsize=3,
+            linestyle="none",
+            zorder=3,
+            label=style["label"],
+        )
+        for p in group:
+            if not p.labelled:
+                continue
+            offset = (6, 6) if kind == "member" else (6, -12)
+            ax.annotate(
+                p.name,
+                (p.x, p.y),
+                textcoords="offset points",
+                xytext=offset,
+                fontsize=9,
+                color=style["color"],
+                zorder=4,
+            )
+    ax.set_xlim(*x_lim)
+    ax.set_ylim(*y_lim)
+    ax.set_xlabel(f"{x_label} Shapley value")
+    ax.set_ylabel(f"{y_label} Shapley value")
+    ax.grid(True, linewidth=0.3, alpha=0.5)
+    ax.legend(loc="best", fontsize=8, framealpha=0.9)
+    if title:
+        ax.set_title(title, fontsize=11)
+    if note:
+        fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=7, color="dimgrey", wrap=True)
+    fig.tight_layout(rect=(0.0, 0.04 if note else 0.0, 1.0, 1.0))
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _limits(values: Sequence[float]) -> tuple[float, float]:
+    """Axis limits covering `values` and 0, with a margin (each axis is scaled on its own)."""
+    lo, hi = min(0.0, *values), max(0.0, *values)
+    pad = 0.15 * (hi - lo) if hi > lo else 1.0
+    return lo - pad, hi + pad
+
+
+def _err(value: float) -> float:
+    """A standard error as a bar half-length: NaN / negative → 0."""
+    return value if math.isfinite(value) and value > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# error bars: the evaluation-sampling standard error of exact Shapley values (preference utility)
+
+
+MAX_GROUPS_FOR_STD_ERRS = 14
+
+
+def eval_sampling_values(valuation_run: Any, groups: dict[str, Sequence[str]]) -> Any:
+    """Exact Shapley values of the players in `groups` with their evaluation-sampling standard errors.
+
+    The ``preference`` utility of a coalition is a mean over the objective's eval pairs,
+    u_k(S) = (1/p) Σ_j s_k(S, j), and the Shapley value is linear in u, so φ_i = (1/p) Σ_j φ_i(j) where
+    φ_i(j) is the Shapley value of the one-pair game s_k(·, j). The standard error of φ_i is the sample
+    standard deviation of φ_i(j) over the pairs divided by √p: the uncertainty that comes from evaluating
+    on a finite eval set (exact Shapley has no estimator error of its own). Player g's coalitions are the
+    unions of its sources (a member owning several sources), so the same call serves members and sources.
+
+    Everything comes from the valuation run's cached log-probs (`valuation.logprobs.compute_eval_logprobs`
+    reads the cache; no model is loaded when it is complete) and the pipeline's public arithmetic
+    (`coalition_weights`, `coalition_margins`, `pair_scores`).
+
+    Args:
+        valuation_run: a `valuation.pipeline.ValuationRun` with the ``preference`` utility.
+        groups: player name -> its sources (at most `MAX_GROUPS_FOR_STD_ERRS` players).
+
+    Returns:
+        A `valuation.result.ValuationResult` (method ``exact``) over the players of `groups` and the run's
+        objectives.
+    """
+    import numpy as np
+
+    from valuation.arithmetic import coalition_margins, coalition_weights
+    from valuation.game import all_coalitions
+    from valuation.logprobs import compute_eval_logprobs
+    from valuation.result import ValuationResult
+    from valuation.utilities import pair_scores
+
+    prepared = valuation_run.prepared
+    config = prepared.config
+    if len(groups) > MAX_GROUPS_FOR_STD_ERRS:
+        raise ValueError(f"at most {MAX_GROUPS_FOR_STD_ERRS} players, got {len(groups)}")
+    report = compute_eval_logprobs(
+        prepared.base,
+        valuation_run.adapters,
+        prepared.eval_sets,
+        cache_dir=valuation_run.run_dir / "cache" / "logprobs",
+        max_length=config.training.max_length,
+        batch_size=config.eval.batch_size,
+        progress=False,
+    )
+    sources = list(prepared.sources)
+    players = list(groups)
+    m = len(players)
+    masks = all_coalitions(m)  # member coalitions
+    owned = np.zeros((m, len(sources)), dtype=bool)
+    for g, name in enumerate(players):
+        for src in groups[name]:
+            owned[g, sources.index(src)] = True
+    source_masks = (masks.astype(np.int64) @ owned.astype(np.int64)) > 0
+    weights = coalition_weights(source_masks, config.arithmetic.weighting, [len(prepared.train[s]) for s in sources])
+    coefficients = shapley_matrix(masks)
+    objectives = list(report.tables)
+    values = np.zeros((m, len(objectives)))
+    std_errs = np.zeros((m, len(objectives)))
+    for k, objective in enumerate(objectives):
+        scores = pair_scores(
+            coalition_margins(weights, report.tables[objective].deltas(sources)),
+            config.utility.metric,
+            config.utility_beta,
+        )  # [2^m, p]
+        per_pair = coefficients @ scores  # [m, p]
+        p = per_pair.shape[1]
+        values[:, k] = per_pair.mean(axis=1)
+        std_errs[:, k] = per_pair.std(axis=1, ddof=1) / np.sqrt(p) if p > 1 else np.nan
+    return ValuationResult("exact", tuple(players), tuple(objectives), values, std_errs, info={"std_err": "eval sampling"})
+
+
+def shapley_matrix(masks: Any) -> Any:
+    """``C[m, 2^m]`` with φ = C @ u for a game tabulated on `masks` (``bool[2^m, m]``, every coalition once).
+
+    ``C[i, S] = |S∖i|!(m−|S∖i|−1)!/m!`` when i ∈ S and ``−|S|!(m−|S|−1)!/m!`` when i ∉ S (S ≠ N).
+    """
+    import numpy as np
+    from scipy.special import gammaln
+
+    masks = np.asarray(masks, dtype=bool)
+    m = masks.shape[1]
+    sizes = masks.sum(axis=1)
+
+    def weight(k: Any) -> Any:
+        k = np.asarray(k, dtype=np.float64)
+        return np.exp(gammaln(k + 1) + gammaln(m - k) - gammaln(m + 1))
+
+    inside = weight(np.clip(sizes - 1, 0, m - 1))
+    outside = weight(np.clip(sizes, 0, m - 1))
+    outside = np.where(sizes < m, outside, 0.0)
+    return np.where(masks.T, inside[None, :], -outside[None, :])

@@ -1,0 +1,80 @@
+"""The value-plane PNG writer and the Shapley matrix behind its error bars (market.plots)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from market.plots import PlanePoint, plane_objectives, points_from_result, shapley_matrix, write_value_plane
+
+POINTS = [
+    PlanePoint("sharegpt", "source", 0.03, 0.01, 0.004, 0.002),
+    PlanePoint("noisy", "source", -0.02, -0.001, 0.003, 0.001, labelled=False),
+    PlanePoint("alice (sharegpt)", "member", 0.03, 0.011, 0.004, 0.002),
+    PlanePoint("carol", "member", 0.04, -0.15, math.nan, 0.0),
+]
+
+
+def test_writes_a_valid_png_and_no_temp_file(tmp_path: Path) -> None:
+    from matplotlib.image import imread
+
+    path = tmp_path / "sub" / "plane.png"
+    assert write_value_plane(POINTS, path, title="demo", note="bars: ±1 std err") == path
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    image = imread(path)
+    assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 300
+    assert image.std() > 0.01  # something was drawn
+    assert [p.name for p in path.parent.iterdir()] == ["plane.png"]
+
+
+def test_replaces_an_existing_file_and_keeps_it_on_failure(tmp_path: Path) -> None:
+    path = tmp_path / "plane.png"
+    path.write_bytes(b"old")
+    write_value_plane(POINTS[:1], path)
+    new = path.read_bytes()
+    assert new.startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="non-finite"):
+        write_value_plane([PlanePoint("x", "member", math.inf, 0.0)], path)
+    with pytest.raises(ValueError, match="no points"):
+        write_value_plane([], path)
+    assert path.read_bytes() == new
+    assert [p.name for p in tmp_path.iterdir()] == ["plane.png"]
+
+
+def test_plane_objectives() -> None:
+    assert plane_objectives(["harmlessness", "x", "helpfulness"]) == ("helpfulness", "harmlessness")
+    assert plane_objectives(["a", "b", "c"]) == ("a", "b")
+    assert plane_objectives(["a"]) is None
+
+
+def test_points_from_result() -> None:
+    from valuation.result import ValuationResult
+
+    result = ValuationResult(
+        "exact", ("a", "b"), ("helpfulness", "harmlessness"),
+        np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[0.1, 0.2], [0.3, 0.4]]),
+    )
+    points = points_from_result(result, "member", "harmlessness", "helpfulness")
+    assert points == [
+        PlanePoint("a", "member", 2.0, 1.0, 0.2, 0.1),
+        PlanePoint("b", "member", 4.0, 3.0, 0.4, 0.3),
+    ]
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_shapley_matrix_matches_the_exact_estimator(n: int) -> None:
+    from valuation.estimators import approximate
+    from valuation.game import TableGame, all_coalitions
+
+    rng = np.random.default_rng(n)
+    masks = all_coalitions(n)
+    table = rng.normal(size=(2**n, 2))
+    game = TableGame([f"p{i}" for i in range(n)], ["u", "v"], masks, table)
+    expected = approximate(game, "exact").values
+    np.testing.assert_allclose(shapley_matrix(masks) @ table, expected, atol=1e-12)
+    # efficiency: the values add up to u(N) − u(∅)
+    np.testing.assert_allclose((shapley_matrix(masks) @ table).sum(axis=0), table[-1] - table[0], atol=1e-12)

@@ -1,0 +1,37 @@
+"""Wall-clock measurement for the benchmark parts: medians over repeats, every run kept."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds of each repeat and their median (what the report quotes)."""
+
+    runs_s: tuple[float, ...]
+
+    @property
+    def median_s(self) -> float:
+        return statistics.median(self.runs_s)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"median_s": round(self.median_s, 6), "runs_s": [round(t, 6) for t in self.runs_s]}
+
+
+def measure(fn: Callable[[], object], repeats: int, *, warmup: int = 0) -> Timing:
+    """Call ``fn`` ``warmup`` times untimed, then ``repeats`` times timed with ``time.perf_counter``."""
+    if repeats < 1:
+        raise ValueError("repeats must be at least 1")
+    for _ in range(warmup):
+        fn()
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - start)
+    return Timing(tuple(runs))

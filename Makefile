@@ -45,7 +45,7 @@ bench: $(STAMP)  ## benchmarks (speed, not correctness)
 	$(BIN)/python benchmarks/bench_exact_shapley.py
 
 dashboard: $(STAMP)  ## open the dashboard on the demo ledger (http://127.0.0.1:8501)
-	$(BIN)/payoutsim dashboard --ledger $(or $(LEDGER),runs/ledger.duckdb)
+	$(BIN)/payoutsim dashboard --ledger $(or $(LEDGER),runs/demo/ledger.duckdb)
 
 clean:  ## remove the virtual environment and caches (not your data)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -47,6 +47,24 @@ Example (every table but ``[data]`` and ``[output]`` may be left out)::
     [output]
     dir = "../../runs/demo"             # the run directory
 
+    [retrain]                           # `payoutsim value --mode retrain|both` (valuation.retrain)
+    orders = 3                          # random source orders of the sequential retraining
+    seed = 0
+    merge = "cat"                       # none | cat | svd: also score weight-merged adapters
+
+    [reward]                            # with [utility] kind = "reward": a scorer per objective
+    # helpfulness = "bt-minilm:heads/helpfulness"   # or "callable:MODULE:FUNCTION", "hf:DIR"
+    harmlessness = "profanity"          # the default for harmlessness
+
+    [sampling]                          # `valuation.sampling`: responses of each coalition's model
+    prompts_per_objective = 16
+    samples_per_prompt = 2
+    max_new_tokens = 48
+    temperature = 1.0
+    top_p = 1.0
+    seed = 0
+    weighting = "mean"                  # normalised; "sum" overshoots at |S| >= 2
+
     [[members]]                         # optional: member-level values (who owns which sources)
     name = "alice"
     sources = ["flan_v2_niv2", "sharegpt"]
@@ -134,7 +152,7 @@ class ArithmeticSection(_Section):
 class UtilitySection(_Section):
     """The coalition utility per objective (`valuation.utilities`)."""
 
-    kind: Literal["preference"] = "preference"
+    kind: Literal["preference", "reward"] = "preference"
     metric: Literal["bt", "accuracy", "loglik"] = "bt"
     beta: float | None = Field(None, gt=0)
     objectives: list[str] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
@@ -184,6 +202,58 @@ class OutputSection(_Section):
     dir: Path
 
 
+# --- [retrain]: the retraining baseline (valuation.retrain) ------------------------------------------
+class RetrainSection(_Section):
+    """``payoutsim value --mode retrain|both``: real coalition adapters to check the arithmetic against."""
+
+    orders: int = Field(3, ge=1, le=50, description="Random source orders of the sequential retraining.")
+    seed: int = Field(0, ge=0, description="Seeds the orders and the shuffle of the union data.")
+    sequential: bool = Field(True, description="Train sequential coalition adapters (one stage per source).")
+    union: bool = Field(True, description="Train one adapter per coalition on the shuffled union of its data.")
+    merge: Literal["none", "cat", "svd"] = Field("cat", description="Also score weight-merged adapters.")
+    max_sources: int = Field(6, ge=1, le=12, description="Refuse more sources (2^n - 1 coalition models).")
+
+
+# --- end [retrain] -----------------------------------------------------------------------------------
+
+
+# --- [reward] / [sampling]: the `reward` utility (valuation.rewards, valuation.sampling) -------------
+DEFAULT_REWARD_SCORERS = {"harmlessness": "profanity"}
+
+
+class RewardSection(BaseModel):
+    """Reward scorer per objective (extra keys: ``objective = "SPEC"``, see `valuation.rewards`).
+
+    Specs are checked (and ``bt-minilm:``/``hf:`` paths resolved) by `parse_valuation_config`;
+    ``harmlessness`` defaults to ``"profanity"``; other objectives need a scorer when ``kind = "reward"``.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    def specs(self) -> dict[str, str]:
+        """objective → scorer spec, as given (after resolution: with absolute paths)."""
+        return {k: v for k, v in (self.model_extra or {}).items()}
+
+
+class SamplingSection(_Section):
+    """How the `reward` utility samples responses from each coalition's model (`valuation.sampling`)."""
+
+    prompts_per_objective: int = Field(16, ge=1, description="First N distinct prompts of each objective's eval set.")
+    samples_per_prompt: int = Field(2, ge=1, description="Responses sampled per prompt and coalition.")
+    max_new_tokens: int = Field(48, ge=1, le=4096, description="Max new tokens per response.")
+    temperature: float = Field(1.0, ge=0, description="Sampling temperature (0 = greedy).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    seed: int = Field(0, ge=0, description="Seed of the common random numbers (same for every coalition).")
+    weighting: Literal["sum", "mean", "size"] = Field(
+        "mean", description="Token-level weighting; 'sum' overshoots at |S| >= 2 (see valuation.sampling)."
+    )
+    max_batch_rows: int = Field(64, ge=1, description="Max forward rows (sequences x (1 + |S|)) per batch.")
+    max_prompt_tokens: int = Field(256, ge=1, description="Keep only the last N prompt tokens.")
+
+
+# --- end [reward] / [sampling] -----------------------------------------------------------------------
+
+
 class MemberSection(_Section):
     """One member (data owner) and the sources it owns."""
 
@@ -203,6 +273,9 @@ class ValuationConfig(_Section):
     eval: EvalSection = EvalSection()
     shapley: ShapleySection = ShapleySection()
     output: OutputSection
+    retrain: RetrainSection = RetrainSection()  # [retrain] (valuation.retrain)
+    reward: RewardSection = RewardSection()  # [reward] (valuation.rewards)
+    sampling: SamplingSection = SamplingSection()  # [sampling] (valuation.sampling)
     members: list[MemberSection] = Field(default_factory=list)
     config_path: Path | None = None
 
@@ -294,21 +367,62 @@ def _resolve(config: ValuationConfig, base_dir: Path, file: Path | None) -> Valu
         | sets
     )
     output = config.output.model_copy(update={"dir": absolute(config.output.dir)})
+    reward = _resolve_reward(config, base_dir, file)  # [reward]
     return config.model_copy(
         update={
             "data": data,
             "model": model,
             "eval": evals,
             "output": output,
+            "reward": reward,
             "config_path": None if file is None else file.resolve(),
         }
     )
+
+
+def _resolve_reward(config: ValuationConfig, base_dir: Path, file: Path | None) -> RewardSection:
+    """Check the ``[reward]`` specs (`valuation.rewards.parse_reward_spec`) and resolve their paths.
+
+    Every key must be an objective of ``utility.objectives``; with ``kind = "reward"`` every objective gets
+    a scorer (``harmlessness`` defaults to ``profanity``) or the error names ``reward.<objective>``.
+    """
+    from valuation.rewards import SPEC_HELP, parse_reward_spec
+
+    given = config.reward.specs()
+    objectives = config.utility.objectives
+    for key in given:
+        if key not in objectives:
+            raise InputError(
+                f"reward scorer given for objective {key!r}, which is not in utility.objectives "
+                f"({', '.join(objectives)})",
+                file=file,
+                field=f"reward.{key}",
+            )
+    specs = dict(given)
+    if config.utility.kind == "reward":
+        for objective in objectives:
+            if objective not in specs:
+                if objective not in DEFAULT_REWARD_SCORERS:
+                    raise InputError(
+                        f"no reward scorer for objective {objective!r}; give reward.{objective} = \"SPEC\" "
+                        f"({SPEC_HELP})",
+                        file=file,
+                        field=f"reward.{objective}",
+                    )
+                specs[objective] = DEFAULT_REWARD_SCORERS[objective]
+    resolved = {
+        key: str(parse_reward_spec(value, base_dir=base_dir, file=file, field=f"reward.{key}"))
+        for key, value in specs.items()
+    }
+    return RewardSection.model_validate(resolved)
 
 
 __all__ = [
     "DEFAULT_OBJECTIVES",
     "SHAPLEY_METHODS",
     "WEIGHTINGS",
+    "RewardSection",
+    "SamplingSection",
     "ValuationConfig",
     "load_valuation_config",
     "parse_valuation_config",

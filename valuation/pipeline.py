@@ -16,7 +16,9 @@ Run directory (``[output] dir``)::
 Utilities (``preference``): for objective k with eval pairs E_k and coalition S, the margin of pair i is
 ``Σ_{ℓ∈S} w_ℓ^S Δ_ℓ[i]`` with Δ_ℓ the adapter's log-ratio margin to the base; u_k(S) is the mean over E_k of
 σ(β·margin) (``bt``), of 1[margin>0] + ½·1[margin=0] (``accuracy``) or of log σ(β·margin) (``loglik``).
-The base is the reference point: u_k(∅) = ½ (``bt``/``accuracy``). Every output file is written atomically;
+The base is the reference point: u_k(∅) = ½ (``bt``/``accuracy``). With ``[utility] kind = "reward"`` u_k(S) is
+the mean reward of samples from π_S instead (`reward_tabulator`; samples cached under ``cache/samples/``;
+``<objective>_n_pairs`` then counts samples). Every output file is written atomically;
 bad inputs are found before anything is trained or written.
 """
 
@@ -312,6 +314,83 @@ def coalition_table(
     return CoalitionTable(tuple(sources), objectives, np.asarray(coalitions, dtype=bool), values, std_errs, counts)
 
 
+# --- [utility] kind = "reward" (valuation.utilities.reward_coalition_utilities) -----------------------
+
+
+def reward_objectives(config: ValuationConfig, prepared: PreparedInputs) -> list[Any]:
+    """Per objective: the first ``[sampling] prompts_per_objective`` distinct prompts of its eval set and its
+    reward scorer (loaded now, so a bad ``[reward]`` entry fails before anything is trained).
+
+    Raises:
+        InputError: a scorer that cannot be loaded, naming ``reward.<objective>``.
+    """
+    from valuation.rewards import load_reward_scorer
+    from valuation.utilities import RewardObjective
+
+    specs = config.reward.specs()
+    out = []
+    for es in prepared.eval_sets:
+        seen: dict[str, Any] = {}
+        for pair in es.pairs:
+            key = json.dumps(pair.prompt, sort_keys=True, ensure_ascii=False)
+            if key not in seen:
+                seen[key] = pair.prompt
+            if len(seen) >= config.sampling.prompts_per_objective:
+                break
+        scorer = load_reward_scorer(specs[es.objective], file=config.config_path, field=f"reward.{es.objective}")
+        out.append(RewardObjective(es.objective, list(seen.values()), scorer))
+    return out
+
+
+def reward_tabulator(
+    config: ValuationConfig,
+    prepared: PreparedInputs,
+    adapters: dict[str, AdapterRecord],
+    objectives: list[Any],
+    *,
+    progress: bool,
+) -> Callable[[np.ndarray], CoalitionTable]:
+    """``tabulate(masks)`` for the `reward` utility: samples from every coalition's π_S (cached on disk under
+    ``RUN/cache/samples``, keyed by base, adapter hashes of S, weights, sampling config and prompts), scores
+    them per objective; std errs are those of the mean reward, counts the number of samples."""
+    from valuation.sampling import AdapterSpec, CoalitionSampler, SamplingParams
+    from valuation.utilities import reward_coalition_utilities
+
+    sources = prepared.sources
+    sizes = [len(prepared.train[s]) for s in sources]
+    sc = config.sampling
+    sampler = CoalitionSampler(
+        prepared.base,
+        [AdapterSpec(s, adapters[s].path, adapters[s].sha256) for s in sources],
+        params=SamplingParams(
+            max_new_tokens=sc.max_new_tokens, temperature=sc.temperature, top_p=sc.top_p, seed=sc.seed
+        ),
+        samples_per_prompt=sc.samples_per_prompt,
+        cache_dir=prepared.run_dir / "cache" / "samples",
+        max_batch_rows=sc.max_batch_rows,
+        max_prompt_tokens=sc.max_prompt_tokens,
+    )
+
+    def tabulate(masks: np.ndarray) -> CoalitionTable:
+        masks = np.asarray(masks, dtype=bool)
+        weights = coalition_weights(masks, sc.weighting, sizes)
+        columns = reward_coalition_utilities(sampler, masks, weights, objectives, progress=progress)
+        names = tuple(o.objective for o in objectives)
+        return CoalitionTable(
+            tuple(sources),
+            names,
+            masks,
+            np.stack([columns[o].values for o in names], axis=1),
+            np.stack([columns[o].std_errs for o in names], axis=1),
+            np.stack([columns[o].counts for o in names], axis=1),
+        )
+
+    return tabulate
+
+
+# --- end [utility] kind = "reward" --------------------------------------------------------------------
+
+
 def run_value(
     config: ValuationConfig,
     *,
@@ -326,6 +405,7 @@ def run_value(
     started = time.perf_counter()
     timings: dict[str, float] = {}
     prepared = prepare_inputs(config, progress=progress)
+    rewards = reward_objectives(config, prepared) if config.utility.kind == "reward" else None  # [reward]
     timings["prepare_s"] = time.perf_counter() - started
 
     t0 = time.perf_counter()
@@ -333,7 +413,7 @@ def run_value(
     timings["train_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    report = compute_eval_logprobs(
+    report = None if rewards is not None else compute_eval_logprobs(  # the reward utility samples instead
         prepared.base,
         adapters,
         prepared.eval_sets,
@@ -348,7 +428,14 @@ def run_value(
     sources = prepared.sources
     sizes = [len(prepared.train[s]) for s in sources]
 
+    reward_tabulate = (
+        None if rewards is None else reward_tabulator(config, prepared, adapters, rewards, progress=progress)
+    )
+
     def tabulate(masks: np.ndarray) -> CoalitionTable:
+        if reward_tabulate is not None:  # [utility] kind = "reward"
+            return reward_tabulate(masks)
+        assert report is not None
         with warnings.catch_warnings():
             if config.utility.metric == "loglik":
                 warnings.simplefilter("ignore", UserWarning)  # warned once below
@@ -362,7 +449,7 @@ def run_value(
                 beta=config.utility_beta,
             )
 
-    if config.utility.metric == "loglik":
+    if config.utility.metric == "loglik" and rewards is None:
         from valuation.utilities import LOGLIK_WARNING
 
         warnings.warn(LOGLIK_WARNING, UserWarning, stacklevel=2)
@@ -393,7 +480,11 @@ def run_value(
         member_result=member_result,
         timings={k: round(v, 3) for k, v in timings.items()},
     )
-    run.files = write_run(run, logprobs_computed=report.computed, logprobs_cached=report.cached)
+    run.files = write_run(
+        run,
+        logprobs_computed=0 if report is None else report.computed,
+        logprobs_cached=0 if report is None else report.cached,
+    )
     return run
 
 
@@ -517,6 +608,11 @@ def _provenance(run: ValuationRun, computed: int, cached: int) -> dict[str, Any]
         },
         "eval_sets": {es.objective: {"n_pairs": len(es.pairs), "data_hash": es.data_hash} for es in prepared.eval_sets},
         "utility": config.utility.model_dump(mode="json") | {"beta": config.utility_beta},
+        **(  # [utility] kind = "reward": the scorers and the sampling settings
+            {"reward": config.reward.specs(), "sampling": config.sampling.model_dump(mode="json")}
+            if config.utility.kind == "reward"
+            else {}
+        ),
         "arithmetic": config.arithmetic.model_dump(mode="json"),
         "shapley": config.shapley.model_dump(mode="json"),
         "training": config.training.model_dump(mode="json"),

@@ -15,13 +15,20 @@ The base model is the reference point: the empty coalition has m = 0 on every pa
 ``accuracy`` and ``bt`` (log ½ for ``loglik``) and every value measures improvement over the base.
 The standard error of u(S) is the standard error of the mean over pairs, sd(scores, ddof=1)/√|E_k|
 (0 when |E_k| < 2).
+
+The ``reward`` utility (`reward_coalition_utilities`, ``[utility] kind = "reward"``) is the paper's
+u_k(S) = E_{x ∼ prompts_k, y ∼ π_S}[R_k(x, y)]: the mean reward (`valuation.rewards` scorer of objective k) of
+responses sampled from π_S (`valuation.sampling`, common random numbers across coalitions) on objective k's
+eval prompts, with std err sd(rewards, ddof=1)/√N over the N samples.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -98,3 +105,109 @@ def preference_utility(
     else:
         values[:] = np.nan
     return UtilityColumn(values=values, std_errs=std_errs, counts=np.full(k, p, dtype=np.int64))
+
+
+# --- the `reward` utility ----------------------------------------------------------------------------
+# u_k(S) = E_{x ∼ prompts_k, y ∼ π_S(·|x)}[R_k(x, y)], estimated by the mean reward of the responses sampled from
+# π_S (valuation.sampling: token-level LM arithmetic, common random numbers across coalitions) on the first
+# prompts of objective k's eval set; std err = sd(rewards, ddof=1)/√N over those N responses.
+
+
+def reward_utility(rewards: Sequence[NDArray[np.floating]]) -> UtilityColumn:
+    """Mean reward per coalition (row k = the rewards of coalition k's samples), its std err and count."""
+    k = len(rewards)
+    values = np.full(k, np.nan, dtype=np.float64)
+    std_errs = np.zeros(k, dtype=np.float64)
+    counts = np.zeros(k, dtype=np.int64)
+    for i, row in enumerate(rewards):
+        r = np.asarray(row, dtype=np.float64)
+        counts[i] = r.size
+        if r.size:
+            values[i] = r.mean()
+        if r.size > 1:
+            std_errs[i] = r.std(ddof=1) / np.sqrt(r.size)
+    return UtilityColumn(values=values, std_errs=std_errs, counts=counts)
+
+
+@dataclass(frozen=True)
+class RewardObjective:
+    """One objective of the `reward` utility: its evaluation prompts and its reward scorer."""
+
+    objective: str
+    prompts: Sequence[Any]  # text prompts or chat message lists
+    scorer: Any  # valuation.rewards.RewardScorer
+
+
+def reward_coalition_utilities(
+    sampler: Any,
+    coalitions: NDArray[np.bool_],
+    weights: NDArray[np.floating],
+    objectives: Sequence[RewardObjective],
+    *,
+    progress: bool = False,
+) -> dict[str, UtilityColumn]:
+    """The `reward` utility of every coalition (rows of ``coalitions``) for every objective.
+
+    Args:
+        sampler: a `valuation.sampling.CoalitionSampler` over the n sources' adapters (cached on disk).
+        coalitions: bool[k, n]; weights: w[k, n] (`valuation.arithmetic.coalition_weights`).
+        objectives: prompts and scorer per objective; all objectives' prompts are sampled in one batched
+            decode per coalition (CRN stream of a prompt = its position in that concatenated list).
+        progress: a rich progress bar over coalitions on stderr.
+
+    Returns:
+        objective → `UtilityColumn` (values, std errs, sample counts), rows in ``coalitions`` order.
+    """
+    from valuation.rewards import prompt_text, score_texts
+
+    masks = np.asarray(coalitions, dtype=bool)
+    w = np.asarray(weights, dtype=np.float64)
+    prompts: list[Any] = []
+    owner: list[int] = []  # prompt position → objective index
+    for j, obj in enumerate(objectives):
+        prompts.extend(obj.prompts)
+        owner.extend([j] * len(obj.prompts))
+    texts: list[list[list[str]]] = [[[] for _ in range(masks.shape[0])] for _ in objectives]
+    prompt_texts: list[list[list[str]]] = [[[] for _ in range(masks.shape[0])] for _ in objectives]
+    with _coalition_bar(masks.shape[0], progress) as advance:
+        for row, mask in enumerate(masks):
+            members = [int(i) for i in np.flatnonzero(mask)]
+            for sample in sampler.samples(members, [float(w[row, i]) for i in members], prompts):
+                j = owner[sample.prompt_index]
+                texts[j][row].append(sample.text)
+                prompt_texts[j][row].append(prompt_text(prompts[sample.prompt_index]))
+            advance(sampler)
+    out: dict[str, UtilityColumn] = {}
+    for j, obj in enumerate(objectives):
+        flat_texts = [t for row in texts[j] for t in row]
+        flat_prompts = [p for row in prompt_texts[j] for p in row]
+        scores = score_texts(obj.scorer, flat_texts, flat_prompts)
+        bounds = np.cumsum([0] + [len(row) for row in texts[j]])
+        out[obj.objective] = reward_utility([scores[bounds[i] : bounds[i + 1]] for i in range(masks.shape[0])])
+    return out
+
+
+@contextlib.contextmanager
+def _coalition_bar(total: int, enabled: bool) -> Iterator[Callable[[Any], None]]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=Console(stderr=True),
+        disable=not enabled,
+    ) as bars:
+        task = bars.add_task("sampling coalitions", total=total, note="")
+
+        def advance(sampler: Any) -> None:
+            note = f"generated {getattr(sampler, 'generated', 0)}, cached {getattr(sampler, 'cached', 0)}"
+            bars.update(task, advance=1, note=note)
+
+        yield advance
+
+
+# --- end `reward` utility ----------------------------------------------------------------------------

@@ -32,8 +32,11 @@ COMMAND_MODULES = (
     "synth_cmd",  # data synth
     "models_cmd",  # models prepare|list
     "valuation_cmd",  # train, value
+    "rewards_cmd",  # rewards train
     "game_cmd",  # shapley
     "market_cmd",  # payout, pool compare, ledger show|export|verify
+    "run_cmd",  # run (end to end)
+    "bench_cmd",  # bench
     "dashboard_cmd",  # dashboard
 )
 

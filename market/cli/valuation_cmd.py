@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -27,6 +28,14 @@ OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help=_OUT_HELP)]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help=_PROGRESS_HELP)]
 
 
+class Mode(StrEnum):
+    """`payoutsim value --mode`: the method, the retraining baseline, or both."""
+
+    arithmetic = "arithmetic"
+    retrain = "retrain"
+    both = "both"
+
+
 @app.command("train")
 def train(config: ConfigArg, retrain: RetrainOpt = False, out: OutOpt = None, progress: ProgressOpt = True) -> None:
     """Train one LoRA adapter per data source with DPO (trl + peft) into RUN/adapters/<source>/.
@@ -46,20 +55,43 @@ def train(config: ConfigArg, retrain: RetrainOpt = False, out: OutOpt = None, pr
     )
 
 
+_MODE_HELP = (
+    "arithmetic: language-model arithmetic on n per-source adapters (the method). retrain: also train real "
+    "coalition adapters (sequential DPO in \\[retrain] orders random orders, and on the shuffled union of "
+    "their data) and report how well the arithmetic matches them (RUN/fidelity.json; max 6 sources by "
+    "default). both: write the arithmetic results and the retraining baseline."
+)
+ModeOpt = Annotated[Mode, typer.Option("--mode", help=_MODE_HELP, case_sensitive=False)]
+
+
 @app.command("value")
-def value(config: ConfigArg, retrain: RetrainOpt = False, out: OutOpt = None, progress: ProgressOpt = True) -> None:
+def value(
+    config: ConfigArg,
+    retrain: RetrainOpt = False,
+    out: OutOpt = None,
+    progress: ProgressOpt = True,
+    mode: ModeOpt = Mode.arithmetic,
+) -> None:
     """Value every data source (and member) per objective with Shapley values.
 
     Trains the adapters that are missing, scores the eval sets once per model, evaluates every coalition by language-model arithmetic on the cached log-probs and values the game.
 
     Writes RUN/game.csv (GAME.csv format), game.parquet (+ std errs, pair counts), values.json (the `payoutsim shapley` result format), values_members.json (with \\[\\[members]]) and run.json (provenance); prints a summary table.
+
+    With --mode retrain|both also writes game_retrain_sequential.csv, game_retrain_union.csv, game_merge_cat.csv, retrain_coalitions.csv, values_retrain_*.json and fidelity.json, and prints a fidelity table.
     """
     from valuation.config import load_valuation_config
     from valuation.pipeline import run_value
 
     cfg = load_valuation_config(config, output_dir=out)
-    run = run_value(cfg, retrain=retrain, progress=progress)
-    _print_summary(run)
+    run = None
+    if mode in (Mode.arithmetic, Mode.both):
+        run = run_value(cfg, retrain=retrain, progress=progress)
+        _print_summary(run)
+    if mode in (Mode.retrain, Mode.both):
+        from valuation.retrain import run_retrain
+
+        _print_fidelity(run_retrain(cfg, arithmetic=run, retrain=retrain, progress=progress))
 
 
 def _print_summary(run: object) -> None:
@@ -104,3 +136,53 @@ def _print_summary(run: object) -> None:
         f"{run.timings.get('total_s', 0):.1f} s)",
         highlight=False,
     )
+
+
+def _print_fidelity(run: object) -> None:
+    """The retraining baseline's summary: the cost of each way, then per objective its agreement with the
+    arithmetic (utilities over coalitions, exact Shapley values) and the values side by side."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from valuation.retrain import RetrainRun
+
+    assert isinstance(run, RetrainRun)
+    console = Console()
+
+    def num(x: object, fmt: str) -> str:
+        return "—" if x is None else format(x, fmt)
+
+    cost = Table(title="cost of each way (fine-tunings include the n per-source adapters)")
+    for column in ("way", "fine-tunings", "train wall s", "model passes / eval set"):
+        cost.add_column(column, justify="left" if column == "way" else "right")
+    for name, c in run.fidelity["cost"].items():
+        cost.add_row(
+            name, num(c.get("fine_tunings"), "d"), num(c.get("train_wall_time_s"), ".1f"),
+            num(c.get("forward_passes_per_eval_set"), "d"),
+        )
+    console.print(cost)
+    names = list(run.results)
+    for k, objective in enumerate(run.objectives):
+        fid = Table(title=f"{objective}: fidelity of language-model arithmetic vs each way")
+        for column in ("way", "r(u)", "r(u) |S|≥2", "max |Δu|", "ρ(φ)", "max |Δφ|", "same sign"):
+            fid.add_column(column, justify="left" if column == "way" else "right")
+        for name in names:
+            m = run.fidelity["variants"][name]["objectives"][objective]
+            fid.add_row(
+                name, num(m["utility_pearson"], ".3f"), num(m["utility_pearson_multi"], ".3f"),
+                num(m["utility_max_abs_diff"], ".4f"), num(m["shapley_spearman"], ".3f"),
+                num(m["shapley_max_abs_diff"], ".4f"), num(m["shapley_sign_agreement"], ".0%"),
+            )
+        console.print(fid)
+        values = Table(title=f"{objective}: exact Shapley values")
+        values.add_column("source")
+        for name in ("arithmetic", *names):
+            values.add_column(name, justify="right")
+        for i, player in enumerate(run.players):
+            values.add_row(
+                player,
+                f"{run.arithmetic_result.values[i, k]:+.4f}",
+                *(f"{run.results[name].values[i, k]:+.4f}" for name in names),
+            )
+        console.print(values)
+    console.print(f"fidelity report: {run.files['fidelity']}", highlight=False)

@@ -1,0 +1,209 @@
+"""A batched multi-adapter LoRA forward: one base matmul per linear layer for all rows, plus per-row deltas.
+
+For a linear layer with base weight W and n LoRA adapters (A_ℓ ∈ ℝ^{r×in}, B_ℓ ∈ ℝ^{out×r}, scaling
+s_ℓ = α_ℓ/r_ℓ, or α_ℓ/√r_ℓ with rsLoRA), row b of a batch routed to adapter a(b) computes
+
+    y_b = W x_b + s_{a(b)} · B_{a(b)} (A_{a(b)} x_b)          (a(b) = −1: the base, no delta)
+
+as ONE base matmul over the whole batch plus two batched matmuls (``torch.bmm``) over per-row gathered
+A/B stacks. Adapters are stacked once at load time: ``A[n+1, r_max, in]``, ``B[n+1, out, r_max]`` with the
+scaling folded into B, ranks padded with zeros, and a final all-zero slot n that base rows (−1) use, so a
+base row gets exactly ``W x`` (+ 0). A layer an adapter does not target holds zeros for it.
+
+The deltas are added by forward hooks on the base model's ``nn.Linear`` modules (no module surgery), so
+the Hugging Face KV cache (``DynamicCache``) works unchanged: keep the same row routing for every decode
+step of one batch. This is not peft's mixed-adapter batch path (which splits the batch per adapter).
+
+Supported adapters: standard peft LoRA dirs (``adapter_config.json`` + ``adapter_model.safetensors``),
+optionally rsLoRA; DoRA, ``rank_pattern``/``alpha_pattern``, ``fan_in_fan_out`` and LoRA biases are refused.
+
+Usage::
+
+    multi = MultiLoraModel.from_adapter_dirs(model, [dir_a, dir_b])   # adapter index 0, 1
+    with multi.routing([-1, 0, 1]):                                  # row 0 base, row 1 a, row 2 b
+        logits = model(input_ids=ids).logits
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+_PEFT_PREFIX = "base_model.model."
+
+
+@dataclass(frozen=True)
+class LoraAdapterWeights:
+    """One adapter's LoRA factors per target module path (e.g. ``model.layers.0.self_attn.q_proj``)."""
+
+    name: str
+    a: dict[str, torch.Tensor]  # path → [r, in]
+    b: dict[str, torch.Tensor]  # path → [out, r]
+    scaling: float
+
+
+def read_lora_adapter(adapter_dir: str | Path, name: str | None = None) -> LoraAdapterWeights:
+    """Read a peft LoRA adapter dir into per-module A/B factors and its scaling (α/r, or α/√r for rsLoRA).
+
+    Raises:
+        ValueError: not a LoRA adapter, or a variant this module does not implement (see the docstring).
+        FileNotFoundError: config or weights missing.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(adapter_dir)
+    config = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    if config.get("peft_type", "LORA") != "LORA":
+        raise ValueError(f"{path}: not a LoRA adapter (peft_type {config.get('peft_type')!r})")
+    for key in ("use_dora", "fan_in_fan_out"):
+        if config.get(key):
+            raise ValueError(f"{path}: LoRA variant {key}=true is not supported by the batched forward")
+    for key in ("rank_pattern", "alpha_pattern"):
+        if config.get(key):
+            raise ValueError(f"{path}: per-module {key} is not supported by the batched forward")
+    if config.get("bias", "none") != "none" or config.get("lora_bias"):
+        raise ValueError(f"{path}: LoRA biases are not supported by the batched forward")
+    r = int(config["r"])
+    alpha = float(config["lora_alpha"])
+    scaling = alpha / (r**0.5) if config.get("use_rslora") else alpha / r
+    tensors = load_file(str(path / ADAPTER_WEIGHTS))
+    a: dict[str, torch.Tensor] = {}
+    b: dict[str, torch.Tensor] = {}
+    for key, value in tensors.items():
+        module = key.removeprefix(_PEFT_PREFIX)
+        if module.endswith(".lora_A.weight"):
+            a[module.removesuffix(".lora_A.weight")] = value
+        elif module.endswith(".lora_B.weight"):
+            b[module.removesuffix(".lora_B.weight")] = value
+        else:
+            raise ValueError(f"{path}: unexpected tensor {key!r} (only lora_A/lora_B weights are supported)")
+    if set(a) != set(b):
+        raise ValueError(f"{path}: lora_A and lora_B cover different modules")
+    return LoraAdapterWeights(name=name or path.name, a=a, b=b, scaling=scaling)
+
+
+class _StackedLora:
+    """One linear layer's stacked factors: A[n+1, r, in], B[n+1, out, r] (scaling folded in; slot n = 0)."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        self.a = a
+        self.b = b
+
+
+class MultiLoraModel:
+    """A base causal LM plus n stacked LoRA adapters, routed per batch row (see the module docstring).
+
+    The base model is modified only by removable forward hooks (`close` removes them). While no routing is
+    set, the hooks add nothing and the model is the plain base model.
+    """
+
+    def __init__(self, model: nn.Module, adapters: Sequence[LoraAdapterWeights]) -> None:
+        import torch
+        from torch import nn
+
+        self.model = model
+        self.adapter_names = [a.name for a in adapters]
+        self._rows: torch.Tensor | None = None
+        self._gathered: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._handles: list[Any] = []
+        self._layers: dict[str, _StackedLora] = {}
+        modules = dict(model.named_modules())
+        targets = sorted({path for adapter in adapters for path in adapter.a})
+        n = len(adapters)
+        for path in targets:
+            module = modules.get(path)
+            if not isinstance(module, nn.Linear):
+                raise ValueError(f"adapter targets {path!r}, which is not a linear layer of the base model")
+            weight = module.weight
+            r_max = max(adapter.a[path].shape[0] for adapter in adapters if path in adapter.a)
+            a_stack = torch.zeros((n + 1, r_max, module.in_features), dtype=weight.dtype, device=weight.device)
+            b_stack = torch.zeros((n + 1, module.out_features, r_max), dtype=weight.dtype, device=weight.device)
+            for i, adapter in enumerate(adapters):
+                if path not in adapter.a:
+                    continue
+                a, b = adapter.a[path], adapter.b[path]
+                if a.shape[1] != module.in_features or b.shape[0] != module.out_features:
+                    raise ValueError(
+                        f"adapter {adapter.name!r} does not fit {path!r}: A {tuple(a.shape)}, B {tuple(b.shape)}, "
+                        f"layer {module.in_features}→{module.out_features}"
+                    )
+                rank = a.shape[0]
+                a_stack[i, :rank] = a.to(weight.dtype)
+                b_stack[i, :, :rank] = b.to(weight.dtype) * adapter.scaling
+            stacked = _StackedLora(a_stack, b_stack)
+            self._layers[path] = stacked
+            self._handles.append(module.register_forward_hook(self._hook(stacked)))
+
+    @classmethod
+    def from_adapter_dirs(
+        cls, model: nn.Module, adapter_dirs: Sequence[str | Path], names: Sequence[str] | None = None
+    ) -> MultiLoraModel:
+        """Stack the adapters in ``adapter_dirs`` (adapter index = position) onto ``model``."""
+        names = list(names) if names is not None else [Path(d).name for d in adapter_dirs]
+        return cls(model, [read_lora_adapter(d, name) for d, name in zip(adapter_dirs, names, strict=True)])
+
+    @property
+    def n_adapters(self) -> int:
+        return len(self.adapter_names)
+
+    def _hook(self, stacked: _StackedLora) -> Any:
+        import torch
+
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor | None:
+            rows = self._rows
+            if rows is None:
+                return None
+            key = id(stacked)
+            gathered = self._gathered.get(key)
+            if gathered is None:
+                gathered = (stacked.a[rows], stacked.b[rows])  # [B, r, in], [B, out, r]
+                self._gathered[key] = gathered
+            a, b = gathered
+            x = inputs[0]
+            shape = x.shape
+            x3 = x.reshape(shape[0], -1, shape[-1])  # [B, T, in]
+            delta = torch.bmm(torch.bmm(x3, a.transpose(1, 2)), b.transpose(1, 2))  # [B, T, out]
+            return output + delta.reshape(*shape[:-1], delta.shape[-1])
+
+        return hook
+
+    @contextlib.contextmanager
+    def routing(self, adapter_index: Sequence[int] | torch.Tensor) -> Iterator[None]:
+        """Route batch row b to adapter ``adapter_index[b]`` (−1 = the base) inside the ``with`` block.
+
+        Every forward inside the block must have exactly ``len(adapter_index)`` rows (decode steps with a
+        KV cache included). Raises ValueError for an index outside [−1, n).
+        """
+        import torch
+
+        index = torch.as_tensor(adapter_index, dtype=torch.long).reshape(-1)
+        if index.numel() and (int(index.min()) < -1 or int(index.max()) >= self.n_adapters):
+            raise ValueError(f"adapter index out of range [-1, {self.n_adapters}): {index.tolist()}")
+        previous = (self._rows, self._gathered)
+        # all-base batches skip the hooks entirely: bit-identical to the plain base model
+        all_base = bool((index < 0).all())
+        self._rows = None if all_base else torch.where(index < 0, torch.full_like(index, self.n_adapters), index)
+        self._gathered = {}
+        try:
+            yield
+        finally:
+            self._rows, self._gathered = previous
+
+    def close(self) -> None:
+        """Remove the hooks: the model is the plain base model again."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+__all__ = ["LoraAdapterWeights", "MultiLoraModel", "read_lora_adapter"]

@@ -1,0 +1,513 @@
+"""Token-level sampling from a coalition model π_S, with one batched forward per step and common random numbers.
+
+At every decoding step, for each sequence being generated, the base π₀ and every adapter ℓ ∈ S are evaluated
+in ONE batched forward (rows ``[base, ℓ₁, …, ℓ_m]`` per sequence, several prompts × samples per batch, see
+`valuation.multilora`) with a KV cache, and their next-token log-softmaxes are combined (arXiv 2512.15765):
+
+    log π_S(v | h) = log_softmax_v( log π₀(v|h) + Σ_{ℓ∈S} w_ℓ^S (log π_ℓ(v|h) − log π₀(v|h)) )
+
+renormalised over the vocabulary each step (an approximation of the sequence-level product). Then the
+temperature τ (logits / τ, renormalised; τ = 0 is greedy) and top-p (the smallest set of most likely tokens
+with mass ≥ p, renormalised) are applied, and the token is drawn by INVERSE CDF in vocabulary order with a
+pre-drawn uniform u ∈ [0, 1): the first token v with cdf(v) > u.
+
+Common random numbers (CRN): the uniforms of (prompt i, sample k) come from
+``numpy.random.default_rng([seed, i, k])`` — the same stream whatever the coalition, batch composition or
+number of prompts. So coalitions with similar next-token distributions draw the same tokens (their utility
+differences have low variance), the same seed gives identical samples, and S = ∅ (base rows only, no LoRA
+hooks) reproduces the base model's own samples exactly.
+
+Weightings (`valuation.arithmetic.coalition_weights`): ``sum`` (w = 1, the paper's), ``mean`` (w = 1/|S|) and
+``size`` (w ∝ |D_ℓ|, Σw = 1). For SAMPLING use a normalised weighting — ``mean`` (Σw = 1 whenever |S| ≥ 1;
+what "sum rescaled so Σw = 1" amounts to) or ``size``: with ``sum`` the log-ratio terms add up, the combined
+distribution moves further from the base as |S| grows (Σw = |S|: an extrapolation, not an interpolation).
+Measured on the tiny preset with the five trained synthetic-corpus adapters (16 eval prompts × 4 samples,
+≤ 48 tokens, τ = 1, top-p = 1, 4 coalitions per size): the base log-prob per token of the samples is −1.09
+at |S| = 0; −1.10 / −1.15 / −1.16 at |S| = 2 / 3 / 4 under ``sum`` against −1.09 / −1.12 / −1.10 under
+``mean``; the repeated-trigram share 0.001 at |S| = 0, 0.005 / 0.005 / 0.006 under ``sum`` against
+0.003 / 0.003 / 0.003 under ``mean``; the distinct-token ratio stays 0.91–0.92 either way. The overshoot
+grows with |S| and with adapter strength (the design card's prototype saw degenerate text); ``mean`` stays
+at the base's level. That is why ``[sampling] weighting`` defaults to ``mean``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+    from valuation.multilora import MultiLoraModel
+
+SAMPLES_FORMAT = "payoutsim-samples/1"
+SAMPLER_VERSION = 1
+PromptLike = str | Sequence[Mapping[str, str]]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding settings: new-token budget, temperature τ (0 = greedy), nucleus top-p and the CRN seed."""
+
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be ≥ 1")
+        if self.temperature < 0:
+            raise ValueError("temperature must be ≥ 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated response.
+
+    Attributes:
+        prompt_index, sample_index: which prompt and which of its samples (the CRN stream (i, k)).
+        token_ids: the new tokens, without the stop token.
+        text: ``token_ids`` decoded, special tokens skipped, stripped.
+        logprob: Σ_t log π_S(token_t) of the combined, renormalised distribution (before τ and top-p).
+        base_logprob: Σ_t log π₀(token_t), the base model's token log-probs along the same sequence.
+        finished: True when a stop token ended it (False: cut by max_new_tokens).
+    """
+
+    prompt_index: int
+    sample_index: int
+    token_ids: tuple[int, ...]
+    text: str
+    logprob: float
+    base_logprob: float
+    finished: bool
+
+
+# ---------------------------------------------------------------------------------------------------
+# pieces
+
+
+def crn_uniforms(seed: int, prompt_indices: Sequence[int], samples_per_prompt: int, steps: int) -> np.ndarray:
+    """Uniforms u[i, k, t] ∈ [0, 1) for prompt ``prompt_indices[i]``, sample k, step t.
+
+    Stream (i, k) is ``numpy.random.default_rng([seed, prompt_index, k]).random(steps)``: independent of the
+    coalition and of the other prompts; a longer ``steps`` extends the same stream.
+    """
+    out = np.empty((len(prompt_indices), samples_per_prompt, steps), dtype=np.float64)
+    for i, p in enumerate(prompt_indices):
+        for k in range(samples_per_prompt):
+            out[i, k] = np.random.default_rng([seed, int(p), k]).random(steps)
+    return out
+
+
+def combine_next_token_logprobs(logps: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``log_softmax(lp₀ + Σ_ℓ w_ℓ (lp_ℓ − lp₀))`` over the last axis.
+
+    Args:
+        logps: [R, 1 + m, V] next-token log-softmaxes, row 0 of each group the base, rows 1..m the adapters.
+        weights: [m] the coalition weights w_ℓ^S.
+    """
+    import torch
+
+    base = logps[:, 0]
+    if logps.shape[1] == 1:
+        return base
+    ratios = logps[:, 1:] - base[:, None]
+    combined = base + torch.einsum("rmv,m->rv", ratios, weights.to(logps.dtype))
+    return torch.log_softmax(combined, dim=-1)
+
+
+def draw_tokens(logp: torch.Tensor, uniforms: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """Tokens [R] from log-probs [R, V] by inverse CDF in vocabulary order with uniforms [R] (see module doc)."""
+    import torch
+
+    if temperature == 0:
+        return torch.argmax(logp, dim=-1)
+    probs = torch.softmax(logp.double() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+        before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass of strictly more likely tokens
+        keep_sorted = before < top_p  # always keeps the most likely token
+        keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+        probs = torch.where(keep, probs, torch.zeros_like(probs))
+    cdf = torch.cumsum(probs, dim=-1)
+    target = uniforms.double().clamp(0.0, 1.0 - 1e-12) * cdf[:, -1]
+    index = torch.searchsorted(cdf, target[:, None], right=True).squeeze(-1)
+    return index.clamp(max=probs.shape[-1] - 1)
+
+
+def prompt_token_ids(tokenizer: Any, prompt: PromptLike, max_prompt_tokens: int | None = None) -> list[int]:
+    """Prompt ids: the chat template with the generation prompt (a text prompt is one user message), or
+    plain text ids without a chat template; only the last ``max_prompt_tokens`` are kept."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
+        out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, add_generation_prompt=True)
+        ids = list(out["input_ids"])
+    else:
+        text = prompt if isinstance(prompt, str) else "\n\n".join(m["content"] for m in prompt)
+        ids = list(tokenizer(text=text)["input_ids"])
+    if max_prompt_tokens is not None and len(ids) > max_prompt_tokens:
+        ids = ids[-max_prompt_tokens:]
+    return ids
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The EOS ids of the model's generation config and of the tokenizer."""
+    ids: set[int] = set()
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif eos is not None:
+        ids.update(int(e) for e in eos)
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return ids
+
+
+# ---------------------------------------------------------------------------------------------------
+# decoding
+
+
+def sample_composed(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[PromptLike],
+    adapters: Sequence[int],
+    weights: Sequence[float],
+    *,
+    samples_per_prompt: int = 1,
+    params: SamplingParams | None = None,
+    multi: MultiLoraModel | None = None,
+    prompt_indices: Sequence[int] | None = None,
+    max_batch_rows: int = 64,
+    max_prompt_tokens: int | None = None,
+) -> list[Sample]:
+    """Sample ``samples_per_prompt`` responses per prompt from π_S, S = ``adapters`` with ``weights``.
+
+    Args:
+        model: the base causal LM (the one ``multi`` hooks into).
+        tokenizer: its tokenizer (pad token set).
+        prompts: text prompts or chat message lists.
+        adapters: adapter indices of ``multi`` forming S (empty = the base model).
+        weights: w_ℓ^S per entry of ``adapters``.
+        params: decoding settings (default `SamplingParams()`).
+        multi: the `MultiLoraModel` on ``model``; required when ``adapters`` is not empty.
+        prompt_indices: CRN stream ids of the prompts (default 0..P−1).
+        max_batch_rows: sequences are decoded in chunks of at most this many forward rows (≥ 1 + |S|).
+        max_prompt_tokens: keep only the last N prompt tokens.
+
+    Returns:
+        Samples ordered by (prompt, sample index).
+    """
+    params = params or SamplingParams()
+    if len(adapters) != len(weights):
+        raise ValueError("adapters and weights differ in length")
+    if adapters and multi is None:
+        raise ValueError("sampling from a non-empty coalition needs a MultiLoraModel")
+    indices = list(prompt_indices) if prompt_indices is not None else list(range(len(prompts)))
+    if len(indices) != len(prompts):
+        raise ValueError("prompt_indices and prompts differ in length")
+    uniforms = crn_uniforms(params.seed, indices, samples_per_prompt, params.max_new_tokens)
+    encoded = [prompt_token_ids(tokenizer, p, max_prompt_tokens) for p in prompts]
+    jobs = [(i, k) for i in range(len(prompts)) for k in range(samples_per_prompt)]
+    per_chunk = max(1, max_batch_rows // (1 + len(adapters)))
+    out: list[Sample] = []
+    for lo in range(0, len(jobs), per_chunk):
+        chunk = jobs[lo : lo + per_chunk]
+        out.extend(
+            _decode_chunk(
+                model,
+                tokenizer,
+                [encoded[i] for i, _ in chunk],
+                np.stack([uniforms[i, k] for i, k in chunk]),
+                list(adapters),
+                list(weights),
+                params,
+                multi,
+                [(indices[i], k) for i, k in chunk],
+            )
+        )
+    return out
+
+
+def _decode_chunk(
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: list[list[int]],
+    uniforms: np.ndarray,
+    adapters: list[int],
+    weights: list[float],
+    params: SamplingParams,
+    multi: MultiLoraModel | None,
+    keys: list[tuple[int, int]],
+) -> list[Sample]:
+    import contextlib
+
+    import torch
+    from transformers import DynamicCache
+
+    s, group = len(prompt_ids), 1 + len(adapters)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    stops = stop_token_ids(model, tokenizer)
+    width = max(len(ids) for ids in prompt_ids)
+    ids = torch.full((s, width), pad, dtype=torch.long)
+    mask = torch.zeros((s, width), dtype=torch.long)
+    for row, seq in enumerate(prompt_ids):  # left padding
+        ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[row, width - len(seq) :] = 1
+    ids, mask = ids.repeat_interleave(group, dim=0), mask.repeat_interleave(group, dim=0)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    route = torch.tensor([-1, *adapters], dtype=torch.long).repeat(s)
+    w = torch.tensor(weights, dtype=torch.float32)
+    u = torch.from_numpy(uniforms)
+    generated: list[list[int]] = [[] for _ in range(s)]
+    logprob = torch.zeros(s, dtype=torch.float64)
+    base_logprob = torch.zeros(s, dtype=torch.float64)
+    done = torch.zeros(s, dtype=torch.bool)
+    stop_tensor = torch.tensor(sorted(stops), dtype=torch.long)
+    routing = multi.routing(route) if multi is not None else contextlib.nullcontext()
+    model.eval()
+    with torch.inference_mode(), routing:
+        cache = DynamicCache()
+        logits = model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
+        ).logits[:, -1]
+        last = positions[:, -1]
+        for t in range(params.max_new_tokens):
+            logps = torch.log_softmax(logits.float(), dim=-1).view(s, group, -1)
+            combined = combine_next_token_logprobs(logps, w)
+            token = draw_tokens(combined, u[:, t], params.temperature, params.top_p)
+            live = ~done
+            picked = combined.gather(-1, token[:, None]).squeeze(-1).double()
+            picked_base = logps[:, 0].gather(-1, token[:, None]).squeeze(-1).double()
+            logprob += torch.where(live, picked, torch.zeros_like(picked))
+            base_logprob += torch.where(live, picked_base, torch.zeros_like(picked_base))
+            is_stop = torch.isin(token, stop_tensor)
+            for row in torch.nonzero(live & ~is_stop).flatten().tolist():
+                generated[row].append(int(token[row]))
+            done = done | is_stop
+            if bool(done.all()) or t == params.max_new_tokens - 1:
+                break
+            token = torch.where(done, torch.full_like(token, pad), token)
+            mask = torch.cat([mask, torch.ones((mask.shape[0], 1), dtype=mask.dtype)], dim=1)
+            last = last + 1
+            logits = model(
+                input_ids=token.repeat_interleave(group)[:, None],
+                attention_mask=mask,
+                position_ids=last[:, None],
+                cache=cache,
+                use_cache=True,
+            ).logits[:, -1]
+    return [
+        Sample(
+            prompt_index=keys[row][0],
+            sample_index=keys[row][1],
+            token_ids=tuple(generated[row]),
+            text=tokenizer.decode(generated[row], skip_special_tokens=True).strip(),
+            logprob=float(logprob[row]),
+            base_logprob=float(base_logprob[row]),
+            finished=bool(done[row]),
+        )
+        for row in range(s)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# coalitions, with an on-disk cache
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """An adapter available to coalitions: its source name, peft dir and content hash."""
+
+    source: str
+    path: Path
+    sha256: str
+
+
+class CoalitionSampler:
+    """Samples responses from π_S for coalitions S of ``adapters``, caching every coalition's samples on disk.
+
+    The base model and ALL adapters are loaded once, lazily (only on a cache miss), into one
+    `MultiLoraModel`. The cache file of a coalition is ``cache_dir/<key>.json`` with key = SHA-256 over
+    (sampler version, base sha256, the (source, adapter sha256, weight) of each member of S, the sampling
+    params, samples per prompt, max prompt tokens and the prompts); a re-run with the same inputs is free.
+    """
+
+    def __init__(
+        self,
+        base: Any,
+        adapters: Sequence[AdapterSpec],
+        *,
+        params: SamplingParams,
+        samples_per_prompt: int,
+        cache_dir: Path | None,
+        max_batch_rows: int = 64,
+        max_prompt_tokens: int | None = 256,
+    ) -> None:
+        self.base = base
+        self.adapters = list(adapters)
+        self.params = params
+        self.samples_per_prompt = samples_per_prompt
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        self.max_batch_rows = max_batch_rows
+        self.max_prompt_tokens = max_prompt_tokens
+        self.generated = 0
+        self.cached = 0
+        self._loaded: tuple[Any, Any, MultiLoraModel] | None = None
+
+    def key(self, members: Sequence[int], weights: Sequence[float], prompts: Sequence[PromptLike]) -> str:
+        """The cache key of coalition ``members`` (adapter positions) with ``weights`` on ``prompts``."""
+        payload = {
+            "version": SAMPLER_VERSION,
+            "base": self.base.sha256,
+            "members": [
+                [self.adapters[m].source, self.adapters[m].sha256, float(w)]
+                for m, w in zip(members, weights, strict=True)
+            ],
+            "params": asdict(self.params),
+            "samples_per_prompt": self.samples_per_prompt,
+            "max_prompt_tokens": self.max_prompt_tokens,
+            "prompts": [p if isinstance(p, str) else [dict(m) for m in p] for p in prompts],
+        }
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def _model(self) -> tuple[Any, Any, MultiLoraModel]:
+        if self._loaded is None:
+            from valuation.models import load_base_model
+            from valuation.multilora import MultiLoraModel
+
+            model, tokenizer = load_base_model(self.base)
+            multi = MultiLoraModel.from_adapter_dirs(
+                model, [a.path for a in self.adapters], [a.source for a in self.adapters]
+            )
+            self._loaded = (model, tokenizer, multi)
+        return self._loaded
+
+    def samples(
+        self, members: Sequence[int], weights: Sequence[float], prompts: Sequence[PromptLike]
+    ) -> list[Sample]:
+        """The samples of coalition ``members`` (from the cache, or generated and cached)."""
+        key = self.key(members, weights, prompts)
+        path = None if self.cache_dir is None else self.cache_dir / f"{key}.json"
+        if path is not None:
+            hit = _load_samples(path, len(prompts) * self.samples_per_prompt)
+            if hit is not None:
+                self.cached += 1
+                return hit
+        model, tokenizer, multi = self._model()
+        out = sample_composed(
+            model,
+            tokenizer,
+            prompts,
+            list(members),
+            list(weights),
+            samples_per_prompt=self.samples_per_prompt,
+            params=self.params,
+            multi=multi,
+            max_batch_rows=self.max_batch_rows,
+            max_prompt_tokens=self.max_prompt_tokens,
+        )
+        self.generated += 1
+        if path is not None:
+            _save_samples(path, out)
+        return out
+
+    def close(self) -> None:
+        """Free the loaded model (if any)."""
+        if self._loaded is not None:
+            self._loaded[2].close()
+            self._loaded = None
+
+
+def _load_samples(path: Path, expected: int) -> list[Sample] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != SAMPLES_FORMAT or len(data["samples"]) != expected:
+            return None
+        return [
+            Sample(
+                prompt_index=int(s["prompt_index"]),
+                sample_index=int(s["sample_index"]),
+                token_ids=tuple(int(t) for t in s["token_ids"]),
+                text=str(s["text"]),
+                logprob=float(s["logprob"]),
+                base_logprob=float(s["base_logprob"]),
+                finished=bool(s["finished"]),
+            )
+            for s in data["samples"]
+        ]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # an unreadable cache entry counts as absent
+
+
+def _save_samples(path: Path, samples: Sequence[Sample]) -> None:
+    """Write atomically (temp file in the same folder + ``os.replace``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": SAMPLES_FORMAT, "samples": [asdict(s) | {"token_ids": list(s.token_ids)} for s in samples]}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:16]}.", suffix=".json.tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, ensure_ascii=False)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def sample_statistics(samples: Sequence[Sample]) -> dict[str, float]:
+    """Degeneracy diagnostics of a set of samples (used to measure the ``sum`` overshoot).
+
+    * ``distinct_token_ratio`` — distinct tokens / tokens per sample, averaged over samples;
+    * ``repeated_trigram_share`` — share of token trigrams that repeat an earlier trigram of the same sample;
+    * ``base_logprob_per_token`` — Σ log π₀(token) / Σ tokens: how (un)likely the base finds the text;
+    * ``mean_tokens`` and ``finished_share`` (ended with a stop token).
+    """
+    ratios, repeats, tokens = [], [], 0
+    base_total = 0.0
+    for s in samples:
+        ids = s.token_ids
+        tokens += len(ids)
+        base_total += s.base_logprob
+        if ids:
+            ratios.append(len(set(ids)) / len(ids))
+        grams = [tuple(ids[j : j + 3]) for j in range(len(ids) - 2)]
+        if grams:
+            repeats.append(1 - len(set(grams)) / len(grams))
+    n = max(1, len(samples))
+    return {
+        "distinct_token_ratio": float(np.mean(ratios)) if ratios else 0.0,
+        "repeated_trigram_share": float(np.mean(repeats)) if repeats else 0.0,
+        "base_logprob_per_token": base_total / max(1, tokens),
+        "mean_tokens": tokens / n,
+        "finished_share": sum(s.finished for s in samples) / n,
+    }
+
+
+__all__ = [
+    "AdapterSpec",
+    "CoalitionSampler",
+    "Sample",
+    "SamplingParams",
+    "combine_next_token_logprobs",
+    "crn_uniforms",
+    "draw_tokens",
+    "prompt_token_ids",
+    "sample_composed",
+    "sample_statistics",
+    "stop_token_ids",
+]

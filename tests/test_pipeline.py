@@ -123,6 +123,24 @@ def test_values_are_exact_shapley_and_efficient(valued: tuple[Path, Path, str]) 
         assert total == pytest.approx(dense[-1, k] - dense[0, k], abs=1e-12)
 
 
+def test_eval_sampling_values_match_the_exact_values_and_carry_std_errs(
+    valued: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    from valuation.pipeline import eval_sampling_values, run_value
+
+    config, run_dir, _ = valued
+    copy = shutil.copytree(run_dir, tmp_path / "run")  # a re-run rewrites run.json: keep the fixture's intact
+    run = run_value(load_valuation_config(config, output_dir=copy), progress=False)  # all cached
+    assert {record.status for record in run.adapters.values()} == {"skipped"}
+    by_source = eval_sampling_values(run, {s: [s] for s in SOURCES})
+    by_member = eval_sampling_values(run, {"alice": ["flan_v2_niv2", "sharegpt"], "mallory": ["noisy"]})
+    for result, name in ((by_source, "values.json"), (by_member, "values_members.json")):
+        stored = json.loads((run_dir / name).read_text())
+        for v in stored["values"]:
+            assert result.value(v["player"], v["objective"]) == pytest.approx(v["value"], abs=1e-9)
+        assert np.all(np.isfinite(result.std_errs)) and np.all(result.std_errs > 0)
+
+
 def test_parquet_has_std_errs_and_pair_counts(valued: tuple[Path, Path, str]) -> None:
     import polars as pl
 

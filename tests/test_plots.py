@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from market.plots import PlanePoint, plane_objectives, points_from_result, shapley_matrix, write_value_plane
+from market.plots import PlanePoint, plane_objectives, points_from_result, write_value_plane
 
 POINTS = [
     PlanePoint("sharegpt", "source", 0.03, 0.01, 0.004, 0.002),
@@ -63,18 +63,3 @@ def test_points_from_result() -> None:
         PlanePoint("a", "member", 2.0, 1.0, 0.2, 0.1),
         PlanePoint("b", "member", 4.0, 3.0, 0.4, 0.3),
     ]
-
-
-@pytest.mark.parametrize("n", [1, 2, 5])
-def test_shapley_matrix_matches_the_exact_estimator(n: int) -> None:
-    from valuation.estimators import approximate
-    from valuation.game import TableGame, all_coalitions
-
-    rng = np.random.default_rng(n)
-    masks = all_coalitions(n)
-    table = rng.normal(size=(2**n, 2))
-    game = TableGame([f"p{i}" for i in range(n)], ["u", "v"], masks, table)
-    expected = approximate(game, "exact").values
-    np.testing.assert_allclose(shapley_matrix(masks) @ table, expected, atol=1e-12)
-    # efficiency: the values add up to u(N) − u(∅)
-    np.testing.assert_allclose((shapley_matrix(masks) @ table).sum(axis=0), table[-1] - table[0], atol=1e-12)

@@ -29,7 +29,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,12 +37,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from valuation.arithmetic import coalition_weights
+from valuation.arithmetic import coalition_margins, coalition_weights
 from valuation.config import ValuationConfig
 from valuation.errors import InputError
 from valuation.logprobs import EvalLogProbs, EvalSet, compute_eval_logprobs
 from valuation.training import AdapterRecord, sha256_file, sha256_json, train_adapters
-from valuation.utilities import preference_utility
+from valuation.utilities import pair_scores, preference_utility
 
 if TYPE_CHECKING:
     from valuation.game import TableGame
@@ -659,3 +659,64 @@ __all__ = [
     "value_coalitions",
     "write_run",
 ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# uncertainty of exact values from the finite eval sets
+
+MAX_GROUPS_FOR_STD_ERRS = 14
+
+
+def eval_sampling_values(run: ValuationRun, groups: Mapping[str, Sequence[str]]) -> ValuationResult:
+    """Exact Shapley values of the players in `groups` with their evaluation-sampling standard errors.
+
+    The ``preference`` utility of a coalition is a mean over the objective's eval pairs,
+    u_k(S) = (1/p) Σ_j s_k(S, j), and the Shapley value is linear in u, so φ_i = (1/p) Σ_j φ_i(j) where
+    φ_i(j) is the Shapley value of the one-pair game s_k(·, j). The standard error of φ_i is the sample
+    standard deviation of φ_i(j) over the pairs divided by √p: the uncertainty that comes from evaluating
+    on a finite eval set (exact Shapley has no estimator error of its own). A player's coalitions are the
+    unions of its sources, so the same call serves members (several sources each) and single sources.
+    Everything comes from the run's cached log-probs; no model is loaded when the cache is complete.
+
+    Raises:
+        ValueError: more than `MAX_GROUPS_FOR_STD_ERRS` players, or a run without the preference utility.
+    """
+    from valuation.estimators import exact_shapley
+    from valuation.game import all_coalitions
+    from valuation.result import ValuationResult
+
+    prepared = run.prepared
+    config = prepared.config
+    if config.utility.kind != "preference":
+        raise ValueError("eval-sampling standard errors need the preference utility")
+    if len(groups) > MAX_GROUPS_FOR_STD_ERRS:
+        raise ValueError(f"at most {MAX_GROUPS_FOR_STD_ERRS} players, got {len(groups)}")
+    report = compute_eval_logprobs(
+        prepared.base,
+        run.adapters,
+        prepared.eval_sets,
+        cache_dir=run.run_dir / "cache" / "logprobs",
+        max_length=config.training.max_length,
+        batch_size=config.eval.batch_size,
+        progress=False,
+    )
+    sources = list(prepared.sources)
+    players = list(groups)
+    masks = all_coalitions(len(players))
+    owned = np.zeros((len(players), len(sources)), dtype=bool)
+    for g, name in enumerate(players):
+        for src in groups[name]:
+            owned[g, sources.index(src)] = True
+    source_masks = (masks.astype(np.int64) @ owned.astype(np.int64)) > 0
+    weights = coalition_weights(source_masks, config.arithmetic.weighting, [len(prepared.train[s]) for s in sources])
+    objectives = list(report.tables)
+    values = np.zeros((len(players), len(objectives)))
+    std_errs = np.zeros_like(values)
+    for k, objective in enumerate(objectives):
+        margins = coalition_margins(weights, report.tables[objective].deltas(sources))
+        scores = pair_scores(margins, config.utility.metric, config.utility_beta)  # [2^m, p]
+        per_pair = exact_shapley(scores)  # [m, p]: the one-pair games are the table's columns
+        p = per_pair.shape[1]
+        values[:, k] = per_pair.mean(axis=1)
+        std_errs[:, k] = per_pair.std(axis=1, ddof=1) / np.sqrt(p) if p > 1 else np.nan
+    return ValuationResult("exact", tuple(players), tuple(objectives), values, std_errs, info={"std_err": "eval sampling"})

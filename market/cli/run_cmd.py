@@ -290,11 +290,11 @@ def plane_values(inputs: Any, ctx: Any) -> tuple[Any, Any, str]:
     what the standard errors mean.
 
     With a valuation run (``preference`` utility) the values are exact and their standard errors come
-    from the finite eval sets (`market.plots.eval_sampling_values`); with a given coalition table they
+    from the finite eval sets (`valuation.pipeline.eval_sampling_values`); with a given coalition table they
     are the estimator's (0 for exact Shapley). Members' values are on the member game of all members.
     """
-    from market.plots import MAX_GROUPS_FOR_STD_ERRS, eval_sampling_values
     from valuation.estimators import approximate
+    from valuation.pipeline import MAX_GROUPS_FOR_STD_ERRS, eval_sampling_values
 
     sc = inputs.scenario
     groups = {m.name: list(m.sources) for m in sc.members}

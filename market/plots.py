@@ -13,12 +13,12 @@ says whether a player helps (> 0) or hurts (< 0) each objective. Each axis is sc
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from valuation.files import atomic_path
 
 PointKind = Literal["member", "source"]
 
@@ -163,16 +163,8 @@ def write_value_plane(
     fig.tight_layout(rect=(0.0, 0.04 if note else 0.0, 1.0, 1.0))
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -25,7 +25,6 @@ bad inputs are found before anything is trained or written.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -40,6 +39,7 @@ import numpy as np
 from valuation.arithmetic import coalition_margins, coalition_weights
 from valuation.config import ValuationConfig
 from valuation.errors import InputError
+from valuation.files import atomic_path, atomic_write_text
 from valuation.logprobs import EvalLogProbs, EvalSet, compute_eval_logprobs
 from valuation.training import AdapterRecord, sha256_file, sha256_json, train_adapters
 from valuation.utilities import pair_scores, preference_utility
@@ -539,7 +539,7 @@ def value_coalitions(
 
 def write_run(run: ValuationRun, *, logprobs_computed: int = 0, logprobs_cached: int = 0) -> dict[str, Path]:
     """Write game.csv, game.parquet, values.json, values_members.json, config.toml and run.json (atomic)."""
-    from valuation.game import atomic_write_text, coalition_label
+    from valuation.game import coalition_label
 
     run_dir = run.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -573,15 +573,8 @@ def _write_parquet(table: CoalitionTable, path: Path, label: Callable[[np.ndarra
         columns[objective] = table.values[:, j]
         columns[f"{objective}_std_err"] = table.std_errs[:, j]
         columns[f"{objective}_n_pairs"] = table.counts[:, j]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pl.DataFrame(columns).write_parquet(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _provenance(run: ValuationRun, computed: int, cached: int) -> dict[str, Any]:

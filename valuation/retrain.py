@@ -287,23 +287,22 @@ def _continue_dpo(
     from datasets import Dataset
     from peft import PeftModel
     from transformers.trainer_callback import PrinterCallback
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     from valuation.logprobs import has_chat_template, to_trl_example
     from valuation.models import load_base_model
-    from valuation.training import quiet_libraries
+    from valuation.training import dpo_arguments, quiet_libraries
 
     with quiet_libraries():
         model, tokenizer = load_base_model(base)
         model = PeftModel.from_pretrained(model, str(parent), adapter_name="default", is_trainable=True)
     chat = has_chat_template(tokenizer)
     dataset = Dataset.from_list([to_trl_example(p, chat=chat) for p in pairs])
-    steps_per_epoch = max(1, -(-len(pairs) // config.batch_size))
     with quiet_libraries():
         trainer = DPOTrainer(
             model=model,
             ref_model=None,
-            args=_dpo_args(DPOConfig, config, trainer_dir, steps_per_epoch),
+            args=dpo_arguments(config, trainer_dir, len(pairs)),
             train_dataset=dataset,
             processing_class=tokenizer,
             callbacks=list(callbacks),
@@ -332,28 +331,6 @@ def _continue_dpo(
             if key in logs[-1]:
                 metrics[name] = float(logs[-1][key])
     return trainer.model, metrics
-
-
-def _dpo_args(dpo_config: Any, config: TrainingConfig, trainer_dir: Path, steps_per_epoch: int) -> Any:
-    """trl ``DPOConfig`` of one stage: the same arguments as `valuation.training._run_dpo`."""
-    return dpo_config(
-        output_dir=str(trainer_dir),
-        use_cpu=True,
-        bf16=False,
-        activation_checkpointing=False,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size,
-        max_length=config.max_length,
-        beta=config.beta,
-        seed=config.seed,
-        data_seed=config.seed,
-        report_to="none",
-        save_strategy="no",
-        logging_steps=max(1, steps_per_epoch // 4),
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
 
 
 def _finished(path: Path, key: str) -> dict[str, Any] | None:

@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from valuation.files import atomic_write_text
 
 if TYPE_CHECKING:
     import torch
@@ -455,18 +455,9 @@ def _load_samples(path: Path, expected: int) -> list[Sample] | None:
 
 
 def _save_samples(path: Path, samples: Sequence[Sample]) -> None:
-    """Write atomically (temp file in the same folder + ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically (`valuation.files`)."""
     payload = {"format": SAMPLES_FORMAT, "samples": [asdict(s) | {"token_ids": list(s.token_ids)} for s in samples]}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:16]}.", suffix=".json.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, ensure_ascii=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(payload, ensure_ascii=False))
 
 
 def sample_statistics(samples: Sequence[Sample]) -> dict[str, float]:

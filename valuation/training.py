@@ -359,26 +359,16 @@ def _load_base(base: BaseModelRef) -> tuple[Any, Any]:
         return load_base_model(base)
 
 
-def _run_dpo(
-    model: Any,
-    tokenizer: Any,
-    pairs: Sequence[PairLike],
-    config: TrainingConfig,
-    trainer_dir: Path,
-    callbacks: Sequence[Any],
-) -> tuple[Any, dict[str, Any]]:
-    """Fit a fresh LoRA adapter on ``model``; return the trained ``PeftModel`` and the final metrics."""
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers.trainer_callback import PrinterCallback
-    from trl import DPOConfig, DPOTrainer
+def dpo_arguments(config: TrainingConfig, trainer_dir: Path, n_pairs: int) -> Any:
+    """trl ``DPOConfig`` for one LoRA-DPO run on the CPU (every adapter and retraining stage uses it).
 
-    from valuation.logprobs import has_chat_template, to_trl_example
+    CPU-safe settings measured on this project's machines: fp32, no activation checkpointing, no
+    checkpoints saved by trl, no tqdm of trl's own (payoutsim shows its own progress).
+    """
+    from trl import DPOConfig
 
-    chat = has_chat_template(tokenizer)
-    dataset = Dataset.from_list([to_trl_example(p, chat=chat) for p in pairs])
-    steps_per_epoch = max(1, -(-len(pairs) // config.batch_size))
-    args = DPOConfig(
+    steps_per_epoch = max(1, -(-n_pairs // config.batch_size))
+    return DPOConfig(
         output_dir=str(trainer_dir),
         use_cpu=True,
         bf16=False,
@@ -396,6 +386,27 @@ def _run_dpo(
         disable_tqdm=True,
         dataloader_num_workers=0,
     )
+
+
+def _run_dpo(
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[PairLike],
+    config: TrainingConfig,
+    trainer_dir: Path,
+    callbacks: Sequence[Any],
+) -> tuple[Any, dict[str, Any]]:
+    """Fit a fresh LoRA adapter on ``model``; return the trained ``PeftModel`` and the final metrics."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers.trainer_callback import PrinterCallback
+    from trl import DPOTrainer
+
+    from valuation.logprobs import has_chat_template, to_trl_example
+
+    chat = has_chat_template(tokenizer)
+    dataset = Dataset.from_list([to_trl_example(p, chat=chat) for p in pairs])
+    args = dpo_arguments(config, trainer_dir, len(pairs))
     lora = LoraConfig(
         r=config.lora_r,
         lora_alpha=config.lora_alpha,

@@ -50,9 +50,9 @@ def payout_cmd(
     Prints the payout table (member, value, share, amount) and the stability verdict for each period,
     then appends the run to the ledger (re-running the same scenario and period adds nothing).
     """
-    from rich.table import Table
 
     from market import ledger as ledger_mod
+    from market.cli.tables import payout_table
     from market.money import format_minor
     from market.rules import RuleContext, run_period
     from market.scenario import load_inputs, load_scenario
@@ -67,26 +67,10 @@ def payout_cmd(
     for p in periods:
         run = run_period(inputs, p, ctx)
         pay = run.payout
-        table = Table(
-            title=f"{sc.market.name} — period {p} — rule {pay.rule} — pool {format_minor(run.pool_minor, cur)} {cur}",
-            title_justify="left",
+        table = payout_table(
+            run, title=f"{sc.market.name} — period {p} — rule {pay.rule} — pool {format_minor(run.pool_minor, cur)} {cur}"
         )
-        table.add_column("member", no_wrap=True)
-        table.add_column("value", justify="right")
-        table.add_column("std err", justify="right")
-        table.add_column("share", justify="right")
-        table.add_column(f"amount ({cur})", justify="right", no_wrap=True)
-        for i, m in enumerate(pay.members):
-            table.add_row(
-                m,
-                f"{pay.values[i]:.6g}",
-                f"{pay.std_errs[i]:.2g}",
-                f"{100 * pay.shares[i]:.2f}%",
-                format_minor(pay.amounts[i], cur),
-            )
-        table.add_section()
         fee = f"(revenue {format_minor(run.revenue_minor, cur)}, fee {format_minor(run.fee_minor, cur)})"
-        table.add_row("total", "", "", "100.00%" if run.pool_minor else "", format_minor(sum(pay.amounts), cur))
         out.print(table)
         out.print(f"  {fee}")
         out.print(run.stability.verdict(), markup=False)

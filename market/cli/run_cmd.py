@@ -427,36 +427,20 @@ def _console(stderr: bool = False) -> Any:
 
 def print_summary(outputs: RunOutputs) -> None:
     """The payout table per period, what was reused, where the outputs are, and the dashboard command."""
-    from rich.table import Table
 
+    from market.cli.tables import payout_table
     from market.money import format_minor
 
     out = _console()
     for run, record in zip(outputs.periods, outputs.records, strict=True):
         pay = run.payout
         cur = pay.currency
-        table = Table(
+        table = payout_table(
+            run,
             title=f"period {run.period}: {pay.rule}, pool {format_minor(run.pool_minor, cur)} {cur}",
             caption=f"revenue {format_minor(run.revenue_minor, cur)} {cur} − platform fee "
             f"{format_minor(run.fee_minor, cur)} {cur}",
-            title_justify="left",
-            caption_justify="left",
         )
-        table.add_column("member", no_wrap=True)
-        table.add_column("value", justify="right")
-        table.add_column("std err", justify="right")
-        table.add_column("share", justify="right")
-        table.add_column(f"amount ({cur})", justify="right", no_wrap=True)
-        for i, m in enumerate(pay.members):
-            table.add_row(
-                m,
-                f"{pay.values[i]:.6g}",
-                f"{pay.std_errs[i]:.2g}",
-                f"{100 * pay.shares[i]:.2f}%",
-                format_minor(pay.amounts[i], cur),
-            )
-        table.add_section()
-        table.add_row("total", "", "", "100.00%" if run.pool_minor else "", format_minor(sum(pay.amounts), cur))
         out.print(table)
         out.print(run.stability.verdict(), markup=False)
         for w in pay.warnings:

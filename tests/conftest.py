@@ -22,3 +22,11 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real evaluation data not present at {SHARED_DATA} (only in the project workspace)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def random_adapters(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three random LoRA adapter dirs for the tiny random Llama of `tiny_lm` (built once per session)."""
+    import tiny_lm
+
+    return tiny_lm.write_random_adapters(tmp_path_factory.mktemp("adapters"))

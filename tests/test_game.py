@@ -294,7 +294,7 @@ def test_stopping_rules_compose() -> None:
 
 def test_standard_error_rule_stops_sampling() -> None:
     game = additive_table(["a", "b", "c"], ["v"], np.array([[1.0], [2.0], [3.0]]))
-    noisy = FunctionGame(["a", "b", "c", "d"], ["v"], lambda m: (m.sum(1) >= 2).astype(float))
+    noisy = FunctionGame([f"p{i}" for i in range(12)], ["v"], lambda m: (m.sum(1) >= 6).astype(float))
     loose = approximate(noisy, "permutation", seed=3, stopping=StandardError(0.05) | MaxEvaluations(100_000))
     assert loose.info["stopped_by"] == "standard_error" and loose.info["converged"]
     assert loose.std_errs.max() <= 0.05

@@ -10,6 +10,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import tiny_lm  # noqa: E402
+
 from valuation.multilora import MultiLoraModel, read_lora_adapter  # noqa: E402
 from valuation.sampling import (  # noqa: E402
     AdapterSpec,
@@ -21,73 +23,12 @@ from valuation.sampling import (  # noqa: E402
     sample_composed,
 )
 
-VOCAB = 96
+VOCAB, _Tok, _tiny_llama = tiny_lm.VOCAB, tiny_lm.TinyTokenizer, tiny_lm.tiny_llama
 
 
-class _Tok:
-    """A minimal tokenizer: characters → ids 4.. (0 pad, 1 eos); no chat template."""
-
-    pad_token_id = 0
-    eos_token_id = 1
-    eos_token = "<eos>"
-    chat_template = None
-
-    def __call__(self, text: str) -> dict[str, list[int]]:
-        return {"input_ids": [4 + (ord(c) % (VOCAB - 4)) for c in text]}
-
-    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
-        return "".join(chr(97 + (i % 26)) for i in ids if i >= 4)
-
-
-def _tiny_llama(seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-        eos_token_id=1,
-        pad_token_id=0,
-    )
-    model = LlamaForCausalLM(config)
-    model.eval()
-    return model
-
-
-ADAPTER_SPECS = [  # (r, alpha, targets, rslora)
-    (4, 8, ["q_proj", "v_proj"], False),
-    (8, 16, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"], False),
-    (2, 4, ["down_proj", "o_proj"], True),
-]
-
-
-@pytest.fixture(scope="module")
-def adapters(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """Three peft LoRA adapter dirs with random (non-zero) A and B, different ranks and targets."""
-    from peft import LoraConfig, get_peft_model
-
-    root = tmp_path_factory.mktemp("adapters")
-    dirs = []
-    for i, (r, alpha, targets, rslora) in enumerate(ADAPTER_SPECS):
-        torch.manual_seed(100 + i)
-        peft_model = get_peft_model(
-            _tiny_llama(),
-            LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, init_lora_weights=False, use_rslora=rslora),
-        )
-        with torch.no_grad():  # make the deltas large enough to matter
-            for name, param in peft_model.named_parameters():
-                if "lora_B" in name:
-                    param.mul_(5.0)
-        out = root / f"a{i}"
-        peft_model.save_pretrained(out)
-        dirs.append(out)
-    return dirs
+@pytest.fixture
+def adapters(random_adapters: list[Path]) -> list[Path]:
+    return random_adapters
 
 
 def _peft_logits(adapter_dirs: list[Path], ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:

@@ -201,7 +201,10 @@ dir = "run"
 """
 
 
-def test_reward_utility_end_to_end(tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("importance", [False, True], ids=["direct", "importance"])
+def test_reward_utility_end_to_end(
+    tmp_path: Path, corpus: Path, monkeypatch: pytest.MonkeyPatch, importance: bool
+) -> None:
     import polars as pl
 
     from valuation.pipeline import efficiency_gap, run_value
@@ -211,24 +214,43 @@ def test_reward_utility_end_to_end(tmp_path: Path, corpus: Path, monkeypatch: py
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     path = tmp_path / "v.toml"
-    path.write_text(REWARD_TOML.format(corpus=corpus, cache=tmp_path / "cache"), encoding="utf-8")
+    text = REWARD_TOML.format(corpus=corpus, cache=tmp_path / "cache")
+    text = text.replace("seed = 3\n", f"seed = 3\nimportance = {str(importance).lower()}\n", 1)
+    path.write_text(text, encoding="utf-8")
     config = load_valuation_config(path)
+    assert config.sampling.importance is importance
     run = run_value(config, progress=False)
     frame = pl.read_parquet(run.files["game_parquet"])
     assert frame.height == 8
+    provenance = json.loads(run.files["run"].read_text())
+    how = provenance["sampled_coalitions"]
+    assert how["importance"] + how["direct"] == 8 and len(how["coalitions"]) == 8
+    direct = [label for label, entry in how["coalitions"].items() if entry["method"] == "direct"]
     for objective in ("helpfulness", "harmlessness"):
-        assert frame[f"{objective}_n_pairs"].to_list() == [3 * 2] * 8  # samples per coalition
+        counts = frame[f"{objective}_n_pairs"].to_list()
+        if importance:  # counts are effective sample sizes of the 3 × 4 pool, or 6 for direct coalitions
+            assert all(1 <= c <= 12 for c in counts)
+        else:
+            assert counts == [3 * 2] * 8  # samples per coalition
         values = frame[objective].to_numpy()
         assert np.all((values >= 0) & (values <= 1))
         assert (frame[f"{objective}_std_err"] >= 0).all()
     assert (frame["helpfulness_std_err"] > 0).any()
     assert np.allclose(efficiency_gap(run), 0.0, atol=1e-12)
-    samples = sorted((run.run_dir / "cache" / "samples").glob("*.json"))
-    assert len(samples) == 8  # one cache file per coalition
-    provenance = json.loads(run.files["run"].read_text())
+    cache = run.run_dir / "cache" / "samples"
+    samples = sorted(p for p in cache.glob("*.json") if not p.name.startswith("proposal-"))
+    if importance:
+        assert how["importance"] >= 1 and how["min_ess"] > 0
+        assert len(list(cache.glob("proposal-*.json"))) == 1
+        assert not list(cache.glob("densities-*.npz"))  # n = 3: every coalition is a mixture component
+        assert len(samples) == len(direct)  # only the fallbacks were sampled one by one
+    else:
+        assert how == {"importance": 0, "direct": 8, "min_ess": None, "coalitions": how["coalitions"]}
+        assert len(samples) == 8  # one cache file per coalition
     assert provenance["utility"]["kind"] == "reward" and provenance["sampling"]["samples_per_prompt"] == 2
     # a re-run is free: every coalition's samples come from the cache, the table is identical
-    stamps = [p.stat().st_mtime_ns for p in samples]
+    files = sorted(cache.iterdir())
+    stamps = [p.stat().st_mtime_ns for p in files]
     again = run_value(config, progress=False)
-    assert [p.stat().st_mtime_ns for p in samples] == stamps
+    assert sorted(cache.iterdir()) == files and [p.stat().st_mtime_ns for p in files] == stamps
     assert np.array_equal(again.table.values, run.table.values)

@@ -182,6 +182,31 @@ def test_training_config_rejects_bad_values() -> None:
         TrainingConfig(lr=1e-3)  # type: ignore[call-arg]
     assert TrainingConfig().config_hash() == TrainingConfig().config_hash()
     assert TrainingConfig(seed=1).config_hash() != TrainingConfig().config_hash()
+    # precomputing reference log-probs changes the cost, not the adapter: not part of the hash
+    assert TrainingConfig(precompute_ref_log_probs=False).config_hash() == TrainingConfig().config_hash()
+    assert TrainingConfig().precompute_enabled and not TrainingConfig(epochs=1).precompute_enabled
+    assert TrainingConfig(epochs=1, precompute_ref_log_probs=True).precompute_enabled
+
+
+def test_precomputed_reference_log_probs_train_the_same_adapter(env: Env, tmp_path: Path) -> None:
+    """trl's ``precompute_ref_log_probs`` (the default at 2 epochs) gives the loss and adapter of the
+    per-step reference forward, up to float rounding."""
+    from safetensors.numpy import load_file
+
+    from valuation.training import dpo_arguments
+
+    pairs = env.data["sharegpt"][:16]
+    out = {}
+    for precompute in (False, True):
+        config = TrainingConfig(epochs=2, batch_size=8, max_length=96, seed=0, precompute_ref_log_probs=precompute)
+        assert dpo_arguments(config, tmp_path, 16).precompute_ref_log_probs is precompute
+        manifest = train_one_adapter(env.base, "p", pairs, data_hash="x", config=config,
+                                     out_dir=tmp_path / f"p{precompute}")
+        out[precompute] = (manifest["metrics"], load_file(tmp_path / f"p{precompute}" / "adapter_model.safetensors"))
+    assert out[True][0]["train_loss"] == pytest.approx(out[False][0]["train_loss"], rel=1e-6)
+    for name, weights in out[False][1].items():
+        np.testing.assert_allclose(out[True][1][name], weights, atol=1e-5)
+    assert dpo_arguments(TrainingConfig(), tmp_path, 16, precompute=False).precompute_ref_log_probs is False
 
 
 def test_scorer_agrees_with_trl_on_the_first_step(env: Env, tmp_path: Path) -> None:

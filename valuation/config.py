@@ -249,6 +249,16 @@ class SamplingSection(_Section):
     )
     max_batch_rows: int = Field(64, ge=1, description="Max forward rows (sequences x (1 + |S|)) per batch.")
     max_prompt_tokens: int = Field(256, ge=1, description="Keep only the last N prompt tokens.")
+    importance: bool = Field(
+        True, description="Estimate all coalitions from one proposal pool by importance sampling "
+        "(valuation.importance); coalitions with too small an effective sample size are sampled directly."
+    )
+    min_ess: float = Field(
+        0.15, gt=0, le=1, description="Importance estimates need ESS >= min_ess x pool size (per objective)."
+    )
+    pool_samples_per_prompt: int | None = Field(
+        None, ge=1, description="Proposal pool responses per prompt (default: 2 x samples_per_prompt)."
+    )
 
 
 # --- end [reward] / [sampling] -----------------------------------------------------------------------

@@ -40,6 +40,7 @@ from valuation.arithmetic import coalition_margins, coalition_weights
 from valuation.config import ValuationConfig
 from valuation.errors import InputError
 from valuation.files import atomic_path, atomic_write_text
+from valuation.game import coalition_label
 from valuation.logprobs import EvalLogProbs, EvalSet, compute_eval_logprobs
 from valuation.training import AdapterRecord, sha256_file, sha256_json, train_adapters
 from valuation.utilities import pair_scores, preference_utility
@@ -100,6 +101,7 @@ class ValuationRun:
     member_result: ValuationResult | None
     files: dict[str, Path] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    sampling_report: dict[str, dict[str, Any]] = field(default_factory=dict)  # reward: coalition → method, ESS
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -349,32 +351,31 @@ def reward_tabulator(
     objectives: list[Any],
     *,
     progress: bool,
+    sampling_report: dict[str, dict[str, Any]] | None = None,
 ) -> Callable[[np.ndarray], CoalitionTable]:
     """``tabulate(masks)`` for the `reward` utility: samples from every coalition's π_S (cached on disk under
     ``RUN/cache/samples``, keyed by base, adapter hashes of S, weights, sampling config and prompts), scores
-    them per objective; std errs are those of the mean reward, counts the number of samples."""
-    from valuation.sampling import AdapterSpec, CoalitionSampler, SamplingParams
+    them per objective; std errs are those of the mean reward, counts the number of samples (the effective
+    sample size for importance-sampled coalitions). ``sampling_report`` (if given) receives, per coalition
+    label, how it was estimated (``importance`` / ``direct``) and its ESS per objective."""
     from valuation.utilities import reward_coalition_utilities
 
     sources = prepared.sources
     sizes = [len(prepared.train[s]) for s in sources]
     sc = config.sampling
-    sampler = CoalitionSampler(
-        prepared.base,
-        [AdapterSpec(s, adapters[s].path, adapters[s].sha256) for s in sources],
-        params=SamplingParams(
-            max_new_tokens=sc.max_new_tokens, temperature=sc.temperature, top_p=sc.top_p, seed=sc.seed
-        ),
-        samples_per_prompt=sc.samples_per_prompt,
-        cache_dir=prepared.run_dir / "cache" / "samples",
-        max_batch_rows=sc.max_batch_rows,
-        max_prompt_tokens=sc.max_prompt_tokens,
-    )
+    sampler = reward_sampler(config, prepared, adapters, cache_dir=prepared.run_dir / "cache" / "samples")
+    importance = importance_settings(config, prepared)
 
     def tabulate(masks: np.ndarray) -> CoalitionTable:
         masks = np.asarray(masks, dtype=bool)
         weights = coalition_weights(masks, sc.weighting, sizes)
-        columns = reward_coalition_utilities(sampler, masks, weights, objectives, progress=progress)
+        found: list[dict[str, Any]] = []
+        columns = reward_coalition_utilities(
+            sampler, masks, weights, objectives, progress=progress, importance=importance, diagnostics=found
+        )
+        if sampling_report is not None:
+            for mask, entry in zip(masks, found, strict=True):
+                sampling_report[coalition_label(mask, sources)] = entry
         names = tuple(o.objective for o in objectives)
         return CoalitionTable(
             tuple(sources),
@@ -386,6 +387,44 @@ def reward_tabulator(
         )
 
     return tabulate
+
+
+def reward_sampler(
+    config: ValuationConfig, prepared: PreparedInputs, adapters: dict[str, AdapterRecord], *, cache_dir: Path | None
+) -> Any:
+    """The `valuation.sampling.CoalitionSampler` of the `reward` utility: the base, every source's adapter and the
+    ``[sampling]`` settings; samples cached under ``cache_dir`` (None: no cache)."""
+    from valuation.sampling import AdapterSpec, CoalitionSampler, SamplingParams
+
+    sc = config.sampling
+    return CoalitionSampler(
+        prepared.base,
+        [AdapterSpec(s, adapters[s].path, adapters[s].sha256) for s in prepared.sources],
+        params=SamplingParams(
+            max_new_tokens=sc.max_new_tokens, temperature=sc.temperature, top_p=sc.top_p, seed=sc.seed
+        ),
+        samples_per_prompt=sc.samples_per_prompt,
+        cache_dir=cache_dir,
+        max_batch_rows=sc.max_batch_rows,
+        max_prompt_tokens=sc.max_prompt_tokens,
+    )
+
+
+def importance_settings(config: ValuationConfig, prepared: PreparedInputs) -> Any:
+    """`valuation.utilities.ImportanceSettings` from ``[sampling]`` (None when ``importance = false``): the
+    proposal mixture's components (`valuation.importance.proposal_components`) weighted like coalitions."""
+    sc = config.sampling
+    if not sc.importance:
+        return None
+    from valuation.importance import proposal_components
+    from valuation.utilities import ImportanceSettings
+
+    sizes = [len(prepared.train[s]) for s in prepared.sources]
+    return ImportanceSettings(
+        component_weights=coalition_weights(proposal_components(len(sizes)), sc.weighting, sizes),
+        min_ess=sc.min_ess,
+        samples_per_prompt=sc.pool_samples_per_prompt or 2 * sc.samples_per_prompt,
+    )
 
 
 # --- end [utility] kind = "reward" --------------------------------------------------------------------
@@ -428,8 +467,11 @@ def run_value(
     sources = prepared.sources
     sizes = [len(prepared.train[s]) for s in sources]
 
+    sampling_report: dict[str, dict[str, Any]] = {}
     reward_tabulate = (
-        None if rewards is None else reward_tabulator(config, prepared, adapters, rewards, progress=progress)
+        None if rewards is None else reward_tabulator(
+            config, prepared, adapters, rewards, progress=progress, sampling_report=sampling_report
+        )
     )
 
     def tabulate(masks: np.ndarray) -> CoalitionTable:
@@ -479,6 +521,7 @@ def run_value(
         result=result,
         member_result=member_result,
         timings={k: round(v, 3) for k, v in timings.items()},
+        sampling_report=sampling_report,
     )
     run.files = write_run(
         run,
@@ -539,7 +582,6 @@ def value_coalitions(
 
 def write_run(run: ValuationRun, *, logprobs_computed: int = 0, logprobs_cached: int = 0) -> dict[str, Path]:
     """Write game.csv, game.parquet, values.json, values_members.json, config.toml and run.json (atomic)."""
-    from valuation.game import coalition_label
 
     run_dir = run.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -602,7 +644,8 @@ def _provenance(run: ValuationRun, computed: int, cached: int) -> dict[str, Any]
         "eval_sets": {es.objective: {"n_pairs": len(es.pairs), "data_hash": es.data_hash} for es in prepared.eval_sets},
         "utility": config.utility.model_dump(mode="json") | {"beta": config.utility_beta},
         **(  # [utility] kind = "reward": the scorers and the sampling settings
-            {"reward": config.reward.specs(), "sampling": config.sampling.model_dump(mode="json")}
+            {"reward": config.reward.specs(), "sampling": config.sampling.model_dump(mode="json"),
+             "sampled_coalitions": _sampling_summary(run.sampling_report)}
             if config.utility.kind == "reward"
             else {}
         ),
@@ -613,6 +656,18 @@ def _provenance(run: ValuationRun, computed: int, cached: int) -> dict[str, Any]
         "coalitions_evaluated": int(run.table.coalitions.shape[0]),
         "logprob_tables": {"computed": computed, "cached": cached},
         "timings": run.timings,
+    }
+
+
+def _sampling_summary(report: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """How the `reward` coalitions were estimated: counts per method, the smallest ESS, and every coalition."""
+    methods = [entry["method"] for entry in report.values()]
+    ess = [v for entry in report.values() for v in entry.get("ess", {}).values()]
+    return {
+        "importance": methods.count("importance"),
+        "direct": methods.count("direct"),
+        "min_ess": min(ess) if ess else None,
+        "coalitions": dict(report),
     }
 
 

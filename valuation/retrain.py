@@ -302,7 +302,7 @@ def _continue_dpo(
         trainer = DPOTrainer(
             model=model,
             ref_model=None,
-            args=dpo_arguments(config, trainer_dir, len(pairs)),
+            args=dpo_arguments(config, trainer_dir, len(pairs), precompute=False),  # see dpo_arguments
             train_dataset=dataset,
             processing_class=tokenizer,
             callbacks=list(callbacks),

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 SAMPLES_FORMAT = "payoutsim-samples/1"
 SAMPLER_VERSION = 1
+POOL_STREAM = 1  # CRN stream family of the importance-sampling proposal pool (`sample_mixture`)
 PromptLike = str | Sequence[Mapping[str, str]]
 
 
@@ -82,6 +83,10 @@ class Sample:
         logprob: Σ_t log π_S(token_t) of the combined, renormalised distribution (before τ and top-p).
         base_logprob: Σ_t log π₀(token_t), the base model's token log-probs along the same sequence.
         finished: True when a stop token ended it (False: cut by max_new_tokens).
+        stop_token: the stop token drawn (None when cut) — part of the sequence whose density
+            importance sampling needs (`valuation.importance`).
+        scored_logprobs: pool samples of `sample_mixture` only: Σ_t log p_c(token_t) under the SAMPLING
+            distribution (τ, top-p) of each mixture component c, accumulated while decoding.
     """
 
     prompt_index: int
@@ -91,22 +96,29 @@ class Sample:
     logprob: float
     base_logprob: float
     finished: bool
+    stop_token: int | None = None
+    scored_logprobs: tuple[float, ...] | None = None
 
 
 # ---------------------------------------------------------------------------------------------------
 # pieces
 
 
-def crn_uniforms(seed: int, prompt_indices: Sequence[int], samples_per_prompt: int, steps: int) -> np.ndarray:
+def crn_uniforms(
+    seed: int, prompt_indices: Sequence[int], samples_per_prompt: int, steps: int, *, stream: int = 0
+) -> np.ndarray:
     """Uniforms u[i, k, t] ∈ [0, 1) for prompt ``prompt_indices[i]``, sample k, step t.
 
     Stream (i, k) is ``numpy.random.default_rng([seed, prompt_index, k]).random(steps)``: independent of the
-    coalition and of the other prompts; a longer ``steps`` extends the same stream.
+    coalition and of the other prompts; a longer ``steps`` extends the same stream. ``stream`` ≥ 1 selects a
+    disjoint family ``[seed, prompt_index, k, stream]`` (the importance-sampling pool uses 1, so its draws are
+    independent of direct sampling's).
     """
     out = np.empty((len(prompt_indices), samples_per_prompt, steps), dtype=np.float64)
     for i, p in enumerate(prompt_indices):
         for k in range(samples_per_prompt):
-            out[i, k] = np.random.default_rng([seed, int(p), k]).random(steps)
+            key = [seed, int(p), k] if stream == 0 else [seed, int(p), k, stream]
+            out[i, k] = np.random.default_rng(key).random(steps)
     return out
 
 
@@ -115,7 +127,7 @@ def combine_next_token_logprobs(logps: torch.Tensor, weights: torch.Tensor) -> t
 
     Args:
         logps: [R, 1 + m, V] next-token log-softmaxes, row 0 of each group the base, rows 1..m the adapters.
-        weights: [m] the coalition weights w_ℓ^S.
+        weights: [m] the coalition weights w_ℓ^S, or [R, m]: one coalition per row.
     """
     import torch
 
@@ -123,7 +135,8 @@ def combine_next_token_logprobs(logps: torch.Tensor, weights: torch.Tensor) -> t
     if logps.shape[1] == 1:
         return base
     ratios = logps[:, 1:] - base[:, None]
-    combined = base + torch.einsum("rmv,m->rv", ratios, weights.to(logps.dtype))
+    pattern = "rmv,m->rv" if weights.dim() == 1 else "rmv,rm->rv"
+    combined = base + torch.einsum(pattern, ratios, weights.to(logps.dtype))
     return torch.log_softmax(combined, dim=-1)
 
 
@@ -133,6 +146,14 @@ def draw_tokens(logp: torch.Tensor, uniforms: torch.Tensor, temperature: float, 
 
     if temperature == 0:
         return torch.argmax(logp, dim=-1)
+    return inverse_cdf(nucleus_probs(logp, temperature, top_p), uniforms)
+
+
+def nucleus_probs(logp: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """The sampling distribution [R, V] (float64, NOT renormalised after top-p: divide by its sum) of
+    log-probs [R, V]: ``softmax(logp / τ)`` with the tokens outside the top-p nucleus set to 0 (τ > 0)."""
+    import torch
+
     probs = torch.softmax(logp.double() / temperature, dim=-1)
     if top_p < 1.0:
         sorted_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
@@ -140,10 +161,42 @@ def draw_tokens(logp: torch.Tensor, uniforms: torch.Tensor, temperature: float, 
         keep_sorted = before < top_p  # always keeps the most likely token
         keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
         probs = torch.where(keep, probs, torch.zeros_like(probs))
+    return probs
+
+
+def inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Tokens [R]: the first v (vocabulary order) with cdf(v) > u · total mass, for probs [R, V] ≥ 0."""
+    import torch
+
     cdf = torch.cumsum(probs, dim=-1)
     target = uniforms.double().clamp(0.0, 1.0 - 1e-12) * cdf[:, -1]
     index = torch.searchsorted(cdf, target[:, None], right=True).squeeze(-1)
     return index.clamp(max=probs.shape[-1] - 1)
+
+
+def sampling_log_probs(logps: torch.Tensor, weights: torch.Tensor, tokens: torch.Tensor,
+                       params: SamplingParams) -> torch.Tensor:
+    """log p_c(token) [R, C] under the SAMPLING distribution (τ, top-p) of each of C coalitions with weights
+    ``weights`` [C, n], from next-token log-softmaxes ``logps`` [R, 1 + n, V] (base first), ``tokens`` [R, 1].
+
+    top-p = 1: ``log_softmax(combined_c / τ)`` for all C at once (τ = 1: the combined log-softmax itself);
+    else the renormalised nucleus probabilities (`nucleus_probs`, float64), one coalition at a time. τ > 0."""
+    import torch
+
+    if params.top_p < 1.0:
+        out = []
+        for row in weights:
+            probs = nucleus_probs(combine_next_token_logprobs(logps, row), params.temperature, params.top_p)
+            picked = probs.gather(-1, tokens).squeeze(-1) / probs.sum(-1)
+            out.append(torch.log(picked.clamp(min=1e-300)).float())
+        return torch.stack(out, dim=1)
+    base = logps[:, 0]
+    ratios = logps[:, 1:] - base[:, None]
+    combined = base[:, None, :] + torch.einsum("rmv,cm->rcv", ratios, weights.to(logps.dtype))  # [R, C, V]
+    combined = torch.log_softmax(combined, dim=-1)
+    if params.temperature != 1.0:
+        combined = torch.log_softmax(combined / params.temperature, dim=-1)
+    return combined.gather(-1, tokens[:, None, :].expand(-1, combined.shape[1], 1)).squeeze(-1)
 
 
 def prompt_token_ids(tokenizer: Any, prompt: PromptLike, max_prompt_tokens: int | None = None) -> list[int]:
@@ -217,7 +270,80 @@ def sample_composed(
     indices = list(prompt_indices) if prompt_indices is not None else list(range(len(prompts)))
     if len(indices) != len(prompts):
         raise ValueError("prompt_indices and prompts differ in length")
-    uniforms = crn_uniforms(params.seed, indices, samples_per_prompt, params.max_new_tokens)
+    job_weights = np.broadcast_to(np.asarray(weights, dtype=np.float64), (len(prompts), samples_per_prompt, len(adapters)))
+    return _decode_all(model, tokenizer, prompts, list(adapters), job_weights, samples_per_prompt, params, multi,
+                       indices, max_batch_rows, max_prompt_tokens)
+
+
+def sample_mixture(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[PromptLike],
+    component_weights: np.ndarray,
+    *,
+    multi: MultiLoraModel,
+    samples_per_prompt: int = 1,
+    params: SamplingParams | None = None,
+    prompt_indices: Sequence[int] | None = None,
+    max_batch_rows: int = 64,
+    max_prompt_tokens: int | None = None,
+) -> list[Sample]:
+    """Sample from the uniform MIXTURE of C coalition models — the proposal of importance sampling.
+
+    Response k of prompt i picks a component c uniformly at random (``mixture_components``) and is decoded
+    from π_{S_c} exactly as `sample_composed` would, but with the CRN streams ``[seed, prompt, k, 1]``
+    (``POOL_STREAM``: independent of direct sampling's). So its density is the sequence-level mixture
+    ``q(y | x) = (1/C) Σ_c π_{S_c}(y | x)``. ``component_weights[c]`` holds the weights w^{S_c} over ALL n
+    adapters of ``multi`` (0 = not a member; a zero row is the base model); every sequence runs the base and
+    all n adapters (1 + n forward rows), so sequences of different components share one batched decode.
+    While decoding, each response is also scored under every component (``Sample.scored_logprobs``), so the
+    proposal density ``log q = logsumexp_c(scored) − log C`` and the components' own densities cost no extra
+    forward pass (`valuation.importance.proposal_log_density`).
+    """
+    params = params or SamplingParams()
+    weights = np.atleast_2d(np.asarray(component_weights, dtype=np.float64))
+    if weights.shape[1] != len(multi.adapter_names):
+        raise ValueError(
+            f"component weights have {weights.shape[1]} columns, the model has {len(multi.adapter_names)} adapters"
+        )
+    indices = list(prompt_indices) if prompt_indices is not None else list(range(len(prompts)))
+    if len(indices) != len(prompts):
+        raise ValueError("prompt_indices and prompts differ in length")
+    chosen = mixture_components(params.seed, indices, samples_per_prompt, weights.shape[0])
+    return _decode_all(model, tokenizer, prompts, list(range(weights.shape[1])), weights[chosen], samples_per_prompt,
+                       params, multi, indices, max_batch_rows, max_prompt_tokens, stream=POOL_STREAM,
+                       score_weights=weights)
+
+
+def mixture_components(seed: int, prompt_indices: Sequence[int], samples_per_prompt: int, n_components: int) -> np.ndarray:
+    """The component c[i, k] ∈ 0..C−1 of response k of prompt ``prompt_indices[i]`` in `sample_mixture`:
+    uniform, from ``numpy.random.default_rng([seed, prompt_index, k, POOL_STREAM, 0])``."""
+    return np.array(
+        [[int(np.random.default_rng([seed, int(p), k, POOL_STREAM, 0]).integers(n_components))
+          for k in range(samples_per_prompt)] for p in prompt_indices],
+        dtype=np.int64,
+    ).reshape(len(prompt_indices), samples_per_prompt)
+
+
+def _decode_all(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[PromptLike],
+    adapters: list[int],
+    job_weights: np.ndarray,
+    samples_per_prompt: int,
+    params: SamplingParams,
+    multi: MultiLoraModel | None,
+    indices: list[int],
+    max_batch_rows: int,
+    max_prompt_tokens: int | None,
+    *,
+    stream: int = 0,
+    score_weights: np.ndarray | None = None,
+) -> list[Sample]:
+    """Decode every (prompt i, sample k) with coalition weights ``job_weights[i, k]`` over ``adapters``, in chunks
+    of at most ``max_batch_rows`` forward rows."""
+    uniforms = crn_uniforms(params.seed, indices, samples_per_prompt, params.max_new_tokens, stream=stream)
     encoded = [prompt_token_ids(tokenizer, p, max_prompt_tokens) for p in prompts]
     jobs = [(i, k) for i in range(len(prompts)) for k in range(samples_per_prompt)]
     per_chunk = max(1, max_batch_rows // (1 + len(adapters)))
@@ -230,11 +356,12 @@ def sample_composed(
                 tokenizer,
                 [encoded[i] for i, _ in chunk],
                 np.stack([uniforms[i, k] for i, k in chunk]),
-                list(adapters),
-                list(weights),
+                adapters,
+                np.stack([job_weights[i, k] for i, k in chunk]),
                 params,
                 multi,
                 [(indices[i], k) for i, k in chunk],
+                score_weights,
             )
         )
     return out
@@ -246,11 +373,15 @@ def _decode_chunk(
     prompt_ids: list[list[int]],
     uniforms: np.ndarray,
     adapters: list[int],
-    weights: list[float],
+    weights: np.ndarray,
     params: SamplingParams,
     multi: MultiLoraModel | None,
     keys: list[tuple[int, int]],
+    score_weights: np.ndarray | None = None,
 ) -> list[Sample]:
+    """Decode one chunk; ``weights`` [s, |adapters|]: the coalition weights of each sequence. With
+    ``score_weights`` [C, |adapters|] every response is also scored under each of those C coalitions'
+    sampling distributions (``Sample.scored_logprobs``)."""
     import contextlib
 
     import torch
@@ -268,13 +399,16 @@ def _decode_chunk(
     ids, mask = ids.repeat_interleave(group, dim=0), mask.repeat_interleave(group, dim=0)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     route = torch.tensor([-1, *adapters], dtype=torch.long).repeat(s)
-    w = torch.tensor(weights, dtype=torch.float32)
+    w = torch.tensor(np.asarray(weights), dtype=torch.float32)  # [s, m]
     u = torch.from_numpy(uniforms)
     generated: list[list[int]] = [[] for _ in range(s)]
     logprob = torch.zeros(s, dtype=torch.float64)
     base_logprob = torch.zeros(s, dtype=torch.float64)
     done = torch.zeros(s, dtype=torch.bool)
+    stop_drawn = torch.full((s,), -1, dtype=torch.long)
     stop_tensor = torch.tensor(sorted(stops), dtype=torch.long)
+    scoring = None if score_weights is None else torch.tensor(np.asarray(score_weights), dtype=torch.float32)
+    scored = torch.zeros((s, 0 if scoring is None else scoring.shape[0]), dtype=torch.float64)
     routing = multi.routing(route) if multi is not None else contextlib.nullcontext()
     model.eval()
     with torch.inference_mode(), routing:
@@ -287,12 +421,16 @@ def _decode_chunk(
             logps = torch.log_softmax(logits.float(), dim=-1).view(s, group, -1)
             combined = combine_next_token_logprobs(logps, w)
             token = draw_tokens(combined, u[:, t], params.temperature, params.top_p)
-            live = ~done
             picked = combined.gather(-1, token[:, None]).squeeze(-1).double()
+            live = ~done
             picked_base = logps[:, 0].gather(-1, token[:, None]).squeeze(-1).double()
             logprob += torch.where(live, picked, torch.zeros_like(picked))
             base_logprob += torch.where(live, picked_base, torch.zeros_like(picked_base))
+            if scoring is not None:
+                lp = sampling_log_probs(logps, scoring, token[:, None], params).double()  # [s, C]
+                scored += torch.where(live[:, None], lp, torch.zeros_like(lp))
             is_stop = torch.isin(token, stop_tensor)
+            stop_drawn = torch.where(live & is_stop, token, stop_drawn)
             for row in torch.nonzero(live & ~is_stop).flatten().tolist():
                 generated[row].append(int(token[row]))
             done = done | is_stop
@@ -317,6 +455,8 @@ def _decode_chunk(
             logprob=float(logprob[row]),
             base_logprob=float(base_logprob[row]),
             finished=bool(done[row]),
+            stop_token=int(stop_drawn[row]) if int(stop_drawn[row]) >= 0 else None,
+            scored_logprobs=None if scoring is None else tuple(float(x) for x in scored[row]),
         )
         for row in range(s)
     ]
@@ -368,15 +508,26 @@ class CoalitionSampler:
 
     def key(self, members: Sequence[int], weights: Sequence[float], prompts: Sequence[PromptLike]) -> str:
         """The cache key of coalition ``members`` (adapter positions) with ``weights`` on ``prompts``."""
+        return self._key(prompts, self.samples_per_prompt, members=[
+            [self.adapters[m].source, self.adapters[m].sha256, float(w)] for m, w in zip(members, weights, strict=True)
+        ])
+
+    def proposal_key(self, component_weights: np.ndarray, prompts: Sequence[PromptLike], samples_per_prompt: int) -> str:
+        """The cache key of a proposal pool: the mixture components' weights over ALL adapters (in order)."""
+        return self._key(
+            prompts,
+            samples_per_prompt,
+            adapters=[[a.source, a.sha256] for a in self.adapters],
+            proposal=np.asarray(component_weights, dtype=np.float64).round(12).tolist(),
+        )
+
+    def _key(self, prompts: Sequence[PromptLike], samples_per_prompt: int, **what: Any) -> str:
         payload = {
             "version": SAMPLER_VERSION,
             "base": self.base.sha256,
-            "members": [
-                [self.adapters[m].source, self.adapters[m].sha256, float(w)]
-                for m, w in zip(members, weights, strict=True)
-            ],
+            **what,
             "params": asdict(self.params),
-            "samples_per_prompt": self.samples_per_prompt,
+            "samples_per_prompt": samples_per_prompt,
             "max_prompt_tokens": self.max_prompt_tokens,
             "prompts": [p if isinstance(p, str) else [dict(m) for m in p] for p in prompts],
         }
@@ -424,6 +575,87 @@ class CoalitionSampler:
             _save_samples(path, out)
         return out
 
+    def proposal_samples(
+        self, component_weights: np.ndarray, prompts: Sequence[PromptLike], samples_per_prompt: int
+    ) -> list[Sample]:
+        """The proposal pool of importance sampling (`sample_mixture` over the C components whose weights over
+        all adapters are ``component_weights`` [C, n]); cached on disk like coalition samples."""
+        key = self.proposal_key(component_weights, prompts, samples_per_prompt)
+        path = None if self.cache_dir is None else self.cache_dir / f"proposal-{key}.json"
+        if path is not None:
+            hit = _load_samples(path, len(prompts) * samples_per_prompt)
+            if hit is not None:
+                self.cached += 1
+                return hit
+        model, tokenizer, multi = self._model()
+        out = sample_mixture(
+            model,
+            tokenizer,
+            prompts,
+            component_weights,
+            multi=multi,
+            samples_per_prompt=samples_per_prompt,
+            params=self.params,
+            max_batch_rows=self.max_batch_rows,
+            max_prompt_tokens=self.max_prompt_tokens,
+        )
+        self.generated += 1
+        if path is not None:
+            _save_samples(path, out)
+        return out
+
+    def pool_log_densities(
+        self,
+        pool: Sequence[Sample],
+        prompts: Sequence[PromptLike],
+        target_weights: np.ndarray,
+        component_weights: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(log_p [R, K], log_q [R])`` of the pool under the K target coalitions (weights over all adapters)
+        and under the proposal. Targets that are mixture components come from the pool's own
+        ``scored_logprobs``; the others are scored by one teacher-forced pass
+        (`valuation.importance.pool_log_densities`, cached on disk as ``.npz``)."""
+        from valuation.importance import pool_log_densities, proposal_log_density
+
+        targets = np.atleast_2d(np.asarray(target_weights, dtype=np.float64))
+        components = np.atleast_2d(np.asarray(component_weights, dtype=np.float64))
+        scored = np.array([s.scored_logprobs for s in pool], dtype=np.float64).reshape(len(pool), -1)
+        match = [np.flatnonzero(np.all(np.isclose(components, row, rtol=0, atol=1e-12), axis=1)) for row in targets]
+        log_p = np.empty((len(pool), targets.shape[0]))
+        missing = [k for k, found in enumerate(match) if found.size == 0]
+        for k, found in enumerate(match):
+            if found.size:
+                log_p[:, k] = scored[:, found[0]]
+        if missing:
+            log_p[:, missing] = self._teacher_forced(pool, prompts, targets[missing], components, pool_log_densities)
+        return log_p, proposal_log_density(scored)
+
+    def _teacher_forced(self, pool: Sequence[Sample], prompts: Sequence[PromptLike], targets: np.ndarray,
+                        components: np.ndarray, score: Any) -> np.ndarray:
+        samples_per_prompt = len(pool) // max(1, len(prompts))
+        key = self.proposal_key(components, prompts, samples_per_prompt)
+        digest = hashlib.sha256(targets.round(12).tobytes() + str(targets.shape).encode()).hexdigest()[:24]
+        path = None if self.cache_dir is None else self.cache_dir / f"densities-{key[:40]}-{digest}.npz"
+        if path is not None and path.is_file():
+            try:
+                with np.load(path) as data:
+                    if data["log_p"].shape == (len(pool), targets.shape[0]):
+                        return np.asarray(data["log_p"])
+            except (OSError, ValueError, KeyError):
+                pass  # unreadable: recompute
+        model, tokenizer, multi = self._model()
+        log_p = score(model, tokenizer, multi, prompts, pool, targets, self.params,
+                      max_prompt_tokens=self.max_prompt_tokens, max_batch_rows=self.max_batch_rows)
+        if path is not None:
+            import io
+
+            from valuation.files import atomic_write_bytes
+
+            buffer = io.BytesIO()
+            np.savez(buffer, log_p=log_p)
+            atomic_write_bytes(path, buffer.getvalue())
+        return log_p
+
     def close(self) -> None:
         """Free the loaded model (if any)."""
         if self._loaded is not None:
@@ -447,6 +679,9 @@ def _load_samples(path: Path, expected: int) -> list[Sample] | None:
                 logprob=float(s["logprob"]),
                 base_logprob=float(s["base_logprob"]),
                 finished=bool(s["finished"]),
+                stop_token=None if s.get("stop_token") is None else int(s["stop_token"]),
+                scored_logprobs=None if s.get("scored_logprobs") is None
+                else tuple(float(x) for x in s["scored_logprobs"]),
             )
             for s in data["samples"]
         ]
@@ -497,8 +732,13 @@ __all__ = [
     "combine_next_token_logprobs",
     "crn_uniforms",
     "draw_tokens",
+    "inverse_cdf",
+    "mixture_components",
+    "nucleus_probs",
     "prompt_token_ids",
     "sample_composed",
+    "sample_mixture",
     "sample_statistics",
+    "sampling_log_probs",
     "stop_token_ids",
 ]

@@ -1,6 +1,6 @@
 """Composable stopping rules for sampled estimators (in the style of pyDVL).
 
-A rule looks at the sampler's state after each sample (an antithetic pair for permutation Shapley, a
+A rule looks at the sampler's state after each sample (an order for permutation Shapley, a
 batch of coalitions for Banzhaf MSR) and says whether to stop::
 
     rule = MaxEvaluations(5000) | (StandardError(0.01) & MaxTime(60))
@@ -25,7 +25,7 @@ class SamplingState:
 
     Attributes:
         n_evaluations: utility evaluations spent so far.
-        n_samples: samples drawn so far (antithetic pairs, or coalitions for MSR).
+        n_samples: samples drawn so far (orders for permutation Shapley, coalitions for MSR).
         std_errs: current standard errors ``float[n, m]`` (inf while unknown).
         started: ``time.monotonic()`` at the start of sampling.
     """

@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -66,10 +67,25 @@ class TrainingConfig(BaseModel):
     lora_alpha: float = Field(16, gt=0, description="LoRA α (scaling α/r).")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
     seed: int = Field(0, ge=0, description="Seeds the adapter initialisation and the batch order.")
+    precompute_ref_log_probs: bool | None = Field(
+        None,
+        description="Compute the reference (base) log-probs once before training instead of at every step "
+        "(trl precompute_ref_log_probs). None = auto: on when epochs > 1, where it saves a forward pass per "
+        "step (measured -29% wall time at 2 epochs on the tiny preset, same loss to 1e-8). Not part of the "
+        "config hash: it changes the cost, not the adapter (beyond float rounding).",
+    )
+
+    @property
+    def precompute_enabled(self) -> bool:
+        """Whether the reference log-probs are precomputed (``precompute_ref_log_probs``, auto: epochs > 1)."""
+        if self.precompute_ref_log_probs is None:
+            return self.epochs > 1
+        return self.precompute_ref_log_probs
 
     def config_hash(self) -> str:
-        """SHA-256 of the canonical JSON of every field: an adapter trained with another config differs."""
-        return sha256_json(self.model_dump(mode="json"))
+        """SHA-256 of the canonical JSON of every field that shapes the adapter (all but
+        ``precompute_ref_log_probs``): an adapter trained with another config differs."""
+        return sha256_json(self.model_dump(mode="json", exclude={"precompute_ref_log_probs"}))
 
 
 class BaseModelRef(Protocol):
@@ -359,11 +375,13 @@ def _load_base(base: BaseModelRef) -> tuple[Any, Any]:
         return load_base_model(base)
 
 
-def dpo_arguments(config: TrainingConfig, trainer_dir: Path, n_pairs: int) -> Any:
+def dpo_arguments(config: TrainingConfig, trainer_dir: Path, n_pairs: int, *, precompute: bool | None = None) -> Any:
     """trl ``DPOConfig`` for one LoRA-DPO run on the CPU (every adapter and retraining stage uses it).
 
     CPU-safe settings measured on this project's machines: fp32, no activation checkpointing, no
-    checkpoints saved by trl, no tqdm of trl's own (payoutsim shows its own progress).
+    checkpoints saved by trl, no tqdm of trl's own (payoutsim shows its own progress). ``precompute``
+    overrides ``config.precompute_enabled`` (the retraining's continued stages must not precompute: trl would
+    take the reference from the previous stage's adapter before payoutsim removes it).
     """
     from trl import DPOConfig
 
@@ -385,6 +403,7 @@ def dpo_arguments(config: TrainingConfig, trainer_dir: Path, n_pairs: int) -> An
         logging_steps=max(1, steps_per_epoch // 4),
         disable_tqdm=True,
         dataloader_num_workers=0,
+        precompute_ref_log_probs=config.precompute_enabled if precompute is None else precompute,
     )
 
 
@@ -451,14 +470,20 @@ def quiet_libraries() -> Iterator[None]:
     ds_bars = ds_logging.is_progress_bar_enabled()
     tf_bars = transformers.utils.logging.is_progress_bar_enabled()
     verbosity = transformers.logging.get_verbosity()
+    tqdm_env = os.environ.get("TQDM_DISABLE")
     ds_logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
     transformers.logging.set_verbosity_error()
+    os.environ["TQDM_DISABLE"] = "1"  # trl's reference-log-prob precompute has its own tqdm bar
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning)
             yield
     finally:
+        if tqdm_env is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = tqdm_env
         transformers.logging.set_verbosity(verbosity)
         if tf_bars:
             transformers.utils.logging.enable_progress_bar()

@@ -19,14 +19,17 @@ from market.cli import app
 def bench(
     quick: Annotated[
         bool,
-        typer.Option("--quick", help="Smaller sizes, fewer repeats and seeds: about 1-2 minutes in all."),
+        typer.Option("--quick", help="Smaller sizes, fewer repeats and seeds, no SmolLM2, no n = 6 retraining: "
+                     "about 6-8 minutes in all on 2 cores."),
     ] = False,
     only: Annotated[
         str | None,
         typer.Option(
             "--only",
-            help="Comma-separated part keys to run (default: all). b = coalition evaluation from the log-prob "
-            "cache, e = Shapley estimators vs shapiq.",
+            help="Comma-separated part keys to run (default: all). a = arithmetic vs retraining every "
+            "coalition (tiny, n = 4, 6), b = coalition evaluation from the log-prob cache, c = batched "
+            "multi-adapter forward and composed decoding (tiny, SmolLM2), d = importance-sampled vs direct "
+            "reward utilities (tiny, n = 4), e = Shapley estimators vs shapiq.",
         ),
     ] = None,
     out: Annotated[
@@ -44,10 +47,15 @@ def bench(
 ) -> None:
     """Run the benchmark suite: print a table per part and write one JSON report.
 
-    Parts: (b) all 2^n coalitions' preference utilities from cached log-probs vs the n + 1 forward passes
-    that fill the cache (n = 8, 12, 16); (e) sampled Shapley (ours) vs shapiq's permutation sampling and
-    KernelSHAP at equal budgets, error against exact values (n = 10, 20, 50). The machine is recorded
-    (cores, torch threads, versions, load average): quote figures with it.
+    Parts: (a) n fine-tunings + arithmetic vs retraining all 2^n − 1 coalitions on the tiny preset (n = 4,
+    6): wall times, ratio, Shapley fidelity; (b) all 2^n coalitions' preference utilities from cached
+    log-probs vs the n + 1 forward passes that fill the cache (n = 8, 12, 16); (c) one batched forward of
+    base + |S| adapters vs |S| + 1 separate passes, and tokens/s of composed decoding for |S| = 1..4 vs the
+    base (tiny, SmolLM2); (d) all 16 coalitions' reward utilities from one importance-sampling pool vs
+    sampling each directly (time ratio, differences in standard errors, ESS); (e) sampled Shapley (ours)
+    vs shapiq's permutation sampling and KernelSHAP at equal budgets (n = 10, 20, 50). The machine is
+    recorded (cores, torch threads, versions, load average): quote figures with it. Run it alone: other
+    torch jobs on the same cores distort every timing.
     """
     from rich.console import Console
 

@@ -11,8 +11,8 @@ import typer
 from market.cli import app
 
 _METHOD_HELP = (
-    "Valuation method: exact (Shapley over all 2^n coalitions), permutation (sampled Shapley, antithetic "
-    "pairs), banzhaf (exact when small, else maximum-sample-reuse sampling), loo (leave-one-out), "
+    "Valuation method: exact (Shapley over all 2^n coalitions), permutation (sampled Shapley, orders in "
+    "Latin-square blocks; budget = distinct coalitions), banzhaf (exact when small, else maximum-sample-reuse sampling), loo (leave-one-out), "
     "least_core (HiGHS LP; reports epsilon)."
 )
 

@@ -17,7 +17,10 @@ over repeats (see `valuation.bench.timing`).
 
 Parts (``PARTS``; each is imported only when it runs, so importing this package stays light):
 
+* ``a`` — arithmetic vs retraining every coalition (`valuation.bench.retraining`);
 * ``b`` — coalition evaluation from the log-prob cache (`valuation.bench.coalition_eval`);
+* ``c`` — batched multi-adapter forward and composed decoding speed (`valuation.bench.decoding`);
+* ``d`` — importance-sampled `reward` utilities vs direct sampling (`valuation.bench.importance`);
 * ``e`` — Shapley estimators vs shapiq at equal budgets (`valuation.bench.estimators`).
 
 The runner (`run_suite`) records the machine (cpu count, torch threads, versions, load average at the
@@ -39,6 +42,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
+from valuation.bench.timing import load_average
 from valuation.errors import InputError
 
 REPORT_VERSION = 1
@@ -71,7 +75,10 @@ class BenchPart:
 PARTS: dict[str, BenchPart] = {
     part.key: part
     for part in (
+        BenchPart("a", "arithmetic vs retraining on the tiny preset", "valuation.bench.retraining"),
         BenchPart("b", "coalition evaluation from the log-prob cache", "valuation.bench.coalition_eval"),
+        BenchPart("c", "batched multi-adapter forward and composed decoding", "valuation.bench.decoding"),
+        BenchPart("d", "importance-sampled reward utilities vs direct sampling", "valuation.bench.importance"),
         BenchPart("e", "Shapley estimators vs shapiq at equal budgets", "valuation.bench.estimators"),
     )
 }
@@ -102,7 +109,7 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "python": platform.python_version(),
-        "load_average": _load_average(),
+        "load_average": load_average(),
         "versions": {name: _version(name) for name in VERSIONED_PACKAGES},
     }
     try:
@@ -161,15 +168,8 @@ def run_suite(
         if on_part_done is not None:
             on_part_done(key, entry)
     report["finished"] = _now()
-    report["load_average_end"] = _load_average()
+    report["load_average_end"] = load_average()
     return report
-
-
-def _load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:  # pragma: no cover - not on Linux
-        return None
 
 
 def _version(name: str) -> str | None:

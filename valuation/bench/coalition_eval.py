@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from valuation.bench.timing import Timing, measure
+from valuation.bench.timing import Timing, load_average, measure
 
 N_SOURCES = (8, 12, 16)
 MEASURED_N = 8
@@ -93,7 +93,7 @@ def run(
     fwd_repeats = repeats or (1 if quick else 3)
     table_repeats = repeats or (3 if quick else 5)
     config = tiny_config or TinyConfig()
-    started_load = _loadavg()
+    started_load = load_average()
     with tempfile.TemporaryDirectory(prefix="payoutsim-bench-b-") as tmp:
         market = _build_market(Path(tmp), measured_n, eval_pairs=eval_pairs, seed=seed, config=config)
         with _torch_threads(FORWARD_THREADS):
@@ -131,7 +131,7 @@ def run(
     largest = max(n_sources)
     breakdown = _breakdown(*tables_by_n[largest], table_repeats)
     targets = _targets(results, largest)
-    load_end = _loadavg()
+    load_end = load_average()
     return {
         "title": "coalition evaluation from the log-prob cache (production path: pipeline.coalition_table)",
         "params": {
@@ -440,15 +440,6 @@ def _torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _loadavg() -> list[float] | None:
-    import os
-
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:  # pragma: no cover
-        return None
 
 
 def _asdict(config: Any) -> dict[str, Any]:

@@ -20,7 +20,8 @@ closed form where there is one (the largest difference is reported); the closed 
 
 Estimators at equal budgets (utility evaluations), several seeds each:
 
-* ``ours`` — `approximate(game, "permutation", budget)`: antithetic permutation pairs (production);
+* ``ours`` — `approximate(game, "permutation", budget)` (production: orders in Latin-square blocks, budget
+  counted in distinct coalitions);
 * ``shapiq_permutation`` — `shapiq.PermutationSamplingSV` (Castro et al.); budget = evaluations requested;
 * ``shapiq_kernelshap`` — `shapiq.KernelSHAP` (defaults: no pairing trick); its sampler draws distinct
   coalitions, so its budget counts distinct evaluations;
@@ -28,12 +29,8 @@ Estimators at equal budgets (utility evaluations), several seeds each:
 and, outside the target, for the investigation:
 
 * ``shapiq_kernelshap_paired`` — KernelSHAP with ``pairing_trick=True``;
-* ``ours_distinct`` — the production permutation estimator on a `CachedGame`, its budget counted in distinct
-  coalitions (misses) like KernelSHAP's, through the public `StoppingRule` interface;
-* ``proposal_auto_antithetic`` — a prototype (not production) of a proposed change to
-  `valuation.estimators.permutation`: a pilot of ``PILOT_PAIRS`` antithetic pairs measures the correlation
-  of a permutation's marginal vector with its reverse's; if it is positive (antithetic pairs then cost more
-  variance than they remove, e.g. self-dual games) the rest are independent permutations; distinct budget.
+* ``independent_orders`` — the ablation of ours: independent uniformly random orders (no position strata),
+  same distinct-coalition budget.
 
 Errors per (game, n, budget, estimator), averaged over seeds: mean absolute error over players (MAE, with its
 standard error over seeds) and the largest absolute error. Target (issue 7): ``ours`` no worse than the better
@@ -53,7 +50,6 @@ from numpy.typing import NDArray
 from scipy.special import expit, gammaln
 
 from valuation.game import CachedGame, FunctionGame, Game
-from valuation.stopping import SamplingState, StoppingRule
 
 GameFn = Callable[[NDArray[np.bool_]], NDArray[np.float64]]
 
@@ -71,10 +67,8 @@ ESTIMATORS = (
     "shapiq_permutation",
     "shapiq_kernelshap",
     "shapiq_kernelshap_paired",
-    "ours_distinct",
-    "proposal_auto_antithetic",
+    "independent_orders",
 )
-PILOT_PAIRS = 4
 BT_PAIRS = 200
 BT_BETA = 0.5
 
@@ -196,28 +190,6 @@ def reference_values(game: BenchGame) -> tuple[NDArray[np.float64], str, float |
 # estimators: each (game, budget, seed) -> (values float[n], evaluations used)
 
 
-#: Distinct-budget samplers also stop after this many requested evaluations per unit of budget (once every
-#: coalition has been seen, e.g. budget ≥ 2^n, the distinct count can no longer grow).
-MAX_REQUESTS_PER_BUDGET = 20
-
-
-class DistinctBudget(StoppingRule):
-    """Stop when a `CachedGame` has evaluated ``budget`` distinct coalitions (its misses), or after
-    ``MAX_REQUESTS_PER_BUDGET × budget`` requested evaluations."""
-
-    def __init__(self, cached: CachedGame, budget: int) -> None:
-        self.cached = cached
-        self.budget = int(budget)
-
-    def stop_reason(self, state: SamplingState) -> str | None:
-        if self.cached.misses >= self.budget or state.n_evaluations >= MAX_REQUESTS_PER_BUDGET * self.budget:
-            return "max_evaluations"
-        return None
-
-    def remaining(self, state: SamplingState) -> int | None:
-        return max(0, self.budget - self.cached.misses)
-
-
 def _ours(game: BenchGame, budget: int, seed: int) -> tuple[NDArray[np.float64], int]:
     from valuation.estimators import approximate
 
@@ -225,12 +197,27 @@ def _ours(game: BenchGame, budget: int, seed: int) -> tuple[NDArray[np.float64],
     return result.values[:, 0], int(result.n_evaluations)
 
 
-def _ours_distinct(game: BenchGame, budget: int, seed: int) -> tuple[NDArray[np.float64], int]:
-    from valuation.estimators.permutation import permutation_shapley
+#: The ablation stops after this many orders per unit of budget (once every coalition has been seen, e.g.
+#: budget ≥ 2^n, the distinct count no longer grows).
+MAX_ORDERS_PER_BUDGET = 1
 
-    cached = CachedGame(game.as_game())
-    result = permutation_shapley(cached, DistinctBudget(cached, budget), budget=budget, seed=seed)
-    return result.values[:, 0], cached.misses
+
+def independent_orders(game: Game, budget: int, seed: int) -> tuple[NDArray[np.float64], int]:
+    """Ablation of ours: the mean marginal vector over independent uniformly random orders, with the budget
+    counted in distinct coalitions (a `CachedGame`'s misses). Returns (φ for the first objective, distinct
+    evaluations)."""
+    cached = CachedGame(game)
+    n = len(game.players)
+    rng = np.random.default_rng(seed)
+    ends = cached(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)]))[:, 0]
+    prefix_sizes = np.arange(1, n)[:, None]
+    samples: list[NDArray[np.float64]] = []
+    while budget - cached.misses >= n - 1 and len(samples) < MAX_ORDERS_PER_BUDGET * budget:
+        rank = np.argsort(rng.permutation(n))
+        chain = np.concatenate([[ends[0]], cached(rank[None, :] < prefix_sizes)[:, 0], [ends[1]]])
+        samples.append(np.diff(chain)[rank])
+    values = np.mean(samples, axis=0) if samples else np.full(n, (ends[1] - ends[0]) / max(n, 1))
+    return values, cached.misses
 
 
 def _shapiq(name: str) -> Callable[[BenchGame, int, int], tuple[NDArray[np.float64], int]]:
@@ -256,65 +243,12 @@ def _shapiq(name: str) -> Callable[[BenchGame, int, int], tuple[NDArray[np.float
     return estimate
 
 
-def auto_antithetic_permutation(
-    game: Game, budget: int, seed: int, *, pilot_pairs: int = PILOT_PAIRS
-) -> tuple[NDArray[np.float64], int]:
-    """Prototype of a proposed estimator (not production): permutation Shapley that keeps antithetic pairs
-    only when they help, with the budget counted in distinct coalitions.
-
-    A pilot of ``pilot_pairs`` antithetic pairs (π, reverse π) measures Σ_i cov(Δ_π[i], Δ_rev[i]); if it is
-    positive the pair average has more variance than two independent permutations and the rest of the budget
-    goes to independent permutations. Every permutation's marginal vector is an unbiased sample of φ, so the
-    estimate is their plain mean (efficient exactly: every sample sums to u(N) − u(∅)).
-    Returns (φ for the first objective, distinct evaluations).
-    """
-    cached = CachedGame(game)
-    n = len(game.players)
-    rng = np.random.default_rng(seed)
-    ends = cached(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)]))[:, 0]
-    prefix_sizes = np.arange(1, n)[:, None]
-
-    def marginals(rank: NDArray[np.int64], inner: NDArray[np.float64]) -> NDArray[np.float64]:
-        chain = np.concatenate([[ends[0]], inner, [ends[1]]])
-        return np.diff(chain)[rank]
-
-    samples: list[NDArray[np.float64]] = []
-    pilot: list[tuple[NDArray[np.float64], NDArray[np.float64]]] = []
-    antithetic = True
-    while True:
-        cost = 2 * (n - 1) if antithetic else n - 1
-        if budget - cached.misses < cost or cached.hits + cached.misses >= MAX_REQUESTS_PER_BUDGET * budget:
-            break
-        rank = np.empty(n, dtype=np.int64)
-        rank[rng.permutation(n)] = np.arange(n)
-        if antithetic:
-            masks = np.concatenate([rank[None, :] < prefix_sizes, (n - 1 - rank)[None, :] < prefix_sizes])
-            inner = cached(masks)[:, 0]
-            forward, backward = marginals(rank, inner[: n - 1]), marginals(n - 1 - rank, inner[n - 1 :])
-            samples += [forward, backward]
-            if len(pilot) < pilot_pairs:
-                pilot.append((forward, backward))
-                if len(pilot) == pilot_pairs:
-                    a = np.array([p[0] for p in pilot])
-                    b = np.array([p[1] for p in pilot])
-                    antithetic = float(((a - a.mean(0)) * (b - b.mean(0))).sum()) <= 0.0
-        else:
-            samples.append(marginals(rank, cached(rank[None, :] < prefix_sizes)[:, 0]))
-    values = np.mean(samples, axis=0) if samples else np.full(n, (ends[1] - ends[0]) / max(n, 1))
-    return values, cached.misses
-
-
-def _proposal(game: BenchGame, budget: int, seed: int) -> tuple[NDArray[np.float64], int]:
-    return auto_antithetic_permutation(game.as_game(), budget, seed)
-
-
 ESTIMATOR_FUNCS: dict[str, Callable[[BenchGame, int, int], tuple[NDArray[np.float64], int]]] = {
     "ours": _ours,
     "shapiq_permutation": _shapiq("shapiq_permutation"),
     "shapiq_kernelshap": _shapiq("shapiq_kernelshap"),
     "shapiq_kernelshap_paired": _shapiq("shapiq_kernelshap_paired"),
-    "ours_distinct": _ours_distinct,
-    "proposal_auto_antithetic": _proposal,
+    "independent_orders": lambda game, budget, seed: independent_orders(game.as_game(), budget, seed),
 }
 
 
@@ -353,7 +287,7 @@ def run(
         "title": "Shapley estimators vs shapiq at equal budgets (error against exact values)",
         "params": {"quick": quick, "seed": seed, "seeds_per_cell": n_seeds,
                    "sizes": [[n, list(b)] for n, b in plan], "games": list(kinds), "estimators": list(estimators),
-                   "target_peers": list(TARGET_PEERS), "pilot_pairs": PILOT_PAIRS},
+                   "target_peers": list(TARGET_PEERS)},
         "references": references,
         "cells": cells,
         "tables": _tables(cells, estimators),
@@ -361,8 +295,8 @@ def run(
         "notes": [
             "MAE = mean over players of |estimate − exact|, averaged over seeds (± its standard error over "
             "seeds); 'vs best' = ours / min(shapiq permutation, shapiq KernelSHAP).",
-            "budgets: ours and shapiq permutation count evaluations requested (repeats included); KernelSHAP, "
-            "ours_distinct and the proposal count distinct coalitions.",
+            "budgets: shapiq permutation counts evaluations requested (repeats included); ours, KernelSHAP "
+            "and independent_orders count distinct coalitions.",
             "bt_preference at n = 50 is skipped (no exact reference: 2^50 coalitions, no closed form).",
         ],
     }

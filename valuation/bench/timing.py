@@ -35,3 +35,13 @@ def measure(fn: Callable[[], object], repeats: int, *, warmup: int = 0) -> Timin
         fn()
         runs.append(time.perf_counter() - start)
     return Timing(tuple(runs))
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (rounded), or None where the OS has none."""
+    import os
+
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - not on Linux
+        return None

@@ -3,7 +3,8 @@
 Methods (``METHODS``):
 
 * ``exact`` — Shapley over all 2^n coalitions (matrix arithmetic; n <= 22). std err 0.
-* ``permutation`` — Shapley by antithetic permutation sampling; std err measured from the samples.
+* ``permutation`` — Shapley by permutation sampling, orders in Latin-square blocks (position strata); std err
+  measured from the samples; the budget counts distinct coalitions.
 * ``banzhaf`` — exact over all coalitions when no budget/stopping rule is given and 2^n is within the
   default budget (or the game is a complete table); otherwise the MSR estimator.
 * ``loo`` — leave-one-out, ``u(N) − u(N∖i)`` (n + 1 evaluations). std err 0.

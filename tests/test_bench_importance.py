@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from valuation.bench import importance  # noqa: E402
+from valuation.bench import importance
 
 SMALL = """
 [data]

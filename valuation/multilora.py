@@ -5,10 +5,20 @@ s_ℓ = α_ℓ/r_ℓ, or α_ℓ/√r_ℓ with rsLoRA), row b of a batch routed t
 
     y_b = W x_b + s_{a(b)} · B_{a(b)} (A_{a(b)} x_b)          (a(b) = −1: the base, no delta)
 
-as ONE base matmul over the whole batch plus two batched matmuls (``torch.bmm``) over per-row gathered
-A/B stacks. Adapters are stacked once at load time: ``A[n+1, r_max, in]``, ``B[n+1, out, r_max]`` with the
-scaling folded into B, ranks padded with zeros, and a final all-zero slot n that base rows (−1) use, so a
-base row gets exactly ``W x`` (+ 0). A layer an adapter does not target holds zeros for it.
+as ONE base matmul over the whole batch plus a low-rank delta computed with two plain matmuls over the
+adapters the routing actually uses (U = the distinct a(b) ≥ 0, m = |U|):
+
+    H = X · [A_u₁; …; A_u_m]ᵀ            (all rows × m·r: every used adapter's A in ONE matmul)
+    H ⊙= M                               (M[b, j·r:(j+1)·r] = 1 iff a(b) = u_j: a row keeps its own slice)
+    Y = W X + H · [s·B_u₁ᵀ; …; s·B_u_mᵀ]  (ONE ``addmm``, fused with the add)
+
+so each adapter's factors are read once per step whatever the number of rows routed to it. (The first
+version gathered A and B per ROW and used two ``bmm``: on SmolLM2, one thread, one decode step with 4 adapters
+spent 19.9 ms on LoRA at 5 rows and 112.5 ms at 60 rows; this one 13.3 ms and 17.4 ms, same logits.) Adapters
+are stacked once at load time: ``A[n, r_max, in]``, ``Bᵀ[n, r_max, out]`` with the scaling folded into B,
+ranks padded with zeros (a layer an adapter does not target holds zeros for it); each routing slices the
+used adapters once and caches them per layer. A base row (−1) has an all-zero mask row and gets exactly
+``W x`` (+ 0). When every row goes to the same single adapter the mask is skipped.
 
 The deltas are added by forward hooks on the base model's ``nn.Linear`` modules (no module surgery), so
 the Hugging Face KV cache (``DynamicCache``) works unchanged: keep the same row routing for every decode
@@ -40,6 +50,7 @@ if TYPE_CHECKING:
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 _PEFT_PREFIX = "base_model.model."
+_MISSING: Any = object()
 
 
 @dataclass(frozen=True)
@@ -93,11 +104,21 @@ def read_lora_adapter(adapter_dir: str | Path, name: str | None = None) -> LoraA
 
 
 class _StackedLora:
-    """One linear layer's stacked factors: A[n+1, r, in], B[n+1, out, r] (scaling folded in; slot n = 0)."""
+    """One linear layer's stacked factors: A[n, r, in] and Bᵀ[n, r, out] (scaling folded into B)."""
 
-    def __init__(self, a: torch.Tensor, b: torch.Tensor) -> None:
+    def __init__(self, a: torch.Tensor, bt: torch.Tensor) -> None:
         self.a = a
-        self.b = b
+        self.bt = bt
+        self.rank = a.shape[1]
+
+
+@dataclass(frozen=True)
+class _Route:
+    """One routing, prepared: the used adapters, and one row mask per stacked rank (None: no mask needed)."""
+
+    index: torch.Tensor  # [rows] adapter of each row, −1 = base
+    used: torch.Tensor  # [m] the distinct adapters ≥ 0 of index, sorted
+    masks: dict[int, torch.Tensor | None]  # rank r → [rows, 1, m·r] 0/1 mask, or None when all rows share one
 
 
 class MultiLoraModel:
@@ -113,8 +134,8 @@ class MultiLoraModel:
 
         self.model = model
         self.adapter_names = [a.name for a in adapters]
-        self._rows: torch.Tensor | None = None
-        self._gathered: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._route: _Route | None = None
+        self._sliced: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._handles: list[Any] = []
         self._layers: dict[str, _StackedLora] = {}
         modules = dict(model.named_modules())
@@ -126,8 +147,8 @@ class MultiLoraModel:
                 raise ValueError(f"adapter targets {path!r}, which is not a linear layer of the base model")
             weight = module.weight
             r_max = max(adapter.a[path].shape[0] for adapter in adapters if path in adapter.a)
-            a_stack = torch.zeros((n + 1, r_max, module.in_features), dtype=weight.dtype, device=weight.device)
-            b_stack = torch.zeros((n + 1, module.out_features, r_max), dtype=weight.dtype, device=weight.device)
+            a_stack = torch.zeros((n, r_max, module.in_features), dtype=weight.dtype, device=weight.device)
+            bt_stack = torch.zeros((n, r_max, module.out_features), dtype=weight.dtype, device=weight.device)
             for i, adapter in enumerate(adapters):
                 if path not in adapter.a:
                     continue
@@ -139,8 +160,8 @@ class MultiLoraModel:
                     )
                 rank = a.shape[0]
                 a_stack[i, :rank] = a.to(weight.dtype)
-                b_stack[i, :, :rank] = b.to(weight.dtype) * adapter.scaling
-            stacked = _StackedLora(a_stack, b_stack)
+                bt_stack[i, :rank] = (b.to(weight.dtype) * adapter.scaling).t()
+            stacked = _StackedLora(a_stack, bt_stack)
             self._layers[path] = stacked
             self._handles.append(module.register_forward_hook(self._hook(stacked)))
 
@@ -159,21 +180,28 @@ class MultiLoraModel:
     def _hook(self, stacked: _StackedLora) -> Any:
         import torch
 
+        key = id(stacked)
+
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor | None:
-            rows = self._rows
-            if rows is None:
+            route = self._route
+            if route is None:
                 return None
-            key = id(stacked)
-            gathered = self._gathered.get(key)
-            if gathered is None:
-                gathered = (stacked.a[rows], stacked.b[rows])  # [B, r, in], [B, out, r]
-                self._gathered[key] = gathered
-            a, b = gathered
+            sliced = self._sliced.get(key)
+            if sliced is None:  # once per routing and layer: the used adapters' A (transposed) and Bᵀ
+                a = stacked.a[route.used].reshape(-1, stacked.a.shape[-1])  # [m·r, in]
+                bt = stacked.bt[route.used].reshape(-1, stacked.bt.shape[-1])  # [m·r, out]
+                sliced = (a.t(), bt)
+                self._sliced[key] = sliced
+            at, bt = sliced
             x = inputs[0]
-            shape = x.shape
-            x3 = x.reshape(shape[0], -1, shape[-1])  # [B, T, in]
-            delta = torch.bmm(torch.bmm(x3, a.transpose(1, 2)), b.transpose(1, 2))  # [B, T, out]
-            return output + delta.reshape(*shape[:-1], delta.shape[-1])
+            h = torch.mm(x.reshape(-1, x.shape[-1]), at)  # [rows·T, m·r]
+            mask = route.masks.get(stacked.rank, _MISSING)
+            if mask is _MISSING:
+                mask = _route_mask(route, stacked.rank, h.dtype)
+            if mask is not None:
+                h.view(route.index.shape[0], -1, h.shape[-1]).mul_(mask)
+            out = torch.addmm(output.reshape(-1, output.shape[-1]), h, bt)
+            return out.view(output.shape)
 
         return hook
 
@@ -189,21 +217,38 @@ class MultiLoraModel:
         index = torch.as_tensor(adapter_index, dtype=torch.long).reshape(-1)
         if index.numel() and (int(index.min()) < -1 or int(index.max()) >= self.n_adapters):
             raise ValueError(f"adapter index out of range [-1, {self.n_adapters}): {index.tolist()}")
-        previous = (self._rows, self._gathered)
+        previous = (self._route, self._sliced)
         # all-base batches skip the hooks entirely: bit-identical to the plain base model
-        all_base = bool((index < 0).all())
-        self._rows = None if all_base else torch.where(index < 0, torch.full_like(index, self.n_adapters), index)
-        self._gathered = {}
+        used = torch.unique(index[index >= 0])  # sorted
+        self._route = None if used.numel() == 0 else _Route(index=index, used=used, masks={})
+        self._sliced = {}
         try:
             yield
         finally:
-            self._rows, self._gathered = previous
+            self._route, self._sliced = previous
 
     def close(self) -> None:
         """Remove the hooks: the model is the plain base model again."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+def _route_mask(route: _Route, rank: int, dtype: torch.dtype) -> torch.Tensor | None:
+    """The [rows, 1, m·r] 0/1 mask of ``route`` for stacked rank ``rank`` (cached on the route): row b keeps
+    the r columns of its own adapter's slice; None when every row uses the one adapter (nothing to mask)."""
+    import torch
+
+    index, used = route.index, route.used
+    m = used.numel()
+    if m == 1 and bool((index >= 0).all()):
+        mask = None
+    else:
+        slot = torch.searchsorted(used, index.clamp(min=0))  # position of a(b) in used
+        hit = (index[:, None] >= 0) & (torch.arange(m)[None, :] == slot[:, None])  # [rows, m]
+        mask = hit.to(dtype).repeat_interleave(rank, dim=1)[:, None, :]
+    route.masks[rank] = mask
+    return mask
 
 
 __all__ = ["LoraAdapterWeights", "MultiLoraModel", "read_lora_adapter"]

@@ -413,8 +413,9 @@ def _decode_chunk(
     model.eval()
     with torch.inference_mode(), routing:
         cache = DynamicCache()
-        logits = model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
+        logits = model(  # logits of the last position only (the prompt's other logits are never used)
+            input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+            logits_to_keep=1,
         ).logits[:, -1]
         last = positions[:, -1]
         for t in range(params.max_new_tokens):
@@ -445,6 +446,7 @@ def _decode_chunk(
                 position_ids=last[:, None],
                 cache=cache,
                 use_cache=True,
+                logits_to_keep=1,
             ).logits[:, -1]
     return [
         Sample(

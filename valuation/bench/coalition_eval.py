@@ -31,11 +31,10 @@ Targets (issue 7): all 65,536 coalitions at n = 16 in ≤ 3 s; ≤ 10 % of the f
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from valuation.bench.timing import Timing, load_average, measure
+from valuation.bench.timing import Timing, load_average, measure, torch_threads
 
 N_SOURCES = (8, 12, 16)
 MEASURED_N = 8
@@ -96,7 +95,7 @@ def run(
     started_load = load_average()
     with tempfile.TemporaryDirectory(prefix="payoutsim-bench-b-") as tmp:
         market = _build_market(Path(tmp), measured_n, eval_pairs=eval_pairs, seed=seed, config=config)
-        with _torch_threads(FORWARD_THREADS):
+        with torch_threads(FORWARD_THREADS):
             forward = _measure_forward(market, fwd_repeats, fill=not quick)
     per_model_s = forward["forward_passes"]["median_s"] / (measured_n + 1)
 
@@ -428,18 +427,6 @@ def _targets(results: list[dict[str, Any]], largest: int) -> list[dict[str, Any]
             "met": bool(worst <= TARGET_FRACTION_N8),
         })
     return targets
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _asdict(config: Any) -> dict[str, Any]:

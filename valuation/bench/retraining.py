@@ -42,16 +42,15 @@ if missing, not timed). Each n gets its own run directory (nothing is reused bet
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from valuation.bench.timing import load_average
+from valuation.bench.timing import load_average, torch_threads
 
 N_SOURCES = (4, 6)
 QUICK_N_SOURCES = (4,)
@@ -124,7 +123,7 @@ def run(
         work = Path(tmp)
         corpus = _write_corpus(work / "corpus", seed=seed, pairs=pairs, evals=evals)
         _import_training_libraries()  # one-off import cost, not charged to whichever way runs first
-        with _torch_threads(THREADS):
+        with torch_threads(THREADS):
             for n in sizes:
                 path = _write_config(
                     work / f"n{n}",
@@ -531,15 +530,3 @@ def _notes(results: list[dict[str, Any]], pairs: int, evals: int, training: Mapp
 
 def _load1(load: list[float] | None) -> str:
     return "n/a" if not load else f"{load[0]:.2f}"
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

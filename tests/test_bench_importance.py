@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tiny_lm import tiny_model_toml
 
 pytest.importorskip("torch")
 
@@ -14,22 +15,7 @@ SMALL = """
 [data]
 synth = {{ seed = 1, pairs_per_source = 12, eval_pairs_per_objective = 20 }}
 sources = ["flan_v2_niv2", "sharegpt", "noisy"]
-[model]
-base = "tiny"
-cache_dir = "{cache}"
-[model.tiny]
-vocab_size = 300
-hidden_size = 32
-num_layers = 1
-num_heads = 2
-intermediate_size = 64
-steps = 20
-batch_size = 16
-[training]
-epochs = 1
-batch_size = 8
-max_length = 96
-[utility]
+{model}[utility]
 kind = "reward"
 objectives = ["helpfulness", "harmlessness"]
 [reward]
@@ -45,7 +31,8 @@ dir = "run"
 
 
 def test_importance_part_reports_every_way_and_coalition(tmp_path: Path) -> None:
-    result = importance.run(True, 0, config_text=SMALL.format(cache=tmp_path / "cache"))
+    config_text = SMALL.format(model=tiny_model_toml(tmp_path / "cache"))
+    result = importance.run(True, 0, config_text=config_text)
     assert set(result["ways"]) == {"direct", "importance x1", "importance x2"}
     assert result["coalitions"] == ["000", "100", "010", "110", "001", "101", "011", "111"]
     for way, entry in result["ways"].items():

@@ -11,30 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny_lm import TINY_PRESET as TINY
 
 from valuation.bench import retraining
 from valuation.bench.report import part_tables
 
 N_SOURCES = (2, 3)
 PAIRS = 8
-TINY = {
-    "vocab_size": 300,
-    "hidden_size": 32,
-    "num_layers": 1,
-    "num_heads": 2,
-    "intermediate_size": 64,
-    "steps": 20,
-    "batch_size": 16,
-}
-FIDELITY_KEYS = {
-    "shapley_spearman",
-    "shapley_max_abs_diff",
-    "shapley_sign_agreement",
-    "utility_pearson",
-    "utility_pearson_multi",
-    "utility_max_abs_diff",
-    "max_abs_value_arithmetic",
-}
+FIDELITY_KEYS = {*retraining.FIDELITY_KEYS, "max_abs_value_arithmetic"}
 
 
 @pytest.fixture(scope="module")

@@ -10,22 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_lm import TINY_PRESET_TOML as TINY_TOML
 
 from market.cli import main
 from valuation.config import load_valuation_config
 from valuation.errors import InputError
 
 SOURCES = ["flan_v2_niv2", "sharegpt", "noisy"]
-TINY_TOML = """
-[model.tiny]
-vocab_size = 300
-hidden_size = 32
-num_layers = 1
-num_heads = 2
-intermediate_size = 64
-steps = 20
-batch_size = 16
-"""
 
 
 @pytest.fixture(scope="module")

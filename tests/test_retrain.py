@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tiny_lm import TINY_PRESET_TOML as TINY_TOML
 
 from market.cli import main
 from valuation.retrain import (
@@ -27,16 +28,6 @@ from valuation.retrain import (
 
 SOURCES = ["flan_v2_niv2", "sharegpt", "noisy"]
 OBJECTIVES = ("helpfulness", "harmlessness")
-TINY_TOML = """
-[model.tiny]
-vocab_size = 300
-hidden_size = 32
-num_layers = 1
-num_heads = 2
-intermediate_size = 64
-steps = 20
-batch_size = 16
-"""
 
 
 def write_config(folder: Path, corpus: Path, cache: Path, *, extra: str = "") -> Path:

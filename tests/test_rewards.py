@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_lm import tiny_model_toml
 
 from market.cli import main
 from valuation.config import load_valuation_config, parse_valuation_config
@@ -172,22 +173,7 @@ REWARD_TOML = """
 [data]
 corpus = "{corpus}"
 sources = ["flan_v2_niv2", "sharegpt", "noisy"]
-[model]
-base = "tiny"
-cache_dir = "{cache}"
-[model.tiny]
-vocab_size = 300
-hidden_size = 32
-num_layers = 1
-num_heads = 2
-intermediate_size = 64
-steps = 20
-batch_size = 16
-[training]
-epochs = 1
-batch_size = 8
-max_length = 96
-[utility]
+{model}[utility]
 kind = "reward"
 [reward]
 helpfulness = "callable:toy_rewards:length"
@@ -214,7 +200,7 @@ def test_reward_utility_end_to_end(
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     path = tmp_path / "v.toml"
-    text = REWARD_TOML.format(corpus=corpus, cache=tmp_path / "cache")
+    text = REWARD_TOML.format(corpus=corpus, model=tiny_model_toml(tmp_path / "cache"))
     text = text.replace("seed = 3\n", f"seed = 3\nimportance = {str(importance).lower()}\n", 1)
     path.write_text(text, encoding="utf-8")
     config = load_valuation_config(path)

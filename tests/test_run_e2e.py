@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from tiny_lm import tiny_model_toml
 
 from market.cli import main
 
@@ -26,22 +27,7 @@ name = "e2e"
 [data]
 synth = {{ seed = 1, pairs_per_source = 16, eval_pairs_per_objective = 12 }}
 sources = {sources}
-[model]
-base = "tiny"
-cache_dir = "{cache}"
-[model.tiny]
-vocab_size = 300
-hidden_size = 32
-num_layers = 1
-num_heads = 2
-intermediate_size = 64
-steps = 20
-batch_size = 16
-[training]
-epochs = 1
-batch_size = 8
-max_length = 96
-[shapley]
+{model}[shapley]
 seed = {shapley_seed}
 [output]
 dir = "valuation"
@@ -101,9 +87,8 @@ def run_cli(args: list[str]) -> Run:
 
 def write_valuation(folder: Path, cache: Path, *, shapley_seed: int = 0) -> Path:
     path = folder / "valuation.toml"
-    path.write_text(
-        VALUATION.format(sources=json.dumps(SOURCES), cache=cache, shapley_seed=shapley_seed), encoding="utf-8"
-    )
+    text = VALUATION.format(sources=json.dumps(SOURCES), model=tiny_model_toml(cache), shapley_seed=shapley_seed)
+    path.write_text(text, encoding="utf-8")
     return path
 
 

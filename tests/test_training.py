@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tiny_lm import TINY_PRESET as TINY
 
 from valuation.errors import InputError
 from valuation.training import (
@@ -22,15 +23,6 @@ from valuation.training import (
 )
 
 SOURCES = ("flan_v2_niv2", "sharegpt", "noisy")
-TINY = {
-    "vocab_size": 300,
-    "hidden_size": 32,
-    "num_layers": 1,
-    "num_heads": 2,
-    "intermediate_size": 64,
-    "steps": 20,
-    "batch_size": 16,
-}
 CONFIG = TrainingConfig(epochs=1, batch_size=8, max_length=96, seed=0)
 
 

@@ -1,11 +1,36 @@
-"""A tiny random Llama, a character tokenizer and random LoRA adapters for the decoding tests
-(`test_multilora_sampling`, `test_importance`; the fixture `random_adapters` lives in conftest.py)."""
+"""Small models for the tests: a tiny random Llama, a character tokenizer and random LoRA adapters for the
+decoding tests (`test_multilora_sampling`, `test_importance`; the fixture `random_adapters` lives in
+conftest.py), and the smallest `tiny` preset the pipeline tests build (`TINY_PRESET`, as a dict and as a
+``[model.tiny]`` TOML table)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+
+#: The smallest ``tiny`` base-model preset the pipeline tests build (seconds, not minutes).
+TINY_PRESET = {
+    "vocab_size": 300,
+    "hidden_size": 32,
+    "num_layers": 1,
+    "num_heads": 2,
+    "intermediate_size": 64,
+    "steps": 20,
+    "batch_size": 16,
+}
+TINY_PRESET_TOML = "[model.tiny]\n" + "".join(f"{key} = {value}\n" for key, value in TINY_PRESET.items())
+
+
+
+def tiny_model_toml(cache: object) -> str:
+    """A ``[model]`` table with the smallest tiny preset (built into the model cache ``cache``) and a one-epoch
+    ``[training]`` table: the fastest valuation config the pipeline tests use."""
+    return (
+        f'[model]\nbase = "tiny"\ncache_dir = "{cache}"\n{TINY_PRESET_TOML}'
+        "[training]\nepochs = 1\nbatch_size = 8\nmax_length = 96\n"
+    )
+
 
 VOCAB = 96
 

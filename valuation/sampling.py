@@ -552,55 +552,42 @@ class CoalitionSampler:
         self, members: Sequence[int], weights: Sequence[float], prompts: Sequence[PromptLike]
     ) -> list[Sample]:
         """The samples of coalition ``members`` (from the cache, or generated and cached)."""
+
+        def generate(model: Any, tokenizer: Any, multi: MultiLoraModel) -> list[Sample]:
+            return sample_composed(
+                model, tokenizer, prompts, list(members), list(weights), samples_per_prompt=self.samples_per_prompt,
+                params=self.params, multi=multi, max_batch_rows=self.max_batch_rows,
+                max_prompt_tokens=self.max_prompt_tokens,
+            )
+
         key = self.key(members, weights, prompts)
-        path = None if self.cache_dir is None else self.cache_dir / f"{key}.json"
-        if path is not None:
-            hit = _load_samples(path, len(prompts) * self.samples_per_prompt)
-            if hit is not None:
-                self.cached += 1
-                return hit
-        model, tokenizer, multi = self._model()
-        out = sample_composed(
-            model,
-            tokenizer,
-            prompts,
-            list(members),
-            list(weights),
-            samples_per_prompt=self.samples_per_prompt,
-            params=self.params,
-            multi=multi,
-            max_batch_rows=self.max_batch_rows,
-            max_prompt_tokens=self.max_prompt_tokens,
-        )
-        self.generated += 1
-        if path is not None:
-            _save_samples(path, out)
-        return out
+        return self._cached(f"{key}.json", len(prompts) * self.samples_per_prompt, generate)
 
     def proposal_samples(
         self, component_weights: np.ndarray, prompts: Sequence[PromptLike], samples_per_prompt: int
     ) -> list[Sample]:
         """The proposal pool of importance sampling (`sample_mixture` over the C components whose weights over
         all adapters are ``component_weights`` [C, n]); cached on disk like coalition samples."""
+
+        def generate(model: Any, tokenizer: Any, multi: MultiLoraModel) -> list[Sample]:
+            return sample_mixture(
+                model, tokenizer, prompts, component_weights, multi=multi, samples_per_prompt=samples_per_prompt,
+                params=self.params, max_batch_rows=self.max_batch_rows, max_prompt_tokens=self.max_prompt_tokens,
+            )
+
         key = self.proposal_key(component_weights, prompts, samples_per_prompt)
-        path = None if self.cache_dir is None else self.cache_dir / f"proposal-{key}.json"
+        return self._cached(f"proposal-{key}.json", len(prompts) * samples_per_prompt, generate)
+
+    def _cached(self, name: str, expected: int, generate: Any) -> list[Sample]:
+        """``cache_dir/name`` if it holds ``expected`` samples; else ``generate(model, tokenizer, multi)``,
+        saved there atomically. Counts hits (``cached``) and generations (``generated``)."""
+        path = None if self.cache_dir is None else self.cache_dir / name
         if path is not None:
-            hit = _load_samples(path, len(prompts) * samples_per_prompt)
+            hit = _load_samples(path, expected)
             if hit is not None:
                 self.cached += 1
                 return hit
-        model, tokenizer, multi = self._model()
-        out = sample_mixture(
-            model,
-            tokenizer,
-            prompts,
-            component_weights,
-            multi=multi,
-            samples_per_prompt=samples_per_prompt,
-            params=self.params,
-            max_batch_rows=self.max_batch_rows,
-            max_prompt_tokens=self.max_prompt_tokens,
-        )
+        out = generate(*self._model())
         self.generated += 1
         if path is not None:
             _save_samples(path, out)

@@ -80,6 +80,15 @@ EVAL_BATCH_SIZE = 16
 THREADS = 1
 TARGET_N = 6
 TARGET_RATIO = 16.0
+#: What the part keeps of `valuation.retrain.fidelity_metrics` per objective.
+FIDELITY_KEYS = (
+    "shapley_spearman",
+    "shapley_max_abs_diff",
+    "shapley_sign_agreement",
+    "utility_pearson",
+    "utility_pearson_multi",
+    "utility_max_abs_diff",
+)
 
 
 def run(
@@ -332,14 +341,7 @@ def _compare(config_path: Path, n: int, *, progress: bool) -> dict[str, Any]:
         "fidelity": {
             o: {
                 k: objectives[o][k]
-                for k in (
-                    "shapley_spearman",
-                    "shapley_max_abs_diff",
-                    "shapley_sign_agreement",
-                    "utility_pearson",
-                    "utility_pearson_multi",
-                    "utility_max_abs_diff",
-                )
+                for k in FIDELITY_KEYS
             }
             | {"max_abs_value_arithmetic": float(np.abs(retrained.arithmetic_result.values[:, j]).max())}
             for j, o in enumerate(retrained.objectives)

@@ -20,7 +20,7 @@ def bench(
     quick: Annotated[
         bool,
         typer.Option("--quick", help="Smaller sizes, fewer repeats and seeds, no SmolLM2, no n = 6 retraining: "
-                     "about 6-8 minutes in all on 2 cores."),
+                     "about 2 minutes in all on 2 cores (the full run: about 20)."),
     ] = False,
     only: Annotated[
         str | None,

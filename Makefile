@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-slow lint bench dashboard chromium clean help
+.PHONY: install demo test test-slow lint bench bench-full dashboard chromium clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -41,8 +41,12 @@ test-slow: $(STAMP)  ## run the opt-in slow tests (real SmolLM2 model)
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check .
 
-bench: $(STAMP)  ## benchmarks (speed, not correctness)
+bench: $(STAMP)  ## benchmarks, quick (~3 min): exact-Shapley micro-benchmark + payoutsim bench --quick
 	$(BIN)/python benchmarks/bench_exact_shapley.py
+	$(BIN)/payoutsim bench --quick --out runs/bench/bench_quick.json
+
+bench-full: $(STAMP)  ## the full benchmark suite (~20 min on 2 cores; run it alone)
+	$(BIN)/payoutsim bench --out runs/bench/bench_full.json
 
 dashboard: $(STAMP)  ## open the dashboard on the demo ledger (http://127.0.0.1:8501)
 	$(BIN)/payoutsim dashboard --ledger $(or $(LEDGER),runs/demo/ledger.duckdb)

@@ -126,8 +126,11 @@ def test_sampler_scores_targets_outside_the_mixture_by_teacher_forcing(
     monkeypatch.setattr(sampler, "_model", lambda: (model, TinyTokenizer(), multi))
     components = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     prompts = ["abc", "hello"]
-    pool = sampler.proposal_samples(components, prompts, 3)
-    assert sampler.proposal_samples(components, prompts, 3) == pool and sampler.cached == 1
+    chunks: list[int] = []
+    pool = sampler.proposal_samples(components, prompts, 3, on_chunk=chunks.append)
+    assert sum(chunks) == len(pool) == 6  # progress: every decoded response reported once
+    assert sampler.proposal_samples(components, prompts, 3, on_chunk=chunks.append) == pool
+    assert sampler.cached == 1 and sum(chunks) == 6  # a cache hit decodes nothing
     targets = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 0.0]])
     log_p, log_q = sampler.pool_log_densities(pool, prompts, targets, components)
     scored = np.array([s.scored_logprobs for s in pool])

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -287,6 +287,7 @@ def sample_mixture(
     prompt_indices: Sequence[int] | None = None,
     max_batch_rows: int = 64,
     max_prompt_tokens: int | None = None,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> list[Sample]:
     """Sample from the uniform MIXTURE of C coalition models — the proposal of importance sampling.
 
@@ -296,6 +297,7 @@ def sample_mixture(
     ``q(y | x) = (1/C) Σ_c π_{S_c}(y | x)``. ``component_weights[c]`` holds the weights w^{S_c} over ALL n
     adapters of ``multi`` (0 = not a member; a zero row is the base model); every sequence runs the base and
     all n adapters (1 + n forward rows), so sequences of different components share one batched decode.
+    ``on_chunk(k)`` (if given) is called after each decoded chunk of k responses (progress display).
     While decoding, each response is also scored under every component (``Sample.scored_logprobs``), so the
     proposal density ``log q = logsumexp_c(scored) − log C`` and the components' own densities cost no extra
     forward pass (`valuation.importance.proposal_log_density`).
@@ -312,7 +314,7 @@ def sample_mixture(
     chosen = mixture_components(params.seed, indices, samples_per_prompt, weights.shape[0])
     return _decode_all(model, tokenizer, prompts, list(range(weights.shape[1])), weights[chosen], samples_per_prompt,
                        params, multi, indices, max_batch_rows, max_prompt_tokens, stream=POOL_STREAM,
-                       score_weights=weights)
+                       score_weights=weights, on_chunk=on_chunk)
 
 
 def mixture_components(seed: int, prompt_indices: Sequence[int], samples_per_prompt: int, n_components: int) -> np.ndarray:
@@ -340,6 +342,7 @@ def _decode_all(
     *,
     stream: int = 0,
     score_weights: np.ndarray | None = None,
+    on_chunk: Callable[[int], None] | None = None,
 ) -> list[Sample]:
     """Decode every (prompt i, sample k) with coalition weights ``job_weights[i, k]`` over ``adapters``, in chunks
     of at most ``max_batch_rows`` forward rows."""
@@ -364,6 +367,8 @@ def _decode_all(
                 score_weights,
             )
         )
+        if on_chunk is not None:
+            on_chunk(len(chunk))
     return out
 
 
@@ -564,15 +569,18 @@ class CoalitionSampler:
         return self._cached(f"{key}.json", len(prompts) * self.samples_per_prompt, generate)
 
     def proposal_samples(
-        self, component_weights: np.ndarray, prompts: Sequence[PromptLike], samples_per_prompt: int
+        self, component_weights: np.ndarray, prompts: Sequence[PromptLike], samples_per_prompt: int,
+        *, on_chunk: Callable[[int], None] | None = None,
     ) -> list[Sample]:
         """The proposal pool of importance sampling (`sample_mixture` over the C components whose weights over
-        all adapters are ``component_weights`` [C, n]); cached on disk like coalition samples."""
+        all adapters are ``component_weights`` [C, n]); cached on disk like coalition samples. ``on_chunk``:
+        see `sample_mixture` (not called on a cache hit)."""
 
         def generate(model: Any, tokenizer: Any, multi: MultiLoraModel) -> list[Sample]:
             return sample_mixture(
                 model, tokenizer, prompts, component_weights, multi=multi, samples_per_prompt=samples_per_prompt,
                 params=self.params, max_batch_rows=self.max_batch_rows, max_prompt_tokens=self.max_prompt_tokens,
+                on_chunk=on_chunk,
             )
 
         key = self.proposal_key(component_weights, prompts, samples_per_prompt)

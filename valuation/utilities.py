@@ -196,8 +196,10 @@ def reward_coalition_utilities(
     ess = np.zeros((len(objectives), k))
     direct_rows = list(range(k))
     if importance is not None and sampler.params.temperature > 0:
-        pool = sampler.proposal_samples(importance.component_weights, prompts, importance.samples_per_prompt)
-        log_p, log_q = sampler.pool_log_densities(pool, prompts, w, importance.component_weights)
+        with _pool_bar(len(prompts) * importance.samples_per_prompt, progress) as advance:
+            pool = sampler.proposal_samples(importance.component_weights, prompts, importance.samples_per_prompt,
+                                            on_chunk=advance)
+            log_p, log_q = sampler.pool_log_densities(pool, prompts, w, importance.component_weights)
         pool_owner = np.array([owner[s.prompt_index] for s in pool])
         accept = np.ones(k, dtype=bool)
         for j, obj in enumerate(objectives):
@@ -287,6 +289,24 @@ def _coalition_bar(total: int, enabled: bool) -> Iterator[Callable[[Any], None]]
             bars.update(task, advance=1, note=note)
 
         yield advance
+
+
+@contextlib.contextmanager
+def _pool_bar(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar over the importance-sampling pool's responses (stderr); yields ``advance(k)``."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+    ) as bars:
+        task = bars.add_task("importance sampling: proposal pool", total=total)
+        yield lambda k: bars.update(task, advance=k)
 
 
 # --- end `reward` utility ----------------------------------------------------------------------------

@@ -115,9 +115,9 @@ class MarketSection(_Strict):
             raise ValueError(f"unknown currency {value!r}: expected an ISO 4217 code such as EUR, USD or JPY")
         return code
 
-    @field_validator("revenue", mode="before")
+    @field_validator("revenue", "platform_fee", mode="before")
     @classmethod
-    def _revenue(cls, value: object) -> Decimal:
+    def _decimal(cls, value: object) -> Decimal:
         return _decimal_or_value_error(value)
 
     @field_validator("revenue")
@@ -126,11 +126,6 @@ class MarketSection(_Strict):
         if value < 0:
             raise ValueError(f"revenue must be >= 0, got {value}")
         return value
-
-    @field_validator("platform_fee", mode="before")
-    @classmethod
-    def _fee(cls, value: object) -> Decimal:
-        return _decimal_or_value_error(value)
 
     @field_validator("platform_fee")
     @classmethod

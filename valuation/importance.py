@@ -35,6 +35,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import logsumexp
 
+from valuation.game import all_coalitions
+
 if TYPE_CHECKING:
     from valuation.multilora import MultiLoraModel
     from valuation.sampling import PromptLike, Sample, SamplingParams
@@ -48,8 +50,7 @@ TARGETS_PER_PASS = 8
 def proposal_components(n: int) -> NDArray[np.bool_]:
     """The component coalitions ``bool[C, n]`` of the proposal mixture (see the module docstring)."""
     if n <= ALL_COALITIONS_MAX_N:
-        idx = np.arange(2**n, dtype=np.int64)
-        return ((idx[:, None] >> np.arange(n)) & 1).astype(bool)
+        return all_coalitions(n)
     return np.concatenate([np.zeros((1, n), bool), np.eye(n, dtype=bool), np.ones((1, n), bool)])
 
 
@@ -114,7 +115,7 @@ def pool_log_densities(
     """
     import torch
 
-    from valuation.sampling import prompt_token_ids, sampling_log_probs
+    from valuation.sampling import left_padded, prompt_token_ids, sampling_log_probs
 
     if params.temperature == 0:
         raise ValueError("importance sampling needs temperature > 0 (greedy decoding has no density)")
@@ -133,19 +134,8 @@ def pool_log_densities(
         steps = max(len(r) for r in responses)
         if steps == 0:
             continue
-        width = max(len(seq) for seq in sequences)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        target = torch.zeros((len(chunk), steps), dtype=torch.long)
-        valid = torch.zeros((len(chunk), steps), dtype=torch.bool)
-        for row, (seq, resp) in enumerate(zip(sequences, responses, strict=True)):  # left padding
-            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-            mask[row, width - len(seq) :] = 1
-            if resp:
-                target[row, steps - len(resp) :] = torch.tensor(resp, dtype=torch.long)
-                valid[row, steps - len(resp) :] = True
-        ids, mask = ids.repeat_interleave(group, dim=0), mask.repeat_interleave(group, dim=0)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, positions = left_padded(sequences, pad, repeat=group)
+        target, valid, _ = left_padded(responses, 0)  # right-aligned like the sequences they end
         route = torch.tensor([-1, *range(n)], dtype=torch.long).repeat(len(chunk))
         with torch.inference_mode(), multi.routing(route):
             logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,

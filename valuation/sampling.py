@@ -199,6 +199,26 @@ def sampling_log_probs(logps: torch.Tensor, weights: torch.Tensor, tokens: torch
     return combined.gather(-1, tokens[:, None, :].expand(-1, combined.shape[1], 1)).squeeze(-1)
 
 
+def left_padded(
+    sequences: Sequence[Sequence[int]], pad: int, *, repeat: int = 1
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(ids, mask, positions)`` [len · repeat, width]: every sequence right-aligned (left padding with
+    ``pad``), each row repeated ``repeat`` times in place (rows [base, adapters…] per sequence), the mask 1 on
+    real tokens, positions counting real tokens from 0."""
+    import torch
+
+    width = max((len(seq) for seq in sequences), default=0)
+    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if seq:
+            ids[row, width - len(seq) :] = torch.tensor(list(seq), dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+    if repeat > 1:
+        ids, mask = ids.repeat_interleave(repeat, dim=0), mask.repeat_interleave(repeat, dim=0)
+    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def prompt_token_ids(tokenizer: Any, prompt: PromptLike, max_prompt_tokens: int | None = None) -> list[int]:
     """Prompt ids: the chat template with the generation prompt (a text prompt is one user message), or
     plain text ids without a chat template; only the last ``max_prompt_tokens`` are kept."""
@@ -395,14 +415,7 @@ def _decode_chunk(
     s, group = len(prompt_ids), 1 + len(adapters)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     stops = stop_token_ids(model, tokenizer)
-    width = max(len(ids) for ids in prompt_ids)
-    ids = torch.full((s, width), pad, dtype=torch.long)
-    mask = torch.zeros((s, width), dtype=torch.long)
-    for row, seq in enumerate(prompt_ids):  # left padding
-        ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        mask[row, width - len(seq) :] = 1
-    ids, mask = ids.repeat_interleave(group, dim=0), mask.repeat_interleave(group, dim=0)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    ids, mask, positions = left_padded(prompt_ids, pad, repeat=group)
     route = torch.tensor([-1, *adapters], dtype=torch.long).repeat(s)
     w = torch.tensor(np.asarray(weights), dtype=torch.float32)  # [s, m]
     u = torch.from_numpy(uniforms)
@@ -730,6 +743,7 @@ __all__ = [
     "crn_uniforms",
     "draw_tokens",
     "inverse_cdf",
+    "left_padded",
     "mixture_components",
     "nucleus_probs",
     "prompt_token_ids",

@@ -196,7 +196,8 @@ def reward_coalition_utilities(
     ess = np.zeros((len(objectives), k))
     direct_rows = list(range(k))
     if importance is not None and sampler.params.temperature > 0:
-        with _pool_bar(len(prompts) * importance.samples_per_prompt, progress) as advance:
+        total = len(prompts) * importance.samples_per_prompt
+        with _progress_bar("importance sampling: proposal pool", total, progress) as advance:
             pool = sampler.proposal_samples(importance.component_weights, prompts, importance.samples_per_prompt,
                                             on_chunk=advance)
             log_p, log_q = sampler.pool_log_densities(pool, prompts, w, importance.component_weights)
@@ -253,12 +254,12 @@ def _direct_reward_utilities(
 ) -> dict[str, UtilityColumn]:
     """Sample every coalition (row of ``masks``) directly and average its rewards per objective."""
     per_coalition: list[list[list[Any]]] = [[[] for _ in range(masks.shape[0])] for _ in objectives]
-    with _coalition_bar(masks.shape[0], progress) as advance:
+    with _progress_bar("sampling coalitions", masks.shape[0], progress) as update:
         for row, mask in enumerate(masks):
             members = [int(i) for i in np.flatnonzero(mask)]
             for sample in sampler.samples(members, [float(w[row, i]) for i in members], prompts):
                 per_coalition[owner[sample.prompt_index]][row].append(sample)
-            advance(sampler)
+            update(1, f"generated {sampler.generated}, cached {sampler.cached}")
     out: dict[str, UtilityColumn] = {}
     for j, obj in enumerate(objectives):
         flat = [s for row in per_coalition[j] for s in row]
@@ -269,7 +270,8 @@ def _direct_reward_utilities(
 
 
 @contextlib.contextmanager
-def _coalition_bar(total: int, enabled: bool) -> Iterator[Callable[[Any], None]]:
+def _progress_bar(description: str, total: int, enabled: bool) -> Iterator[Callable[..., None]]:
+    """A rich progress bar on stderr (a no-op when not ``enabled``); yields ``update(advance, note="")``."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -282,31 +284,8 @@ def _coalition_bar(total: int, enabled: bool) -> Iterator[Callable[[Any], None]]
         console=Console(stderr=True),
         disable=not enabled,
     ) as bars:
-        task = bars.add_task("sampling coalitions", total=total, note="")
-
-        def advance(sampler: Any) -> None:
-            note = f"generated {getattr(sampler, 'generated', 0)}, cached {getattr(sampler, 'cached', 0)}"
-            bars.update(task, advance=1, note=note)
-
-        yield advance
-
-
-@contextlib.contextmanager
-def _pool_bar(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar over the importance-sampling pool's responses (stderr); yields ``advance(k)``."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    ) as bars:
-        task = bars.add_task("importance sampling: proposal pool", total=total)
-        yield lambda k: bars.update(task, advance=k)
+        task = bars.add_task(description, total=total, note="")
+        yield lambda advance, note="": bars.update(task, advance=advance, note=note)
 
 
 # --- end `reward` utility ----------------------------------------------------------------------------

@@ -82,6 +82,7 @@ def run(quick: bool, seed: int, *, repeats: int | None = None, config_text: str 
     Tests pass a small ``config_text`` (a valuation TOML with ``[utility] kind = "reward"``)."""
     from valuation.arithmetic import coalition_weights
     from valuation.config import load_valuation_config
+    from valuation.game import all_coalitions
     from valuation.importance import proposal_components
     from valuation.pipeline import (
         importance_settings,
@@ -113,7 +114,7 @@ def run(quick: bool, seed: int, *, repeats: int | None = None, config_text: str 
 
         n = len(prepared.sources)
         sizes = [len(prepared.train[s]) for s in prepared.sources]
-        masks = proposal_components(n) if n <= 6 else np.ones((1, n), dtype=bool)
+        masks = all_coalitions(n)
         weights = coalition_weights(masks, config.sampling.weighting, sizes)
         direct_sampler = reward_sampler(config, prepared, adapters, cache_dir=None)
         loaded = direct_sampler._model()  # load the base + adapters once, outside the timings

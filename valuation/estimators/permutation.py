@@ -32,7 +32,7 @@ import numpy as np
 from valuation.errors import InputError
 from valuation.estimators._common import RunningMoments, evaluate, new_state, progress_bar
 from valuation.estimators.exact import exact_shapley
-from valuation.game import Game
+from valuation.game import CachedGame, Game, all_coalitions
 from valuation.result import ValuationResult
 from valuation.stopping import StoppingRule
 
@@ -44,29 +44,6 @@ def latin_square_orders(n: int, rng: np.random.Generator) -> np.ndarray:
     """
     sigma, tau, rho = rng.permutation(n), rng.permutation(n), rng.permutation(n)
     return sigma[(rho[:, None] + tau[None, :]) % n]
-
-
-class _Memo:
-    """Utilities of the coalitions evaluated so far, keyed by the packed mask; counts distinct calls."""
-
-    def __init__(self, game: Game) -> None:
-        self.game = game
-        self.values: dict[bytes, np.ndarray] = {}
-
-    def __call__(self, masks: np.ndarray) -> np.ndarray:
-        keys = [row.tobytes() for row in np.packbits(masks, axis=1)]
-        missing = [j for j, key in enumerate(keys) if key not in self.values]
-        if missing:
-            fresh = evaluate(self.game, masks[missing])
-            for j, row in zip(missing, fresh, strict=True):
-                self.values[keys[j]] = row
-        return np.stack([self.values[key] for key in keys])
-
-    def full_table(self, n: int) -> np.ndarray:
-        """``float[2^n, m]`` in coalition-index order (player j = bit j); every coalition must be known."""
-        idx = np.arange(2**n, dtype=np.int64)
-        masks = ((idx[:, None] >> np.arange(n, dtype=np.int64)[None, :]) & 1).astype(bool)
-        return self(masks)
 
 
 def permutation_shapley(
@@ -81,9 +58,9 @@ def permutation_shapley(
     players, objectives = tuple(game.players), tuple(game.objectives)
     n, m = len(players), len(objectives)
     state = new_state(n, m)
-    memo = _Memo(game)
-    ends = memo(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)]))
-    state.n_evaluations = len(memo.values)
+    cached = CachedGame(game)
+    ends = evaluate(cached, np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)]))
+    state.n_evaluations = len(cached)
     u_empty, u_full = ends[0], ends[-1]
     info: dict = {}
     if n <= 1:  # one player: φ = u(N) − u(∅), no sampling needed
@@ -119,22 +96,22 @@ def permutation_shapley(
             order, block = block[0], block[1:]
             rank = np.empty(n, dtype=np.int64)
             rank[order] = np.arange(n)
-            before = len(memo.values)
-            inner = memo(rank[None, :] < sizes)
+            before = len(cached)
+            inner = evaluate(cached, rank[None, :] < sizes)
             chain = np.concatenate([u_empty[None, :], inner, u_full[None, :]])
             moments.add(np.diff(chain, axis=0)[rank])  # diff[j] = marginal of the player at position j
-            state.n_evaluations += len(memo.values) - before
+            state.n_evaluations += len(cached) - before
             state.n_samples += 1
             state.std_errs = moments.std_err
-            advance(len(memo.values) - before)
+            advance(len(cached) - before)
             stopped_by = rule.stop_reason(state)
             if stopped_by is not None:
                 break
-            if len(memo.values) == 2**n:
+            if len(cached) == 2**n:
                 stopped_by = "all_coalitions_evaluated"
                 break
     if stopped_by == "all_coalitions_evaluated":
-        values, std_errs = exact_shapley(memo.full_table(n)), np.zeros((n, m))
+        values, std_errs = exact_shapley(cached(all_coalitions(n))), np.zeros((n, m))
     else:
         values, std_errs = moments.mean.copy(), moments.std_err
     info.update(converged=stopped_by == "all_coalitions_evaluated"

@@ -87,5 +87,39 @@ def test_ignore_stops_hides_eos_only() -> None:
         def __call__(self, text: str) -> dict[str, list[int]]:
             return {"input_ids": [len(text)]}
 
-    view = decoding._IgnoreStops(Tok())
+    view = decoding.IgnoreStops(Tok())
     assert view.eos_token_id is None and view.pad_token_id == 0 and view("abc") == {"input_ids": [3]}
+
+
+def test_fused_experiment_matches_the_production_path() -> None:
+    """benchmarks/bench_fused_decoding.py: its fused MKL layer computes the same logits as MultiLoraModel
+    (2..8 rows through the packed GEMM, prefill rows through the stock kernel), and `close` restores the model."""
+    import importlib.util
+    from pathlib import Path
+
+    import torch
+
+    from tests.tiny_lm import tiny_llama
+    from valuation.multilora import MultiLoraModel
+
+    if not hasattr(torch.ops.mkl, "_mkl_linear"):
+        pytest.skip("this PyTorch build has no MKL packed GEMM")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_fused_decoding.py"
+    spec = importlib.util.spec_from_file_location("bench_fused_decoding", path)
+    assert spec is not None and spec.loader is not None
+    fused_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fused_module)
+    model = tiny_llama().eval()
+    adapters = decoding.random_adapters(model, fused_module.SIZE, 0)
+    stock = MultiLoraModel(model, adapters)
+    expected = fused_module._logits(model, stock, 0)
+    stock.close()
+    with torch.inference_mode():
+        plain = model(input_ids=torch.arange(4, 12)[None]).logits
+    fused = fused_module.FusedPackedLora(model, adapters)
+    got = fused_module._logits(model, fused, 0)
+    fused.close()
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert float((expected[1:] - expected[:1]).abs().max()) > 1e-3  # the adapters change the output
+    with torch.inference_mode():
+        assert torch.equal(model(input_ids=torch.arange(4, 12)[None]).logits, plain)

@@ -84,7 +84,7 @@ MIN_TIMED_S = 0.05  # a timed call shorter than this is repeated in a loop (the 
 
 
 @dataclass
-class _Setup:
+class Setup:
     """One preset ready to measure: model, tokenizer, the multi-adapter wrapper and prompts."""
 
     name: str
@@ -129,7 +129,7 @@ def run(
     skipped: dict[str, str] = {}
     with torch_threads(threads):
         for name in presets:
-            setup = _load(name, seed, tiny_config, prompts=max(single_prompts, batch_prompts))
+            setup = load_setup(name, seed, tiny_config, prompts=max(single_prompts, batch_prompts))
             if isinstance(setup, str):
                 skipped[name] = setup
                 continue
@@ -137,7 +137,7 @@ def run(
                 per_preset[name] = {
                     "model": setup.describe,
                     "forward": _measure_forward(setup, sizes, forward_batch, forward_tokens, repeats, seed),
-                    "sampling": _measure_sampling(
+                    "sampling": measure_sampling(
                         setup,
                         sizes,
                         max_new_tokens,
@@ -147,7 +147,7 @@ def run(
                         repeats,
                         seed,
                     ),
-                    "decode_step": _measure_steps(setup, sizes, step_context, repeats, seed),
+                    "decode_step": measure_steps(setup, sizes, step_context, repeats, seed),
                 }
             finally:
                 setup.multi.close()
@@ -230,7 +230,7 @@ def interleaved(
 # setup
 
 
-def _load(name: str, seed: int, tiny_config: Any, *, prompts: int) -> _Setup | str:
+def load_setup(name: str, seed: int, tiny_config: Any, *, prompts: int) -> Setup | str:
     """The preset's model with 4 random adapters, or a string saying why it was skipped."""
     from valuation.multilora import MultiLoraModel
     from valuation.synth.generate import SynthConfig, generate_corpus
@@ -275,7 +275,7 @@ def _load(name: str, seed: int, tiny_config: Any, *, prompts: int) -> _Setup | s
             raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     model.eval()
     multi = MultiLoraModel(model, random_adapters(model, N_ADAPTERS, seed))
-    return _Setup(name, model, tokenizer, multi, prompt_texts, describe)
+    return Setup(name, model, tokenizer, multi, prompt_texts, describe)
 
 
 def random_adapters(model: Any, n: int, seed: int) -> list[Any]:
@@ -307,7 +307,7 @@ def random_adapters(model: Any, n: int, seed: int) -> list[Any]:
 
 
 def _measure_forward(
-    setup: _Setup, sizes: Sequence[int], batch: int, tokens: int, repeats: int, seed: int
+    setup: Setup, sizes: Sequence[int], batch: int, tokens: int, repeats: int, seed: int
 ) -> list[dict[str, Any]]:
     import torch
 
@@ -362,7 +362,7 @@ def _measure_forward(
 # 2. tokens/s of sample_composed
 
 
-class _IgnoreStops:
+class IgnoreStops:
     """A tokenizer view with no EOS token (everything else delegated), so decoding runs to max_new_tokens."""
 
     eos_token_id = None
@@ -379,7 +379,7 @@ class _IgnoreStops:
 
 
 @contextlib.contextmanager
-def _no_generation_eos(model: Any) -> Iterator[None]:
+def no_generation_eos(model: Any) -> Iterator[None]:
     config = model.generation_config
     before = config.eos_token_id
     config.eos_token_id = None
@@ -389,8 +389,8 @@ def _no_generation_eos(model: Any) -> Iterator[None]:
         config.eos_token_id = before
 
 
-def _measure_sampling(
-    setup: _Setup,
+def measure_sampling(
+    setup: Setup,
     sizes: Sequence[int],
     max_new_tokens: int,
     single_prompts: int,
@@ -399,10 +399,12 @@ def _measure_sampling(
     repeats: int,
     seed: int,
 ) -> dict[str, list[dict[str, Any]]]:
+    """Tokens/s of `sample_composed` through ``setup.multi`` for |S| = 0 and ``sizes``, in the ``single`` and
+    ``batch`` regimes (module docstring, measurement 2); ratios to |S| = 0 of the same regime."""
     from valuation.sampling import SamplingParams, sample_composed
 
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=1.0, top_p=1.0, seed=seed)
-    tokenizer = _IgnoreStops(setup.tokenizer)
+    tokenizer = IgnoreStops(setup.tokenizer)
 
     def call(prompts: list[str], indices: list[int], members: list[int], spp: int) -> int:
         weights = [1.0 / len(members)] * len(members) if members else []  # `mean`, the sampling default
@@ -435,7 +437,7 @@ def _measure_sampling(
             counted["batch", k] = call(batch, list(range(len(batch))), members, samples_per_prompt)
 
         fns["single", k], fns["batch", k] = one_at_a_time, all_at_once
-    with _no_generation_eos(setup.model):
+    with no_generation_eos(setup.model):
         call(single[:1], [0], list(range(max(sizes))), 1)  # one warm-up: first-call costs, allocator
         timings = interleaved(fns, repeats, warmup=False)  # a whole call per run: no per-function warm-up
     out: dict[str, list[dict[str, Any]]] = {"single": [], "batch": []}
@@ -469,9 +471,11 @@ def _rows(regime: str, sequences: int, k: int) -> int:
 # 3. one decode step: rows without LoRA (the floor) vs with LoRA; prefill logits
 
 
-def _measure_steps(
-    setup: _Setup, sizes: Sequence[int], context: int, repeats: int, seed: int
+def measure_steps(
+    setup: Setup, sizes: Sequence[int], context: int, repeats: int, seed: int
 ) -> dict[str, Any]:
+    """Single-stream decode-step times through ``setup.multi`` (module docstring, measurement 3): 1 row,
+    1 + |S| rows without and with LoRA for |S| in ``sizes``, and the 1 + max(sizes)-row prefill."""
     import torch
     from transformers import DynamicCache
 

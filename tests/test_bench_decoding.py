@@ -98,8 +98,8 @@ def test_fused_experiment_matches_the_production_path() -> None:
     from pathlib import Path
 
     import torch
+    from tiny_lm import tiny_llama
 
-    from tests.tiny_lm import tiny_llama
     from valuation.multilora import MultiLoraModel
 
     if not hasattr(torch.ops.mkl, "_mkl_linear"):

@@ -42,7 +42,10 @@ near the weight-bandwidth time of one row, from 4 rows on it takes a slower kern
 SmolLM2's 210 projection shapes: 33 / 38 / 42 / 60 / 65 ms for 1 / 2 / 3 / 4 / 5 rows). So at |S| = 4 the
 no-LoRA 5-row step alone is ≈ 57 % of the base's speed, below the 60 % target before any LoRA work; the
 LoRA deltas add ≈ 10-13 ms per step (≈ 7 % more bytes read: 4 adapters' factors, 39 MB vs 540 MB of base
-weights), and the 5-row prefill adds ≈ 12 ms per generated token at 32 new tokens.
+weights), and the 5-row prefill adds ≈ 12 ms per generated token at 32 new tokens. How far a faster kernel
+moves this floor is measured by ``benchmarks/bench_fused_decoding.py`` (MKL packed GEMM with the LoRA A
+factors fused into the base matmul; an experiment, not the production path): 5-row step 61 % of the 1-row
+step, single-stream sampling 57 % of the base's tokens/s, the prefill being the rest.
 
 Threads: ``THREADS`` = 1 by default, as part (b): on the shared 2-core machines torch with two threads
 ran 10-35x slower whenever other jobs were running; the load average is recorded at the start and end.

@@ -1,9 +1,11 @@
 """Experiment: single-stream composed decoding on SmolLM2 with the best small-batch CPU kernel we could reach.
 
 Issue 7 (c) asks composed decoding at |S| = 4 (1 + 4 = 5 forward rows per token) to keep ≥ 60 % of the base
-model's tokens/s. `payoutsim bench` part (c) measures the production path (`valuation.multilora`: stock
-``F.linear`` for the base matmul, the LoRA deltas in forward hooks). This script measures how far the floor
-moves with a faster kernel, side by side with the production path in one run. It is NOT used by payoutsim.
+model's tokens/s. `payoutsim bench` part (c) measures the production path (`valuation.multilora` with
+`valuation.packed`: the decode steps' base matmuls through MKL's packed GEMM, the LoRA deltas in forward
+hooks). This script measures how far the floor moves when the LoRA A factors are also fused into the packed
+matmul (no hooks), side by side with the production path in one run. It is NOT used by payoutsim: it replaces
+every layer's forward and packs 2..PACK rows only.
 
 The fused layer, for every ``nn.Linear`` of the base model and 2..PACK rows (padded to PACK rows)::
 
@@ -14,6 +16,9 @@ The fused layer, for every ``nn.Linear`` of the base model and 2..PACK rows (pad
 and the stock ``F.linear`` (+ the same delta) for one row or more than PACK rows, so the base alone runs the
 production kernel. Same token arithmetic and decoder (`valuation.sampling.sample_composed`); the logits agree
 with `MultiLoraModel` to float rounding (printed).
+
+It also sweeps the row count: the time of all the model's linear layers (one decode step's matmuls) with
+the stock kernel vs MKL's packed GEMM packed for exactly that many rows.
 
 Needs a PyTorch built with MKL (x86) and SmolLM2 prepared (``payoutsim models prepare smollm2``)::
 
@@ -112,6 +117,9 @@ class FusedPackedLora:
             mask = self._masks[key] = per_row.repeat_interleave(rows // len(route), dim=0)
         return mask
 
+    def decode_steps(self, rows: int) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()  # every forward of 2..PACK rows is packed already
+
     @contextlib.contextmanager
     def routing(self, adapter_index: Sequence[int] | torch.Tensor) -> Iterator[None]:
         previous = self._route
@@ -156,6 +164,34 @@ def _measure(setup: decoding.Setup, tokens: int, prompts: int, repeats: int, see
     }
 
 
+SWEEP_ROWS = (1, 2, 3, 4, 5, 8, 12, 60, 64)
+
+
+def kernel_sweep(model: nn.Module, rows: Sequence[int] = SWEEP_ROWS, repeats: int = 3) -> list[dict[str, Any]]:
+    """Per row count m: median ms of ``F.linear`` over every distinct ``nn.Linear`` weight of ``model`` (stock)
+    vs ``torch.ops.mkl._mkl_linear`` with the weights packed for m rows (packing not timed)."""
+    weights = list({id(m.weight): m.weight.detach() for m in model.modules() if isinstance(m, nn.Linear)}.values())
+    out = []
+    gen = torch.Generator().manual_seed(0)
+    for m in rows:
+        inputs = [torch.randn(m, w.shape[1], generator=gen) for w in weights]
+        packed = [torch.ops.mkl._mkl_reorder_linear_weight(w, m) for w in weights]
+
+        def stock(inputs: list[torch.Tensor] = inputs) -> None:
+            for w, x in zip(weights, inputs, strict=True):
+                nn.functional.linear(x, w)
+
+        def fast(inputs: list[torch.Tensor] = inputs, packed: list[torch.Tensor] = packed, m: int = m) -> None:
+            for w, p, x in zip(weights, packed, inputs, strict=True):
+                torch.ops.mkl._mkl_linear(x, p, w, None, m)
+
+        timings = decoding.interleaved({"stock": stock, "packed": fast}, repeats)
+        out.append({"rows": m, "stock_ms": round(timings["stock"].median_s * 1e3, 2),
+                    "packed_ms": round(timings["packed"].median_s * 1e3, 2)})
+        del packed
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=decoding.THREADS, help="torch threads (default 1)")
@@ -172,6 +208,7 @@ def main() -> None:
         setup = decoding.load_setup("smollm2", args.seed, None, prompts=args.prompts)
         if isinstance(setup, str):
             raise SystemExit(setup)
+        sweep = kernel_sweep(setup.model, repeats=args.repeats)
         stock_logits = _logits(setup.model, setup.multi, args.seed)
         results = {"production": _measure(setup, args.tokens, args.prompts, args.repeats, args.seed)}
         setup.multi.close()
@@ -190,12 +227,15 @@ def main() -> None:
         "load_average_end": load_average(),
         "max_abs_logit_diff_fused_vs_production": diff,
         "results": results,
+        "kernel_sweep": sweep,
     }
     columns = list(results["production"])
     print(report["title"])
     print(f"{'':14}" + "".join(f"{c:>22}" for c in columns))
     for name, row in results.items():
         print(f"{name:14}" + "".join(f"{row[c]:>22}" for c in columns))
+    print("all linear layers of one step (ms): " + "; ".join(
+        f"{row['rows']} rows {row['stock_ms']} stock / {row['packed_ms']} packed" for row in sweep))
     print(f"max |logit diff| fused vs production: {diff:.1e}; load average {load_start} → {report['load_average_end']}")
     atomic_write_json(args.out, report)
     print(f"wrote {args.out}")

@@ -249,6 +249,10 @@ class SamplingSection(_Section):
     )
     max_batch_rows: int = Field(64, ge=1, description="Max forward rows (sequences x (1 + |S|)) per batch.")
     max_prompt_tokens: int = Field(256, ge=1, description="Keep only the last N prompt tokens.")
+    packed_gemm: bool = Field(
+        True, description="Decode steps' matmuls through MKL's packed GEMM where it helps (fp32 CPU models with "
+        "64 MiB to 1 GiB of linear weights; valuation.packed); costs up to four extra copies of the linear weights."
+    )
     importance: bool = Field(
         True, description="Estimate all coalitions from one proposal pool by importance sampling "
         "(valuation.importance); coalitions with too small an effective sample size are sampled directly."

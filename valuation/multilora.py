@@ -128,11 +128,17 @@ class MultiLoraModel:
     set, the hooks add nothing and the model is the plain base model.
     """
 
-    def __init__(self, model: nn.Module, adapters: Sequence[LoraAdapterWeights]) -> None:
+    def __init__(self, model: nn.Module, adapters: Sequence[LoraAdapterWeights], *, packed_gemm: bool = False) -> None:
+        """Stack ``adapters`` (adapter index = position) onto ``model``. ``packed_gemm``: also run the decode
+        steps' base matmuls through `valuation.packed.PackedLinears` where `packed_gemm_useful` says it helps
+        (``packed`` is then set; None otherwise)."""
         import torch
         from torch import nn
 
+        from valuation.packed import PackedLinears, packed_gemm_useful
+
         self.model = model
+        self.packed = PackedLinears(model) if packed_gemm and packed_gemm_useful(model) else None
         self.adapter_names = [a.name for a in adapters]
         self._route: _Route | None = None
         self._sliced: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -167,11 +173,18 @@ class MultiLoraModel:
 
     @classmethod
     def from_adapter_dirs(
-        cls, model: nn.Module, adapter_dirs: Sequence[str | Path], names: Sequence[str] | None = None
+        cls, model: nn.Module, adapter_dirs: Sequence[str | Path], names: Sequence[str] | None = None,
+        *, packed_gemm: bool = False,
     ) -> MultiLoraModel:
         """Stack the adapters in ``adapter_dirs`` (adapter index = position) onto ``model``."""
         names = list(names) if names is not None else [Path(d).name for d in adapter_dirs]
-        return cls(model, [read_lora_adapter(d, name) for d, name in zip(adapter_dirs, names, strict=True)])
+        adapters = [read_lora_adapter(d, name) for d, name in zip(adapter_dirs, names, strict=True)]
+        return cls(model, adapters, packed_gemm=packed_gemm)
+
+    def decode_steps(self, rows: int) -> contextlib.AbstractContextManager[None]:
+        """Context for the decode steps of a batch of ``rows`` forward rows: the packed base matmuls when
+        ``packed`` is set (`valuation.packed.PackedLinears.rows`), else nothing."""
+        return self.packed.rows(rows) if self.packed is not None else contextlib.nullcontext()
 
     @property
     def n_adapters(self) -> int:
@@ -228,10 +241,13 @@ class MultiLoraModel:
             self._route, self._sliced = previous
 
     def close(self) -> None:
-        """Remove the hooks: the model is the plain base model again."""
+        """Remove the hooks (and the packed matmuls): the model is the plain base model again."""
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        if self.packed is not None:
+            self.packed.close()
+            self.packed = None
 
 
 def _route_mask(route: _Route, rank: int, dtype: torch.dtype) -> torch.Tensor | None:

@@ -407,6 +407,7 @@ def reward_sampler(
         cache_dir=cache_dir,
         max_batch_rows=sc.max_batch_rows,
         max_prompt_tokens=sc.max_prompt_tokens,
+        packed_gemm=sc.packed_gemm,
     )
 
 

@@ -436,36 +436,38 @@ def _decode_chunk(
             logits_to_keep=1,
         ).logits[:, -1]
         last = positions[:, -1]
-        for t in range(params.max_new_tokens):
-            logps = torch.log_softmax(logits.float(), dim=-1).view(s, group, -1)
-            combined = combine_next_token_logprobs(logps, w)
-            token = draw_tokens(combined, u[:, t], params.temperature, params.top_p)
-            picked = combined.gather(-1, token[:, None]).squeeze(-1).double()
-            live = ~done
-            picked_base = logps[:, 0].gather(-1, token[:, None]).squeeze(-1).double()
-            logprob += torch.where(live, picked, torch.zeros_like(picked))
-            base_logprob += torch.where(live, picked_base, torch.zeros_like(picked_base))
-            if scoring is not None:
-                lp = sampling_log_probs(logps, scoring, token[:, None], params).double()  # [s, C]
-                scored += torch.where(live[:, None], lp, torch.zeros_like(lp))
-            is_stop = torch.isin(token, stop_tensor)
-            stop_drawn = torch.where(live & is_stop, token, stop_drawn)
-            for row in torch.nonzero(live & ~is_stop).flatten().tolist():
-                generated[row].append(int(token[row]))
-            done = done | is_stop
-            if bool(done.all()) or t == params.max_new_tokens - 1:
-                break
-            token = torch.where(done, torch.full_like(token, pad), token)
-            mask = torch.cat([mask, torch.ones((mask.shape[0], 1), dtype=mask.dtype)], dim=1)
-            last = last + 1
-            logits = model(
-                input_ids=token.repeat_interleave(group)[:, None],
-                attention_mask=mask,
-                position_ids=last[:, None],
-                cache=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            ).logits[:, -1]
+        # the decode steps' matmuls: packed for this batch's rows when `multi.packed` is set (not the prefill)
+        with multi.decode_steps(ids.shape[0]) if multi is not None else contextlib.nullcontext():
+            for t in range(params.max_new_tokens):
+                logps = torch.log_softmax(logits.float(), dim=-1).view(s, group, -1)
+                combined = combine_next_token_logprobs(logps, w)
+                token = draw_tokens(combined, u[:, t], params.temperature, params.top_p)
+                picked = combined.gather(-1, token[:, None]).squeeze(-1).double()
+                live = ~done
+                picked_base = logps[:, 0].gather(-1, token[:, None]).squeeze(-1).double()
+                logprob += torch.where(live, picked, torch.zeros_like(picked))
+                base_logprob += torch.where(live, picked_base, torch.zeros_like(picked_base))
+                if scoring is not None:
+                    lp = sampling_log_probs(logps, scoring, token[:, None], params).double()  # [s, C]
+                    scored += torch.where(live[:, None], lp, torch.zeros_like(lp))
+                is_stop = torch.isin(token, stop_tensor)
+                stop_drawn = torch.where(live & is_stop, token, stop_drawn)
+                for row in torch.nonzero(live & ~is_stop).flatten().tolist():
+                    generated[row].append(int(token[row]))
+                done = done | is_stop
+                if bool(done.all()) or t == params.max_new_tokens - 1:
+                    break
+                token = torch.where(done, torch.full_like(token, pad), token)
+                mask = torch.cat([mask, torch.ones((mask.shape[0], 1), dtype=mask.dtype)], dim=1)
+                last = last + 1
+                logits = model(
+                    input_ids=token.repeat_interleave(group)[:, None],
+                    attention_mask=mask,
+                    position_ids=last[:, None],
+                    cache=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                ).logits[:, -1]
     return [
         Sample(
             prompt_index=keys[row][0],
@@ -514,8 +516,10 @@ class CoalitionSampler:
         cache_dir: Path | None,
         max_batch_rows: int = 64,
         max_prompt_tokens: int | None = 256,
+        packed_gemm: bool = True,
     ) -> None:
         self.base = base
+        self.packed_gemm = packed_gemm
         self.adapters = list(adapters)
         self.params = params
         self.samples_per_prompt = samples_per_prompt
@@ -561,7 +565,7 @@ class CoalitionSampler:
 
             model, tokenizer = load_base_model(self.base)
             multi = MultiLoraModel.from_adapter_dirs(
-                model, [a.path for a in self.adapters], [a.source for a in self.adapters]
+                model, [a.path for a in self.adapters], [a.source for a in self.adapters], packed_gemm=self.packed_gemm
             )
             self._loaded = (model, tokenizer, multi)
         return self._loaded

@@ -37,15 +37,14 @@ which batching the 1 + |S| rows can hide their cost; in the production batch the
 its 64 rows, so the ratio there tends to 1/(1 + |S|) as the step becomes compute-bound).
 
 Findings (SmolLM2, one thread, see the report for figures): the 1 + |S| rows of a single-stream step cost
-more than one row mostly in the BASE matmuls, not in the LoRA deltas: fp32 ``linear`` with 1-3 rows runs
-near the weight-bandwidth time of one row, from 4 rows on it takes a slower kernel path (a sweep over
-SmolLM2's 210 projection shapes: 33 / 38 / 42 / 60 / 65 ms for 1 / 2 / 3 / 4 / 5 rows). So at |S| = 4 the
-no-LoRA 5-row step alone is ≈ 57 % of the base's speed, below the 60 % target before any LoRA work; the
-LoRA deltas add ≈ 10-13 ms per step (≈ 7 % more bytes read: 4 adapters' factors, 39 MB vs 540 MB of base
-weights), and the 5-row prefill adds ≈ 12 ms per generated token at 32 new tokens. How far a faster kernel
-moves this floor is measured by ``benchmarks/bench_fused_decoding.py`` (MKL packed GEMM with the LoRA A
-factors fused into the base matmul; an experiment, not the production path): 5-row step 61 % of the 1-row
-step, single-stream sampling 57 % of the base's tokens/s, the prefill being the rest.
+more than one row mostly in the BASE matmuls, not in the LoRA deltas: ``F.linear`` with 1-3 rows runs near
+the weight-bandwidth time of one row, from 4 rows on it is much slower (all linear layers of a step: 40.7 /
+43.8 / 47.4 / 71.3 / 75.2 / 101.3 ms for 1 / 2 / 3 / 4 / 5 / 8 rows), and with it the no-LoRA 5-row step is
+≈ 57 % of the base's speed. The production decoder therefore runs the decode steps' matmuls packed
+(`valuation.packed`; 61.2 ms for 8 rows, 5 rows padded to 8), which lifts that floor to ≈ 67 %; the LoRA
+hooks add ≈ 9-13 ms per step and the 5-row prefill ≈ 13 ms per generated token at 32 new tokens, which
+leaves single-stream sampling at 55-57 %. ``benchmarks/bench_fused_decoding.py`` also fuses the LoRA A
+factors into the packed matmul (an experiment): 58 %.
 
 Threads: ``THREADS`` = 1 by default, as part (b): on the shared 2-core machines torch with two threads
 ran 10-35x slower whenever other jobs were running; the load average is recorded at the start and end.
@@ -277,7 +276,8 @@ def load_setup(name: str, seed: int, tiny_config: Any, *, prompts: int) -> Setup
         else:
             raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     model.eval()
-    multi = MultiLoraModel(model, random_adapters(model, N_ADAPTERS, seed))
+    multi = MultiLoraModel(model, random_adapters(model, N_ADAPTERS, seed), packed_gemm=True)  # as production
+    describe += f"; decode steps' matmuls {'packed (valuation.packed)' if multi.packed else 'F.linear'}"
     return Setup(name, model, tokenizer, multi, prompt_texts, describe)
 
 
@@ -495,8 +495,8 @@ def measure_steps(
         with torch.inference_mode(), multi.routing(route):
             model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
 
-        def steps() -> None:
-            with torch.inference_mode(), multi.routing(route):
+        def steps() -> None:  # decode steps as the decoder runs them (packed matmuls where production packs)
+            with torch.inference_mode(), multi.routing(route), multi.decode_steps(rows):
                 for _ in range(STEPS_PER_CALL):
                     model(input_ids=token, cache=cache, use_cache=True, logits_to_keep=1)
                     cache.crop(-1)  # back to `context` tokens: every step is the same step

@@ -169,3 +169,38 @@ def test_config_switch() -> None:
     assert SamplingSection().packed_gemm is True
     paper = Path(__file__).resolve().parents[1] / "data" / "configs" / "paper.toml"
     assert load_valuation_config(paper).sampling.packed_gemm is False
+
+
+@pytest.mark.slow
+@needs_mkl
+def test_smollm2_decodes_the_same_with_packed_matmuls() -> None:
+    """The real base model (opt-in): packed_gemm_useful says yes, and greedy decoding through the packed
+    decode steps writes the same text as F.linear; one 5-row step's logits agree to float rounding."""
+    from valuation.models import load_base_model, prepare_base_model
+
+    model, tokenizer = load_base_model(prepare_base_model("smollm2", progress=False))
+    assert packed_gemm_useful(model)
+    params = SamplingParams(max_new_tokens=24, temperature=0.0)
+    prompts = [[{"role": "user", "content": "What is the capital of France?"}],
+               [{"role": "user", "content": "Give me one tip for staying healthy."}]]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        texts = {}
+        for packed in (False, True):
+            multi = MultiLoraModel(model, [], packed_gemm=packed)
+            assert (multi.packed is not None) is packed
+            texts[packed] = [s.text for s in sample_composed(model, tokenizer, prompts, [], [], samples_per_prompt=3,
+                                                             params=params, multi=multi)]  # 6 rows: packed for 8
+            multi.close()
+        ids = torch.randint(4, model.config.vocab_size, (5, 12), generator=torch.Generator().manual_seed(0))
+        stock = _logits(model, ids[:, -1:])
+        packed_linears = PackedLinears(model)
+        with packed_linears.rows(5):
+            fast = _logits(model, ids[:, -1:])
+        packed_linears.close()
+    finally:
+        torch.set_num_threads(threads)
+    assert texts[True] == texts[False]
+    assert "Paris" in texts[True][0]
+    assert torch.allclose(fast, stock, atol=1e-3) and not torch.equal(fast, stock)

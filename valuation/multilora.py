@@ -124,8 +124,9 @@ class _Route:
 class MultiLoraModel:
     """A base causal LM plus n stacked LoRA adapters, routed per batch row (see the module docstring).
 
-    The base model is modified only by removable forward hooks (`close` removes them). While no routing is
-    set, the hooks add nothing and the model is the plain base model.
+    The base model is modified only by removable forward hooks (and, with ``packed_gemm``, the
+    `valuation.packed` dispatcher on its linear layers); `close` removes both. While no routing is set, the
+    hooks add nothing and the model computes the plain base model.
     """
 
     def __init__(self, model: nn.Module, adapters: Sequence[LoraAdapterWeights], *, packed_gemm: bool = False) -> None:

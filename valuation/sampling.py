@@ -504,6 +504,8 @@ class CoalitionSampler:
     `MultiLoraModel`. The cache file of a coalition is ``cache_dir/<key>.json`` with key = SHA-256 over
     (sampler version, base sha256, the (source, adapter sha256, weight) of each member of S, the sampling
     params, samples per prompt, max prompt tokens and the prompts); a re-run with the same inputs is free.
+    ``packed_gemm``: decode steps through `valuation.packed` where it helps (not part of the key: the same
+    distribution, equal to float rounding).
     """
 
     def __init__(

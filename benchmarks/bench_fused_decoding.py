@@ -41,7 +41,7 @@ from torch import nn
 from valuation.bench import decoding
 from valuation.bench.timing import load_average, torch_threads
 from valuation.files import atomic_write_json
-from valuation.multilora import LoraAdapterWeights
+from valuation.multilora import MultiLoraModel
 
 PACK = 8  # rows the MKL weights are packed for (its kernel is fastest at multiples of 4; 5 rows are padded)
 SIZE = 4  # |S|
@@ -50,35 +50,30 @@ STEP_CONTEXT = 48
 
 class FusedPackedLora:
     """`MultiLoraModel`'s routing interface over a base model whose ``nn.Linear`` forwards are replaced by the
-    fused layer of the module docstring (`close` restores them)."""
+    fused layer of the module docstring, with the adapters' stacked factors of ``stock`` (a `MultiLoraModel`
+    on the same model, closed first so that its hooks are gone); `close` restores the forwards."""
 
-    def __init__(self, model: nn.Module, adapters: Sequence[LoraAdapterWeights]) -> None:
-        self.adapter_names = [a.name for a in adapters]
+    def __init__(self, model: nn.Module, stock: MultiLoraModel) -> None:
+        self.adapter_names = list(stock.adapter_names)
         self._route: torch.Tensor | None = None
-        self._masks: dict[tuple[tuple[int, ...], int], torch.Tensor] = {}
+        self._masks: dict[tuple[tuple[int, ...], int, int], torch.Tensor] = {}
         self._patched: list[nn.Linear] = []
-        self._rank = max(a.a[p].shape[0] for a in adapters for p in a.a)
-        targets = {p for a in adapters for p in a.a}
         for path, module in model.named_modules():
             if isinstance(module, nn.Linear):
-                self._patch(module, adapters, path, path in targets)
+                self._patch(module, stock.stacked_factors(path))
 
     @property
     def n_adapters(self) -> int:
         return len(self.adapter_names)
 
-    def _patch(self, module: nn.Linear, adapters: Sequence[LoraAdapterWeights], path: str, lora: bool) -> None:
+    def _patch(self, module: nn.Linear, factors: tuple[torch.Tensor, torch.Tensor] | None) -> None:
         weight = module.weight.detach()
         a_all = bt_all = None
-        if lora:
-            r, n = self._rank, len(adapters)
-            a_all = torch.zeros(n * r, module.in_features)
-            bt_all = torch.zeros(n * r, module.out_features)
-            for i, adapter in enumerate(adapters):
-                if path in adapter.a:
-                    k = adapter.a[path].shape[0]
-                    a_all[i * r : i * r + k] = adapter.a[path]
-                    bt_all[i * r : i * r + k] = (adapter.b[path] * adapter.scaling).t()
+        rank = 0
+        if factors is not None:
+            rank = factors[0].shape[1]
+            a_all = factors[0].reshape(-1, module.in_features)  # [n·r, in]
+            bt_all = factors[1].reshape(-1, module.out_features)  # [n·r, out]
             weight = torch.cat([weight, a_all])
         weight = weight.contiguous()
         packed = torch.ops.mkl._mkl_reorder_linear_weight(weight, PACK)
@@ -97,23 +92,23 @@ class FusedPackedLora:
                 y = nn.functional.linear(rows, layer.weight)
                 h = rows @ a_all.t() if use_lora else None
             if use_lora:
-                y = torch.addmm(y, h * owner._mask(m), bt_all)
+                y = torch.addmm(y, h * owner._mask(m, rank), bt_all)
             return y.contiguous().view(*shape[:-1], out)
 
         module.forward = types.MethodType(forward, module)
         self._patched.append(module)
 
-    def _mask(self, rows: int) -> torch.Tensor:
-        """[rows, n·r] 0/1: a row keeps the r columns of its sequence row's adapter (none for the base)."""
+    def _mask(self, rows: int, rank: int) -> torch.Tensor:
+        """[rows, n·rank] 0/1: a row keeps the rank columns of its sequence row's adapter (none for the base)."""
         route = self._route
         assert route is not None
-        key = (tuple(route.tolist()), rows)
+        key = (tuple(route.tolist()), rows, rank)
         mask = self._masks.get(key)
         if mask is None:
-            per_row = torch.zeros(len(route), self.n_adapters * self._rank)
+            per_row = torch.zeros(len(route), self.n_adapters * rank)
             for b, a in enumerate(route.tolist()):
                 if a >= 0:
-                    per_row[b, a * self._rank : (a + 1) * self._rank] = 1
+                    per_row[b, a * rank : (a + 1) * rank] = 1
             mask = self._masks[key] = per_row.repeat_interleave(rows // len(route), dim=0)
         return mask
 
@@ -212,7 +207,7 @@ def main() -> None:
         stock_logits = _logits(setup.model, setup.multi, args.seed)
         results = {"production": _measure(setup, args.tokens, args.prompts, args.repeats, args.seed)}
         setup.multi.close()
-        setup.multi = FusedPackedLora(setup.model, decoding.random_adapters(setup.model, decoding.N_ADAPTERS, args.seed))
+        setup.multi = FusedPackedLora(setup.model, setup.multi)
         try:
             diff = float((_logits(setup.model, setup.multi, args.seed) - stock_logits).abs().max())
             results["fused_packed"] = _measure(setup, args.tokens, args.prompts, args.repeats, args.seed)

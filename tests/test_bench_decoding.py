@@ -116,7 +116,7 @@ def test_fused_experiment_matches_the_production_path() -> None:
     stock.close()
     with torch.inference_mode():
         plain = model(input_ids=torch.arange(4, 12)[None]).logits
-    fused = fused_module.FusedPackedLora(model, adapters)
+    fused = fused_module.FusedPackedLora(model, stock)
     got = fused_module._logits(model, fused, 0)
     fused.close()
     assert torch.allclose(got, expected, atol=1e-4)

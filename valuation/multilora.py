@@ -191,6 +191,12 @@ class MultiLoraModel:
     def n_adapters(self) -> int:
         return len(self.adapter_names)
 
+    def stacked_factors(self, path: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Layer ``path``'s stacked factors ``(A [n, r_max, in], Bᵀ [n, r_max, out])`` (scaling folded into Bᵀ,
+        ranks zero-padded), or None when no adapter targets it."""
+        stacked = self._layers.get(path)
+        return None if stacked is None else (stacked.a, stacked.bt)
+
     def _hook(self, stacked: _StackedLora) -> Any:
         import torch
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from valuation.estimators import approximate, exact_shapley
-from valuation.game import TableGame, all_coalitions, atomic_write_text
+from valuation.games.estimators import approximate, exact_shapley
+from valuation.games.game import TableGame, all_coalitions, atomic_write_text
 
 
 def _median_seconds(fn, repeats: int) -> tuple[float, list[float]]:

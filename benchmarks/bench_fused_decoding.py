@@ -1,8 +1,8 @@
 """Experiment: single-stream composed decoding on SmolLM2 with the best small-batch CPU kernel we could reach.
 
 Issue 7 (c) asks composed decoding at |S| = 4 (1 + 4 = 5 forward rows per token) to keep ≥ 60 % of the base
-model's tokens/s. `payoutsim bench` part (c) measures the production path (`valuation.multilora` with
-`valuation.packed`: the decode steps' base matmuls through MKL's packed GEMM, the LoRA deltas in forward
+model's tokens/s. `payoutsim bench` part (c) measures the production path (`valuation.composition.multilora` with
+`valuation.composition.packed`: the decode steps' base matmuls through MKL's packed GEMM, the LoRA deltas in forward
 hooks). This script measures how far the floor moves when the LoRA A factors are also fused into the packed
 matmul (no hooks), side by side with the production path in one run. It is NOT used by payoutsim: it replaces
 every layer's forward and packs 2..PACK rows only.
@@ -14,7 +14,7 @@ The fused layer, for every ``nn.Linear`` of the base model and 2..PACK rows (pad
     y += (h ⊙ M) · Bᵀ_all              A_all, Bᵀ_all: the n adapters' factors stacked; M keeps each row's slice
 
 and the stock ``F.linear`` (+ the same delta) for one row or more than PACK rows, so the base alone runs the
-production kernel. Same token arithmetic and decoder (`valuation.sampling.sample_composed`); the logits agree
+production kernel. Same token arithmetic and decoder (`valuation.decoding.sampling.sample_composed`); the logits agree
 with `MultiLoraModel` to float rounding (printed).
 
 It also sweeps the row count: the time of all the model's linear layers (one decode step's matmuls) with
@@ -38,10 +38,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from valuation.bench import decoding
-from valuation.bench.timing import load_average, torch_threads
+from benchmarks.parts import decoding
+from benchmarks.timing import load_average, torch_threads
+from valuation.composition.multilora import MultiLoraModel
 from valuation.files import atomic_write_json
-from valuation.multilora import MultiLoraModel
 
 PACK = 8  # rows the MKL weights are packed for (its kernel is fastest at multiples of 4; 5 rows are padded)
 SIZE = 4  # |S|

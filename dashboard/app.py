@@ -2,7 +2,7 @@
 
 Run with ``payoutsim dashboard [--ledger FILE]`` (or ``streamlit run dashboard/app.py``). The ledger comes
 from the sidebar, else ``$PAYOUTSIM_LEDGER``, else ``runs/ledger.duckdb``. Reads only through
-`market.explore` (no training code is imported).
+`market.read_model` (no training code is imported).
 """
 
 from __future__ import annotations

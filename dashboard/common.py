@@ -1,6 +1,6 @@
 """Shared pieces of the dashboard pages: the ledger in use, cached reads, empty states, run picker.
 
-Every read goes through `market.explore` and is cached with `st.cache_data`, keyed by the ledger path
+Every read goes through `market.read_model` and is cached with `st.cache_data`, keyed by the ledger path
 and its version (mtime and size of the file and its WAL), so a new run in the ledger is picked up on the
 next interaction and nothing is recomputed otherwise.
 """
@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from market import explore
+from market import read_model
 from market.money import format_minor
 
 LEDGER_KEY = "ledger_path"
@@ -27,13 +27,13 @@ Version = tuple[int, int, int, int]
 def current_ledger() -> str:
     """The ledger path: the sidebar's value, else ``$PAYOUTSIM_LEDGER``, else ``runs/ledger.duckdb``."""
     value = st.session_state.get(LEDGER_KEY)
-    return str(explore.ledger_path(value or None))
+    return str(read_model.ledger_path(value or None))
 
 
 def ledger_sidebar() -> None:
     """The sidebar's ledger field (shared by every page)."""
     if LEDGER_KEY not in st.session_state:
-        st.session_state[LEDGER_KEY] = str(explore.ledger_path())
+        st.session_state[LEDGER_KEY] = str(read_model.ledger_path())
     st.sidebar.text_input(
         "Ledger file (DuckDB)",
         key=LEDGER_KEY,
@@ -45,9 +45,9 @@ def ledger_sidebar() -> None:
 def require_ledger() -> tuple[str, Version]:
     """(path, version) of a readable ledger with at least one run; otherwise show what to do and stop."""
     path = current_ledger()
-    status = explore.ledger_status(path)
+    status = read_model.ledger_status(path)
     if status.state == "ok":
-        return path, explore.ledger_version(path)
+        return path, read_model.ledger_version(path)
     if status.state == "busy":
         st.warning(status.message, icon="⏳")
         st.button("Retry", key="retry_busy", type="primary")
@@ -55,7 +55,7 @@ def require_ledger() -> tuple[str, Version]:
         st.info(status.message, icon="ℹ️")
         st.markdown(
             "**Get started:** record the bundled example (4 members, 3 periods, 2 objectives):\n\n"
-            f"```bash\n{explore.EXAMPLE_COMMAND} --ledger {path}\n```\n"
+            f"```bash\n{read_model.EXAMPLE_COMMAND} --ledger {path}\n```\n"
             "then come back here (or set the ledger file in the sidebar)."
         )
     else:
@@ -69,58 +69,58 @@ def require_ledger() -> tuple[str, Version]:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def cached_runs(path: str, version: Version) -> list[explore.RunSummary]:
-    return explore.runs(path)
+def cached_runs(path: str, version: Version) -> list[read_model.RunSummary]:
+    return read_model.runs(path)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def cached_run(path: str, version: Version, run_id: str) -> explore.RunData:
-    return explore.load_run(path, run_id)
+def cached_run(path: str, version: Version, run_id: str) -> read_model.RunData:
+    return read_model.load_run(path, run_id)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def cached_weighted(path: str, version: Version, run_id: str, weights: tuple[tuple[str, float], ...]) -> Any:
-    return explore.weighted_payout(cached_run(path, version, run_id), dict(weights))
+    return read_model.weighted_payout(cached_run(path, version, run_id), dict(weights))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def cached_curve(path: str, version: Version, run_id: str, x: str, y: str, steps: int) -> list[dict[str, Any]]:
-    return explore.payout_curve(cached_run(path, version, run_id), x, y, steps)
+    return read_model.payout_curve(cached_run(path, version, run_id), x, y, steps)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def cached_what_if(path: str, version: Version, run_id: str, members: tuple[str, ...], rule: str) -> Any:
-    return explore.what_if(cached_run(path, version, run_id), members, rule)
+    return read_model.what_if(cached_run(path, version, run_id), members, rule)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def cached_coalitions(path: str, version: Version, run_id: str) -> pd.DataFrame:
-    return pd.DataFrame(explore.coalition_rows(cached_run(path, version, run_id)))
+    return pd.DataFrame(read_model.coalition_rows(cached_run(path, version, run_id)))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def cached_marginals(path: str, version: Version, run_id: str, member: str, objective: str) -> pd.DataFrame:
-    return pd.DataFrame(explore.marginal_contributions(cached_run(path, version, run_id), member, objective))
+    return pd.DataFrame(read_model.marginal_contributions(cached_run(path, version, run_id), member, objective))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def cached_ledger_rows(path: str, version: Version) -> pd.DataFrame:
-    return pd.DataFrame(explore.ledger_rows(path), columns=list(explore.EXPORT_COLUMNS))
+    return pd.DataFrame(read_model.ledger_rows(path), columns=list(read_model.EXPORT_COLUMNS))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def cached_export(
     path: str, version: Version, run_ids: tuple[str, ...], periods: tuple[str, ...], members: tuple[str, ...], fmt: str
 ) -> bytes:
-    rows = explore.ledger_rows(path, run_ids=run_ids, periods=periods, members=members)
-    return explore.export_bytes(rows, "csv" if fmt == "csv" else "parquet")
+    rows = read_model.ledger_rows(path, run_ids=run_ids, periods=periods, members=members)
+    return read_model.export_bytes(rows, "csv" if fmt == "csv" else "parquet")
 
 
 # ---------------------------------------------------------------------------------------------------
 # widgets and formatting
 
 
-def pick_run(path: str, version: Version, key: str, *, help: str | None = None) -> explore.RunData:
+def pick_run(path: str, version: Version, key: str, *, help: str | None = None) -> read_model.RunData:
     """A run picker (latest run first by default); returns the chosen run's data."""
     summaries = cached_runs(path, version)
     labels = {s.run_id: s.label for s in summaries}
@@ -141,7 +141,7 @@ def money(minor: int, currency: str) -> str:
 
 
 def amounts_frame(
-    run: explore.RunData,
+    run: read_model.RunData,
     amounts: Sequence[int],
     shares: Sequence[float],
     values: Sequence[float],

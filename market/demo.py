@@ -12,7 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from market.cli.run_cmd import CSV_NAME, LEDGER_NAME, PLOT_NAME, VALUES_NAME, default_out_dir
+from market.cli.run import CSV_NAME, LEDGER_NAME, PLOT_NAME, VALUES_NAME, default_out_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_SCENARIO = REPO_ROOT / "data" / "scenarios" / "demo.toml"

@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     import duckdb
 
     from market.rules import PeriodRun
-    from market.scenario import ScenarioInputs
+    from market.scenario.schema import ScenarioInputs
 
 DEFAULT_LEDGER = Path("runs") / "ledger.duckdb"
 SCHEMA_VERSION = "1"
@@ -225,7 +225,7 @@ def find_run(path: str | Path, scenario_sha256: str, period: str) -> str | None:
 
 def record_run(path: str | Path, inputs: ScenarioInputs, run: PeriodRun, *, now: datetime | None = None) -> RecordResult:
     """Append one period's payout to the ledger in a single transaction; idempotent on (scenario, period)."""
-    from market.scenario import scenario_config_json
+    from market.scenario.schema import scenario_config_json
 
     sc = inputs.scenario
     payout = run.payout

@@ -50,7 +50,7 @@ class PlanePoint:
 
 
 def points_from_result(result: Any, kind: PointKind, x_objective: str, y_objective: str) -> list[PlanePoint]:
-    """One `PlanePoint` per player of a `valuation.result.ValuationResult` (values and std errs)."""
+    """One `PlanePoint` per player of a `valuation.games.result.ValuationResult` (values and std errs)."""
     out = []
     for player in result.players:
         out.append(

@@ -47,9 +47,9 @@ import numpy as np
 
 from market.money import fee_minor, largest_remainder, to_minor
 from market.robust import DEFAULT_STRENGTH, DEFAULT_THRESHOLD, member_similarity, robust_values
-from market.scenario import NEGATIVE_POLICIES, RULES, ScenarioInputs
-from market.stability import CORE_MAX_MEMBERS, StabilityReport, check_stability
+from market.scenario.schema import NEGATIVE_POLICIES, RULES, ScenarioInputs
 from valuation.errors import InputError
+from valuation.games.stability import CORE_MAX_MEMBERS, StabilityReport, check_stability
 
 SNAP_RELATIVE = 1e-12
 
@@ -121,13 +121,13 @@ class RuleContext:
         Its players are positional aliases ``#0, #1, …`` (member names may contain characters a game's
         player names may not, such as ``+``); everything downstream works by position.
         """
-        from valuation.game import GroupedGame
+        from valuation.games.game import GroupedGame
 
         return GroupedGame(self.game, {f"#{i}": tuple(self.groups[m]) for i, m in enumerate(members)})
 
     def scalar_game(self, members: Sequence[str]) -> Any:
         """The objective-weighted one-objective member game ``Σ_k a_k v_k``."""
-        from valuation.game import scalarised_game
+        from valuation.games.game import scalarised_game
 
         return scalarised_game(self.member_game(members), self.weights)
 
@@ -154,7 +154,7 @@ class RuleValues:
 
 def rule_values(ctx: RuleContext, members: Sequence[str]) -> RuleValues:
     """Compute the claims of `members` under ``ctx.rule`` on their member game."""
-    from valuation.estimators import approximate
+    from valuation.games.estimators import approximate
 
     members = tuple(members)
     n = len(members)
@@ -192,7 +192,7 @@ def rule_values(ctx: RuleContext, members: Sequence[str]) -> RuleValues:
         info["epsilon"] = float(result.info["epsilon"][0])
         values = result.values[:, 0].copy()
         if n <= ctx.max_exact_members:
-            from valuation.game import all_coalitions
+            from valuation.games.game import all_coalitions
 
             values = symmetrise(values, scalar(all_coalitions(n))[:, 0])
         return RuleValues(members, values, result.std_errs[:, 0].copy(), result, info)
@@ -381,7 +381,7 @@ def compute_payout(ctx: RuleContext, members: Sequence[str], pool_minor: int, cu
     scale = None
     null = None
     if ctx.rule not in ("proportional", "equal") and len(members) <= 20:
-        from valuation.game import all_coalitions
+        from valuation.games.game import all_coalitions
 
         table = ctx.scalar_game(members)(all_coalitions(len(members)))[:, 0]
         scale = float(np.max(np.abs(table - table[0])))
@@ -434,8 +434,8 @@ class PeriodRun:
 
 def run_period(inputs: ScenarioInputs, period: str, ctx: RuleContext | None = None) -> PeriodRun:
     """Pay out one period of a loaded scenario: members present, revenue − fee, rule, stability."""
-    from valuation.estimators import approximate
-    from valuation.game import all_coalitions
+    from valuation.games.estimators import approximate
+    from valuation.games.game import all_coalitions
 
     sc = inputs.scenario
     ctx = ctx or RuleContext.from_inputs(inputs)

@@ -8,15 +8,15 @@ import warnings
 import numpy as np
 import pytest
 
-from valuation import utilities
-from valuation.arithmetic import (
+from valuation.coalition_utility import utilities
+from valuation.coalition_utility.utilities import LOGLIK_WARNING, pair_scores, preference_utility
+from valuation.composition.arithmetic import (
     coalition_margins,
     coalition_weights,
     combine_sequence_logprobs,
     preference_deltas,
 )
-from valuation.game import all_coalitions
-from valuation.utilities import LOGLIK_WARNING, pair_scores, preference_utility
+from valuation.games.game import all_coalitions
 
 
 @pytest.fixture

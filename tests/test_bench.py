@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-import valuation.bench as bench
+import benchmarks.suite as bench
+from benchmarks.parts import estimators as est
+from benchmarks.report import part_tables, print_part, write_report
+from benchmarks.suite import BenchPart, parse_only, run_suite
 from market.cli import main
-from valuation.bench import BenchPart, parse_only, run_suite
-from valuation.bench import estimators as est
-from valuation.bench.report import part_tables, print_part, write_report
 from valuation.errors import InputError
-from valuation.estimators import approximate
+from valuation.games.estimators import approximate
 
 
 class _FakePart(BenchPart):
@@ -167,7 +167,7 @@ def test_estimators_respect_the_budget_and_are_efficient() -> None:
 
 
 def test_latin_square_orders_are_unbiased_on_a_self_dual_game() -> None:
-    from valuation.estimators import approximate
+    from valuation.games.estimators import approximate
 
     game = est.majority_game(12, np.random.default_rng(4))
     estimates = [approximate(game.as_game(), "permutation", 2_000, seed=seed).values[:, 0] for seed in range(20)]
@@ -183,7 +183,7 @@ def test_latin_square_orders_are_unbiased_on_a_self_dual_game() -> None:
 
 
 def test_coalition_eval_small_run_structure() -> None:
-    from valuation.bench import coalition_eval
+    from benchmarks.parts import coalition_eval
     from valuation.models import TinyConfig
 
     tiny = TinyConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from valuation.bench import decoding
-from valuation.bench.timing import Timing
+from benchmarks.parts import decoding
+from benchmarks.timing import Timing
 from valuation.models import TinyConfig
 
 SMALL = TinyConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
@@ -100,7 +100,7 @@ def test_fused_experiment_matches_the_production_path() -> None:
     import torch
     from tiny_lm import tiny_llama
 
-    from valuation.multilora import MultiLoraModel
+    from valuation.composition.multilora import MultiLoraModel
 
     if not hasattr(torch.ops.mkl, "_mkl_linear"):
         pytest.skip("this PyTorch build has no MKL packed GEMM")

@@ -9,7 +9,7 @@ from tiny_lm import tiny_model_toml
 
 pytest.importorskip("torch")
 
-from valuation.bench import importance
+from benchmarks.parts import importance_sampling as importance
 
 SMALL = """
 [data]

@@ -1,4 +1,4 @@
-"""Benchmark part (a), arithmetic vs retraining every coalition (`valuation.bench.retraining`), end to end on
+"""Benchmark part (a), arithmetic vs retraining every coalition (`benchmarks.parts.arithmetic_vs_retraining`), end to end on
 a very small `tiny` model with n = 2 and 3 sources and a handful of pairs: counts, ratios, fidelity keys,
 targets and the report tables. No timing asserts: the benchmark measures speed, this checks its structure."""
 
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from tiny_lm import TINY_PRESET as TINY
 
-from valuation.bench import retraining
-from valuation.bench.report import part_tables
+from benchmarks.parts import arithmetic_vs_retraining as retraining
+from benchmarks.report import part_tables
 
 N_SOURCES = (2, 3)
 PAIRS = 8

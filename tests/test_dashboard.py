@@ -1,4 +1,4 @@
-"""The dashboard (Streamlit AppTest per page) and its read API `market.explore`.
+"""The dashboard (Streamlit AppTest per page) and its read API `market.read_model`.
 
 Ledgers are built in tmp folders with `payoutsim payout`: the bundled example (4 members, 3 periods,
 2 objectives), a one-objective game, and a 12-member synthetic game (timing, reported not asserted).
@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from market import explore
+from market import read_model
 from market.cli import main
 from market.money import largest_remainder
 
@@ -28,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 APP = REPO_ROOT / "dashboard" / "app.py"
 EXAMPLE = REPO_ROOT / "data" / "scenarios" / "example.toml"
 PAGES = ("views/payouts.py", "views/trade_offs.py", "views/pooling.py", "views/coalitions.py", "views/ledger.py")
-FORBIDDEN = ("torch", "transformers", "trl", "peft", "valuation.training", "datasets")
+FORBIDDEN = ("torch", "transformers", "trl", "peft", "valuation.adapters.training", "datasets")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -105,45 +105,45 @@ def _stored_phi(ledger: Path, run_id: str) -> dict[str, dict[str, float]]:
     return out
 
 
-def _expected_amounts(ledger: Path, run: explore.RunSummary, a_help: float) -> list[int]:
+def _expected_amounts(ledger: Path, run: read_model.RunSummary, a_help: float) -> list[int]:
     """Σ a_k φ_k with a = (a_help, 1 − a_help), clipped at 0, largest remainder over the pool."""
     phi = _stored_phi(ledger, run.run_id)
-    members = [r["member"] for r in explore.ledger_rows(ledger, run_ids=[run.run_id])]
+    members = [r["member"] for r in read_model.ledger_rows(ledger, run_ids=[run.run_id])]
     values = [a_help * phi[m]["helpfulness"] + (1 - a_help) * phi[m]["harmlessness"] for m in members]
     return largest_remainder(run.pool_minor, [Fraction(max(v, 0.0)) for v in values], members)
 
 
 # ---------------------------------------------------------------------------------------------------
-# market.explore
+# market.read_model
 
 
 def test_status_of_missing_empty_and_filled_ledgers(tmp_path: Path, example_ledger: Path) -> None:
     from market.ledger import connect
 
-    assert explore.ledger_status(tmp_path / "nope.duckdb").state == "missing"
-    assert explore.EXAMPLE_COMMAND in explore.ledger_status(tmp_path / "nope.duckdb").message
+    assert read_model.ledger_status(tmp_path / "nope.duckdb").state == "missing"
+    assert read_model.EXAMPLE_COMMAND in read_model.ledger_status(tmp_path / "nope.duckdb").message
     with connect(tmp_path / "empty.duckdb"):
         pass
-    assert explore.ledger_status(tmp_path / "empty.duckdb").state == "empty"
+    assert read_model.ledger_status(tmp_path / "empty.duckdb").state == "empty"
     (tmp_path / "junk.duckdb").write_text("not a database")
-    assert explore.ledger_status(tmp_path / "junk.duckdb").state == "invalid"
-    status = explore.ledger_status(example_ledger)
+    assert read_model.ledger_status(tmp_path / "junk.duckdb").state == "invalid"
+    status = read_model.ledger_status(example_ledger)
     assert (status.state, status.n_runs) == ("ok", 3)
 
 
 def test_ledger_path_prefers_explicit_then_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(explore.LEDGER_ENV, "/x/env.duckdb")
-    assert explore.ledger_path("/x/given.duckdb") == Path("/x/given.duckdb")
-    assert explore.ledger_path() == Path("/x/env.duckdb")
-    monkeypatch.delenv(explore.LEDGER_ENV)
-    assert explore.ledger_path() == Path("runs/ledger.duckdb")
+    monkeypatch.setenv(read_model.LEDGER_ENV, "/x/env.duckdb")
+    assert read_model.ledger_path("/x/given.duckdb") == Path("/x/given.duckdb")
+    assert read_model.ledger_path() == Path("/x/env.duckdb")
+    monkeypatch.delenv(read_model.LEDGER_ENV)
+    assert read_model.ledger_path() == Path("runs/ledger.duckdb")
 
 
 def test_reweighting_at_the_run_weights_reproduces_the_stored_payout(example_ledger: Path) -> None:
-    for summary in explore.runs(example_ledger):
-        run = explore.load_run(example_ledger, summary.run_id)
+    for summary in read_model.runs(example_ledger):
+        run = read_model.load_run(example_ledger, summary.run_id)
         assert run.objectives == ("helpfulness", "harmlessness")
-        wp = explore.weighted_payout(run, run.weights)
+        wp = read_model.weighted_payout(run, run.weights)
         assert wp.method == "linear"
         assert wp.amounts == run.amounts
         assert sum(wp.amounts) == run.pool_minor
@@ -151,61 +151,61 @@ def test_reweighting_at_the_run_weights_reproduces_the_stored_payout(example_led
 
 
 def test_reweighting_follows_the_linear_formula(example_ledger: Path) -> None:
-    summary = explore.runs(example_ledger)[-1]
-    run = explore.load_run(example_ledger, summary.run_id)
+    summary = read_model.runs(example_ledger)[-1]
+    run = read_model.load_run(example_ledger, summary.run_id)
     for a in (0.0, 0.25, 0.8, 1.0):
-        wp = explore.weighted_payout(run, {"helpfulness": a, "harmlessness": 1 - a})
+        wp = read_model.weighted_payout(run, {"helpfulness": a, "harmlessness": 1 - a})
         assert list(wp.amounts) == _expected_amounts(example_ledger, summary, a)
-    curve = explore.payout_curve(run, "helpfulness", "harmlessness", steps=5)
+    curve = read_model.payout_curve(run, "helpfulness", "harmlessness", steps=5)
     assert len(curve) == 5 * run.n
     at_one = {r["member"]: r["amount_minor"] for r in curve if r["weight"] == 1.0}
     assert list(at_one.values()) == _expected_amounts(example_ledger, summary, 1.0)
 
 
 def test_marginal_contributions_sum_to_the_stored_value(example_ledger: Path) -> None:
-    run = explore.load_run(example_ledger, explore.runs(example_ledger)[-1].run_id)
+    run = read_model.load_run(example_ledger, read_model.runs(example_ledger)[-1].run_id)
     for i, member in enumerate(run.members):
-        rows = explore.marginal_contributions(run, member)
+        rows = read_model.marginal_contributions(run, member)
         assert len(rows) == 2 ** (run.n - 1)
         assert sum(r["contribution"] for r in rows) == pytest.approx(run.values[i], abs=1e-12)
-        helpful = explore.marginal_contributions(run, member, "helpfulness")
+        helpful = read_model.marginal_contributions(run, member, "helpfulness")
         assert sum(r["contribution"] for r in helpful) == pytest.approx(run.phi[i, 0], abs=1e-12)
-    coalitions = explore.coalition_rows(run)
+    coalitions = read_model.coalition_rows(run)
     assert len(coalitions) == 2**run.n * 3  # two objectives + weighted
 
 
 def test_what_if_prices_a_sub_pool_by_the_value_it_creates(example_ledger: Path) -> None:
-    run = explore.load_run(example_ledger, explore.runs(example_ledger)[-1].run_id)
+    run = read_model.load_run(example_ledger, read_model.runs(example_ledger)[-1].run_id)
     game = pl.read_csv(REPO_ROOT / "data" / "examples" / "market" / "game.csv")
     u = {row["coalition"] or "": 0.5 * row["helpfulness"] + 0.5 * row["harmlessness"] for row in game.to_dicts()}
-    grand = explore.what_if(run, run.members)
+    grand = read_model.what_if(run, run.members)
     assert grand.revenue_minor == run.pool_minor
     assert grand.payout.amounts == run.amounts
     assert grand.stability.stable is run.stability["stable"]
-    pair = explore.what_if(run, ["alice", "bob"])
+    pair = read_model.what_if(run, ["alice", "bob"])
     created = u["sharegpt+hh_harmless"] - u[""]
     assert pair.value_created == pytest.approx(created)
     assert pair.revenue_minor == round(run.pool_minor * created / grand.value_created)
     assert sum(pair.payout.amounts) == pair.revenue_minor
-    equal = explore.what_if(run, ["alice", "bob"], "equal")
+    equal = read_model.what_if(run, ["alice", "bob"], "equal")
     assert abs(equal.payout.amounts[0] - equal.payout.amounts[1]) <= 1
-    with pytest.raises(explore.InputError):
-        explore.what_if(run, [])
+    with pytest.raises(read_model.InputError):
+        read_model.what_if(run, [])
 
 
 def test_filtered_export_is_the_safe_cli_export(example_ledger: Path, tmp_path: Path) -> None:
-    rows = explore.ledger_rows(example_ledger, periods=["2025-Q2"], members=["bob", "dave"])
+    rows = read_model.ledger_rows(example_ledger, periods=["2025-Q2"], members=["bob", "dave"])
     assert {(r["period"], r["member"]) for r in rows} == {("2025-Q2", "bob"), ("2025-Q2", "dave")}
-    csv = explore.export_bytes(rows, "csv")
+    csv = read_model.export_bytes(rows, "csv")
     frame = pl.read_csv(io.BytesIO(csv))
-    assert frame.columns == list(explore.EXPORT_COLUMNS)
+    assert frame.columns == list(read_model.EXPORT_COLUMNS)
     assert frame["member"].to_list() == ["bob", "dave"]
-    parquet = pl.read_parquet(io.BytesIO(explore.export_bytes(rows, "parquet")))
+    parquet = pl.read_parquet(io.BytesIO(read_model.export_bytes(rows, "parquet")))
     assert parquet["amount_minor"].to_list() == [r["amount_minor"] for r in rows]
     # the same bytes as the CLI's export of those rows
     from market.export import write_csv
 
-    assert write_csv(rows, tmp_path / "cli.csv", explore.EXPORT_COLUMNS).read_bytes() == csv
+    assert write_csv(rows, tmp_path / "cli.csv", read_model.EXPORT_COLUMNS).read_bytes() == csv
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -215,7 +215,7 @@ def test_filtered_export_is_the_safe_cli_export(example_ledger: Path, tmp_path: 
 def _app(ledger: Path | str, monkeypatch: pytest.MonkeyPatch, page: str | None = None):
     from streamlit.testing.v1 import AppTest
 
-    monkeypatch.setenv(explore.LEDGER_ENV, str(ledger))
+    monkeypatch.setenv(read_model.LEDGER_ENV, str(ledger))
     at = AppTest.from_file(str(APP), default_timeout=30)
     at.run()
     if page is not None:
@@ -233,7 +233,7 @@ def test_every_page_renders_without_exception(page: str, example_ledger: Path, m
 
 def test_payouts_page_totals_equal_the_pool(example_ledger: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = _app(example_ledger, monkeypatch)
-    run = explore.load_run(example_ledger, explore.runs(example_ledger)[-1].run_id)  # newest is the default
+    run = read_model.load_run(example_ledger, read_model.runs(example_ledger)[-1].run_id)  # newest is the default
     table = at.dataframe[0].value
     assert table["member"].tolist() == list(run.members)
     assert table["amount_minor"].sum() == run.pool_minor
@@ -245,7 +245,7 @@ def test_weight_slider_changes_payouts_by_the_linear_formula(
     example_ledger: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     at = _app(example_ledger, monkeypatch, "views/trade_offs.py")
-    summary = explore.runs(example_ledger)[-1]
+    summary = read_model.runs(example_ledger)[-1]
     slider = at.slider(key="tradeoffs_weight")
     assert slider.value == pytest.approx(0.5)
     before = at.table[0].value["amount_minor"].astype(int).tolist()
@@ -260,12 +260,12 @@ def test_weight_slider_changes_payouts_by_the_linear_formula(
 
 def test_toggling_a_member_changes_the_pools_value(example_ledger: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = _app(example_ledger, monkeypatch, "views/pooling.py")
-    run = explore.load_run(example_ledger, explore.runs(example_ledger)[-1].run_id)
-    grand = explore.what_if(run, run.members)
+    run = read_model.load_run(example_ledger, read_model.runs(example_ledger)[-1].run_id)
+    grand = read_model.what_if(run, run.members)
     assert at.metric[0].value == f"{grand.value_created:.6g}"
     at.checkbox(key=f"pool_{run.run_id}_alice").uncheck().run()
     assert not at.exception
-    without = explore.what_if(run, ["bob", "carol", "dave"])
+    without = read_model.what_if(run, ["bob", "carol", "dave"])
     assert at.metric[0].value == f"{without.value_created:.6g}"
     assert without.value_created != pytest.approx(grand.value_created)
     assert at.dataframe[0].value["member"].tolist() == ["bob", "carol", "dave"]
@@ -289,7 +289,7 @@ def test_coalitions_page_shows_the_value_as_a_sum_of_marginals(
     example_ledger: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     at = _app(example_ledger, monkeypatch, "views/coalitions.py")
-    run = explore.load_run(example_ledger, explore.runs(example_ledger)[-1].run_id)
+    run = read_model.load_run(example_ledger, read_model.runs(example_ledger)[-1].run_id)
     at.selectbox(key="coalitions_member").set_value("bob").run()
     assert at.metric[0].value == f"{run.values[1]:.6g}"
 
@@ -298,7 +298,7 @@ def test_coalitions_page_shows_the_value_as_a_sum_of_marginals(
 def test_missing_ledger_shows_what_to_do(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     at = _app(tmp_path / "none.duckdb", monkeypatch, page)
     assert "No ledger" in at.info[0].value
-    assert any(explore.EXAMPLE_COMMAND in m.value for m in at.markdown)
+    assert any(read_model.EXAMPLE_COMMAND in m.value for m in at.markdown)
 
 
 def test_one_objective_run_explains_the_missing_trade_off(
@@ -321,7 +321,7 @@ def test_busy_ledger_offers_a_retry(example_ledger: Path, tmp_path: Path, monkey
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        assert explore.ledger_status(busy).state == "busy"
+        assert read_model.ledger_status(busy).state == "busy"
         at = _app(busy, monkeypatch)
         assert "another process" in at.warning[0].value
         assert at.button(key="retry_busy").label == "Retry"
@@ -362,7 +362,7 @@ def test_dashboard_imports_no_training_code_and_12_members_answer_fast(tmp_path:
         print(json.dumps({{"forbidden": bad, "seconds": times}}))
         """
     )
-    env = {**os.environ, explore.LEDGER_ENV: str(ledger)}
+    env = {**os.environ, read_model.LEDGER_ENV: str(ledger)}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
@@ -371,7 +371,7 @@ def test_dashboard_imports_no_training_code_and_12_members_answer_fast(tmp_path:
 
 
 def test_dashboard_command_runs_streamlit_on_localhost(capsys: pytest.CaptureFixture[str]) -> None:
-    from market.cli.dashboard_cmd import dashboard_app_path, streamlit_command
+    from market.cli.dashboard import dashboard_app_path, streamlit_command
 
     assert dashboard_app_path() == APP
     cmd = streamlit_command(APP, 8765)
@@ -392,17 +392,17 @@ def test_other_rules_reweight_and_what_if_from_the_stored_table(
     scenario.write_text(text)
     ledger = tmp_path / "ledger.duckdb"
     _payout(scenario, ledger)
-    for summary in explore.runs(ledger):
-        run = explore.load_run(ledger, summary.run_id)
+    for summary in read_model.runs(ledger):
+        run = read_model.load_run(ledger, summary.run_id)
         assert run.rule == rule
-        wp = explore.weighted_payout(run, run.weights)
+        wp = read_model.weighted_payout(run, run.weights)
         assert wp.amounts == run.amounts  # the stored table reproduces the recorded payout
-        assert explore.what_if(run, run.members, rule).payout.amounts == run.amounts
-        other = explore.weighted_payout(run, {"helpfulness": 1.0, "harmlessness": 0.0})
+        assert read_model.what_if(run, run.members, rule).payout.amounts == run.amounts
+        other = read_model.weighted_payout(run, {"helpfulness": 1.0, "harmlessness": 0.0})
         assert sum(other.amounts) == run.pool_minor
         if rule == "proportional":
             assert other.amounts == run.amounts and other.method == "unchanged"
-    objectives, _, _, method = explore.objective_values(run)
+    objectives, _, _, method = read_model.objective_values(run)
     assert objectives == ("helpfulness", "harmlessness")
     assert method == ("banzhaf" if rule == "banzhaf" else "shapley")
     at = _app(ledger, monkeypatch, "views/trade_offs.py")

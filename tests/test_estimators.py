@@ -11,15 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from valuation.errors import InputError
-from valuation.estimators import (
+from valuation.games.estimators import (
     EXACT_MAX_PLAYERS,
     METHODS,
     approximate,
     exact_banzhaf,
     exact_shapley,
 )
-from valuation.game import FunctionGame, TableGame, all_coalitions, coalition_index
-from valuation.stopping import MaxEvaluations, StandardError
+from valuation.games.game import FunctionGame, TableGame, all_coalitions, coalition_index
+from valuation.games.stopping import MaxEvaluations, StandardError
 
 
 @dataclass(frozen=True)
@@ -154,7 +154,7 @@ def test_permutation_on_small_games_ends_exact(known: KnownGame) -> None:
 
 def _large_games() -> list[tuple[str, FunctionGame, np.ndarray]]:
     """n = 10 games with exact values (2^10 coalitions, budgets well below): unanimity, airport, majority."""
-    from valuation.bench.estimators import airport_game, majority_game, unanimity_game
+    from benchmarks.parts.estimators import airport_game, majority_game, unanimity_game
 
     games = []
     for builder in (unanimity_game, airport_game, majority_game):
@@ -175,7 +175,7 @@ def test_permutation_within_three_std_errs(case: tuple[str, FunctionGame, np.nda
 
 
 def test_latin_square_blocks_put_every_player_at_every_position() -> None:
-    from valuation.estimators.permutation import latin_square_orders
+    from valuation.games.estimators.permutation import latin_square_orders
 
     rng = np.random.default_rng(0)
     first_players = []
@@ -190,7 +190,7 @@ def test_latin_square_blocks_put_every_player_at_every_position() -> None:
 
 def test_stratified_orders_beat_independent_ones_on_a_majority_game() -> None:
     """Position strata remove the size effect of a weighted majority: smaller error at the same budget."""
-    from valuation.bench.estimators import majority_game
+    from benchmarks.parts.estimators import majority_game
 
     bench = majority_game(10, np.random.default_rng(1))
     truth = approximate(bench.as_game(), "exact").values[:, 0]

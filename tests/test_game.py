@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from valuation.errors import InputError
-from valuation.estimators import approximate
-from valuation.game import (
+from valuation.games.estimators import approximate
+from valuation.games.game import (
     CachedGame,
     FunctionGame,
     Game,
@@ -23,8 +23,8 @@ from valuation.game import (
     popcount,
     scalarised_game,
 )
-from valuation.result import ValuationResult
-from valuation.stopping import MaxEvaluations, MaxTime, SamplingState, StandardError
+from valuation.games.result import ValuationResult
+from valuation.games.stopping import MaxEvaluations, MaxTime, SamplingState, StandardError
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "examples" / "games"
 

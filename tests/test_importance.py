@@ -1,4 +1,4 @@
-"""Importance-sampled `reward` utilities (valuation.importance): the estimator, the pool's densities, and the
+"""Importance-sampled `reward` utilities (valuation.decoding.importance): the estimator, the pool's densities, and the
 estimates against direct sampling on a tiny random Llama with random LoRA adapters."""
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ torch = pytest.importorskip("torch")
 
 from tiny_lm import TinyTokenizer, tiny_llama  # noqa: E402
 
-from valuation.importance import (  # noqa: E402
+from valuation.composition.multilora import MultiLoraModel  # noqa: E402
+from valuation.decoding.importance import (  # noqa: E402
     importance_estimate,
     pool_log_densities,
     proposal_components,
     proposal_log_density,
 )
-from valuation.multilora import MultiLoraModel  # noqa: E402
-from valuation.sampling import (  # noqa: E402
+from valuation.decoding.sampling import (  # noqa: E402
     SamplingParams,
     mixture_components,
     sample_composed,
@@ -113,7 +113,7 @@ def test_sampler_scores_targets_outside_the_mixture_by_teacher_forcing(
     random_adapters: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With n > 6 the mixture is ∅ + singletons + N; other coalitions are scored by one forward pass (cached)."""
-    from valuation.sampling import AdapterSpec, CoalitionSampler
+    from valuation.decoding.sampling import AdapterSpec, CoalitionSampler
 
     class Base:
         sha256 = "b" * 64

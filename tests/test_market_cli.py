@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from market.cli import main
-from valuation.game import TableGame, all_coalitions
+from valuation.games.game import TableGame, all_coalitions
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "data" / "scenarios" / "example.toml"
@@ -147,7 +147,7 @@ def test_unknown_period_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
 
 def test_members_join_and_leave_between_periods(tmp_path: Path) -> None:
-    from market.scenario import load_scenario
+    from market.scenario.schema import load_scenario
 
     text = BASE.replace('sources = ["s0"]', 'sources = ["s0"]\nleaves = "p3"').replace(
         'sources = ["s1", "s2"]', 'sources = ["s1", "s2"]\njoins = "p2"'

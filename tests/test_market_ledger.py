@@ -18,8 +18,8 @@ import pytest
 from market import ledger
 from market.export import escape_cell, export_ledger
 from market.rules import run_period
-from market.scenario import load_inputs, load_scenario
-from valuation.game import TableGame, all_coalitions
+from market.scenario.schema import load_inputs, load_scenario
+from valuation.games.game import TableGame, all_coalitions
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = ("runs", "coalition_utilities", "valuations", "payouts")
@@ -97,7 +97,7 @@ CRASH_SCRIPT = textwrap.dedent(
     import os, signal, sys
     import market.ledger as L
     from market.rules import run_period
-    from market.scenario import load_inputs, load_scenario
+    from market.scenario.schema import load_inputs, load_scenario
 
     original = L._insert_children
 

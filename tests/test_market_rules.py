@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from market.rules import RuleContext, allocate, compute_payout, symmetric_classes
-from market.scenario import RULES
-from market.stability import check_stability
+from market.scenario.schema import RULES
 from valuation.errors import InputError
-from valuation.estimators import approximate
-from valuation.game import TableGame, all_coalitions, scalarised_game
+from valuation.games.estimators import approximate
+from valuation.games.game import TableGame, all_coalitions, scalarised_game
+from valuation.games.stability import check_stability
 
 CURRENCY_POOLS = {"EUR": 2, "JPY": 0, "KWD": 3, "CLF": 4}
 WORDS = [f"w{i}" for i in range(200)]

@@ -1,5 +1,5 @@
-"""Batched multi-adapter LoRA forward (valuation.multilora) and token-level sampling from π_S
-(valuation.sampling) on a tiny random Llama with random peft adapters."""
+"""Batched multi-adapter LoRA forward (valuation.composition.multilora) and token-level sampling from π_S
+(valuation.decoding.sampling) on a tiny random Llama with random peft adapters."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ torch = pytest.importorskip("torch")
 
 import tiny_lm  # noqa: E402
 
-from valuation.multilora import MultiLoraModel, read_lora_adapter  # noqa: E402
-from valuation.sampling import (  # noqa: E402
+from valuation.composition.multilora import MultiLoraModel, read_lora_adapter  # noqa: E402
+from valuation.decoding.sampling import (  # noqa: E402
     AdapterSpec,
     CoalitionSampler,
     SamplingParams,
@@ -190,7 +190,7 @@ def test_combine_and_draw() -> None:
 
 
 def test_coalition_sampler_caches(adapters: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import valuation.sampling as sampling
+    import valuation.decoding.sampling as sampling
 
     class Base:
         sha256 = "b" * 64

@@ -1,4 +1,4 @@
-"""Packed GEMM for decode steps (valuation.packed): same results as F.linear, only where it is switched on."""
+"""Packed GEMM for decode steps (valuation.composition.packed): same results as F.linear, only where it is switched on."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ torch = pytest.importorskip("torch")
 
 from tiny_lm import TinyTokenizer, tiny_llama  # noqa: E402
 
-from valuation.multilora import MultiLoraModel  # noqa: E402
-from valuation.packed import (  # noqa: E402
+from valuation.composition.multilora import MultiLoraModel  # noqa: E402
+from valuation.composition.packed import (  # noqa: E402
     PackedLinears,
     packed_gemm_available,
     packed_gemm_useful,
 )
-from valuation.sampling import SamplingParams, sample_composed  # noqa: E402
+from valuation.decoding.sampling import SamplingParams, sample_composed  # noqa: E402
 
 needs_mkl = pytest.mark.skipif(not packed_gemm_available(), reason="this PyTorch build has no MKL packed GEMM")
 
@@ -146,7 +146,7 @@ def test_sampling_with_packed_decode_steps_gives_the_same_samples(random_adapter
 
 @needs_mkl
 def test_packed_gemm_useful_only_for_fp32_cpu_weights_in_the_size_window(monkeypatch: pytest.MonkeyPatch) -> None:
-    import valuation.packed as packed_module
+    import valuation.composition.packed as packed_module
 
     assert not packed_gemm_useful(tiny_llama())  # a few hundred KB: stays in cache
     assert packed_module.MIN_WEIGHT_BYTES < packed_module.MAX_WEIGHT_BYTES
@@ -164,7 +164,7 @@ def test_packed_gemm_useful_only_for_fp32_cpu_weights_in_the_size_window(monkeyp
 
 def test_config_switch() -> None:
     """On by default; the paper config turns it off (its committed example must reproduce token for token)."""
-    from valuation.config import SamplingSection, load_valuation_config
+    from valuation.pipeline.config import SamplingSection, load_valuation_config
 
     assert SamplingSection().packed_gemm is True
     paper = Path(__file__).resolve().parents[1] / "data" / "configs" / "paper.toml"

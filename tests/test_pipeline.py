@@ -13,8 +13,8 @@ import pytest
 from tiny_lm import TINY_PRESET_TOML as TINY_TOML
 
 from market.cli import main
-from valuation.config import load_valuation_config
 from valuation.errors import InputError
+from valuation.pipeline.config import load_valuation_config
 
 SOURCES = ["flan_v2_niv2", "sharegpt", "noisy"]
 
@@ -86,7 +86,7 @@ def test_value_writes_the_run_directory(valued: tuple[Path, Path, str]) -> None:
 
 
 def test_game_table_is_complete_and_the_base_is_the_reference_point(valued: tuple[Path, Path, str]) -> None:
-    from valuation.game import TableGame
+    from valuation.games.game import TableGame
 
     _, run, _ = valued
     game = TableGame.from_csv(run / "game.csv", players=SOURCES)
@@ -98,7 +98,7 @@ def test_game_table_is_complete_and_the_base_is_the_reference_point(valued: tupl
 
 
 def test_values_are_exact_shapley_and_efficient(valued: tuple[Path, Path, str]) -> None:
-    from valuation.game import TableGame
+    from valuation.games.game import TableGame
 
     _, run, _ = valued
     values = json.loads((run / "values.json").read_text())
@@ -117,7 +117,7 @@ def test_values_are_exact_shapley_and_efficient(valued: tuple[Path, Path, str]) 
 def test_eval_sampling_values_match_the_exact_values_and_carry_std_errs(
     valued: tuple[Path, Path, str], tmp_path: Path
 ) -> None:
-    from valuation.pipeline import eval_sampling_values, run_value
+    from valuation.pipeline.run import eval_sampling_values, run_value
 
     config, run_dir, _ = valued
     copy = shutil.copytree(run_dir, tmp_path / "run")  # a re-run rewrites run.json: keep the fixture's intact
@@ -256,7 +256,7 @@ def test_example_configs_parse() -> None:
 
 
 def test_sampled_path_tabulates_only_the_coalitions_the_estimator_asks_for() -> None:
-    from valuation.pipeline import CoalitionTable, value_coalitions
+    from valuation.pipeline.run import CoalitionTable, value_coalitions
 
     weights = np.arange(16, dtype=float).reshape(8, 2) / 10 - 0.3  # an additive game over 8 players
     players = [f"s{i}" for i in range(8)]

@@ -44,7 +44,7 @@ dir = "run"
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_planted_profile_is_recovered(seed: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from valuation.game import TableGame
+    from valuation.games.game import TableGame
 
     config = _config(tmp_path, seed)
     assert main(["value", str(config), "--no-progress"]) == 0

@@ -52,7 +52,7 @@ def test_plane_objectives() -> None:
 
 
 def test_points_from_result() -> None:
-    from valuation.result import ValuationResult
+    from valuation.games.result import ValuationResult
 
     result = ValuationResult(
         "exact", ("a", "b"), ("helpfulness", "harmlessness"),

@@ -1,4 +1,4 @@
-"""The retraining baseline (`valuation.retrain`) and the weight-level merge (`valuation.merge`) on a very
+"""The retraining baseline (`valuation.retraining.run`) and the weight-level merge (`valuation.adapters.merge`) on a very
 small `tiny` model: the trl "ref" pitfall, prefix reuse, `payoutsim value --mode retrain` outputs, fidelity
 metrics on hand-made games, and the `cat` merge of a singleton."""
 
@@ -17,7 +17,7 @@ import pytest
 from tiny_lm import TINY_PRESET_TOML as TINY_TOML
 
 from market.cli import main
-from valuation.retrain import (
+from valuation.retraining.run import (
     fidelity_metrics,
     plan_retrain,
     random_orders,
@@ -89,8 +89,8 @@ def test_plan_trains_each_shared_prefix_once() -> None:
 
 def test_fidelity_metrics_on_a_hand_made_pair_of_games() -> None:
     """Two additive games u(S) = Σ_{i∈S} w_i: exact Shapley gives φ = w, so every figure is known."""
-    from valuation.estimators import approximate
-    from valuation.game import TableGame, all_coalitions
+    from valuation.games.estimators import approximate
+    from valuation.games.game import TableGame, all_coalitions
 
     players = ["a", "b", "c"]
     masks = all_coalitions(3)
@@ -168,9 +168,9 @@ class Retrained:
 @pytest.fixture(scope="module")
 def retrained(env: Env) -> Retrained:
     """`run_retrain` once (counting trainings), then `payoutsim value --mode retrain` again via the CLI."""
-    from valuation.config import load_valuation_config
-    from valuation.pipeline import run_train
-    from valuation.retrain import run_retrain
+    from valuation.pipeline.config import load_valuation_config
+    from valuation.pipeline.run import run_train
+    from valuation.retraining.run import run_retrain
 
     folder = env.root / "cfg"
     config = load_valuation_config(write_config(folder, env.corpus, env.cache))
@@ -220,12 +220,12 @@ def test_continued_stage_uses_the_base_as_reference(env: Env, retrained: Retrain
     β·mean(log π_parent − log π₀) over the batch (one batch = all pairs) — not 0 as with a "ref" copy."""
     from transformers import TrainerCallback
 
-    from valuation.config import load_valuation_config
-    from valuation.logprobs import score_pairs
+    from valuation.adapters.training import TrainingConfig
+    from valuation.composition.logprobs import score_pairs
     from valuation.models import load_base_model
-    from valuation.pipeline import prepare_inputs
-    from valuation.retrain import train_stage
-    from valuation.training import TrainingConfig
+    from valuation.pipeline.config import load_valuation_config
+    from valuation.pipeline.run import prepare_inputs
+    from valuation.retraining.run import train_stage
 
     prepared = prepare_inputs(load_valuation_config(retrained.folder / "valuation.toml"), progress=False)
     parent = retrained.run / "adapters" / "flan_v2_niv2"
@@ -259,7 +259,7 @@ def test_continued_stage_uses_the_base_as_reference(env: Env, retrained: Retrain
 def test_mode_retrain_writes_the_documented_files_and_columns(retrained: Retrained) -> None:
     import polars as pl
 
-    from valuation.game import TableGame
+    from valuation.games.game import TableGame
 
     run = retrained.run
     for name in ("game_retrain_sequential.csv", "game_retrain_union.csv", "game_merge_cat.csv"):
@@ -311,11 +311,11 @@ def test_mode_both_writes_the_arithmetic_run_and_the_baseline(retrained: Retrain
 
 
 def test_cat_merge_of_a_singleton_equals_the_adapter(env: Env, retrained: Retrained, tmp_path: Path) -> None:
-    from valuation.config import load_valuation_config
-    from valuation.logprobs import compute_eval_logprobs
-    from valuation.merge import merged_coalition_logprobs
-    from valuation.pipeline import prepare_inputs
-    from valuation.training import load_adapter_record
+    from valuation.adapters.merge import merged_coalition_logprobs
+    from valuation.adapters.training import load_adapter_record
+    from valuation.composition.logprobs import compute_eval_logprobs
+    from valuation.pipeline.config import load_valuation_config
+    from valuation.pipeline.run import prepare_inputs
 
     prepared = prepare_inputs(load_valuation_config(retrained.folder / "valuation.toml"), progress=False)
     adapters = {s: load_adapter_record(retrained.run / "adapters", s) for s in SOURCES}

@@ -1,4 +1,4 @@
-"""Reward scorers (valuation.rewards), `payoutsim rewards train`, and the `reward` utility end to end."""
+"""Reward scorers (valuation.coalition_utility.scorers), `payoutsim rewards train`, and the `reward` utility end to end."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from tiny_lm import tiny_model_toml
 
 from market.cli import main
-from valuation.config import load_valuation_config, parse_valuation_config
+from valuation.coalition_utility.scorers import load_reward_scorer, parse_reward_spec, score_texts
 from valuation.errors import InputError
-from valuation.rewards import load_reward_scorer, parse_reward_spec, score_texts
+from valuation.pipeline.config import load_valuation_config, parse_valuation_config
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +193,7 @@ def test_reward_utility_end_to_end(
 ) -> None:
     import polars as pl
 
-    from valuation.pipeline import efficiency_gap, run_value
+    from valuation.pipeline.run import efficiency_gap, run_value
 
     (tmp_path / "toy_rewards.py").write_text(
         "def length(texts, prompts):\n    return [min(len(t), 40) / 40 for t in texts]\n", encoding="utf-8"

@@ -20,7 +20,7 @@ SOURCES = ["sharegpt", "ultrachat"]
 
 @pytest.mark.slow
 def test_smollm2_preference_values_on_the_real_sets(shared_data: Path, tmp_path: Path) -> None:
-    from valuation.game import TableGame
+    from valuation.games.game import TableGame
 
     config = tmp_path / "valuation.toml"
     config.write_text(

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from tiny_lm import TINY_PRESET as TINY
 
-from valuation.errors import InputError
-from valuation.training import (
+from valuation.adapters.training import (
     MANIFEST,
     AdapterRecord,
     TrainingConfig,
@@ -21,6 +20,7 @@ from valuation.training import (
     train_adapters,
     train_one_adapter,
 )
+from valuation.errors import InputError
 
 SOURCES = ("flan_v2_niv2", "sharegpt", "noisy")
 CONFIG = TrainingConfig(epochs=1, batch_size=8, max_length=96, seed=0)
@@ -185,7 +185,7 @@ def test_precomputed_reference_log_probs_train_the_same_adapter(env: Env, tmp_pa
     per-step reference forward, up to float rounding."""
     from safetensors.numpy import load_file
 
-    from valuation.training import dpo_arguments
+    from valuation.adapters.training import dpo_arguments
 
     pairs = env.data["sharegpt"][:16]
     out = {}
@@ -206,7 +206,7 @@ def test_scorer_agrees_with_trl_on_the_first_step(env: Env, tmp_path: Path) -> N
     our base-model scores: the tokenisation (chat template, response start, truncation) matches trl's."""
     from transformers import TrainerCallback
 
-    from valuation.logprobs import score_pairs
+    from valuation.composition.logprobs import score_pairs
     from valuation.models import load_base_model
 
     pairs = env.data["sharegpt"][:8]
@@ -231,7 +231,7 @@ def test_scorer_agrees_with_trl_on_the_first_step(env: Env, tmp_path: Path) -> N
 def test_multi_adapter_scoring_equals_separate_models_and_is_cached(resumed: Resumed, env: Env) -> None:
     from peft import PeftModel
 
-    from valuation.logprobs import EvalSet, compute_eval_logprobs, score_pairs
+    from valuation.composition.logprobs import EvalSet, compute_eval_logprobs, score_pairs
     from valuation.models import load_base_model
 
     eval_set = EvalSet("helpfulness", env.eval_pairs[:6], data_hash="eval-6")

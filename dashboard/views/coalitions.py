@@ -6,7 +6,7 @@ import streamlit as st
 
 from dashboard import charts
 from dashboard.common import cached_coalitions, cached_marginals, pick_run, require_ledger
-from market.explore import WEIGHTED
+from market.read_model import WEIGHTED
 
 HEATMAP_MAX_MEMBERS = 6
 BARS_MAX_MEMBERS = 5

@@ -1,6 +1,6 @@
 """Pooling what-if: toggle members in and out, pick the rule; value created, payouts, stability.
 
-Everything comes from the run's stored coalition table (`market.explore.what_if`): no retraining. A
+Everything comes from the run's stored coalition table (`market.read_model.what_if`): no retraining. A
 smaller pool earns the grand pool's pot scaled by the value it creates (as in `market.pooling`).
 """
 
@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard.common import amounts_frame, cached_what_if, money, pick_run, require_ledger
-from market import explore
+from market import read_model
 
 st.header("Pooling what-if")
 path, version = require_ledger()
@@ -19,7 +19,7 @@ if not run.has_table:
     st.info("This run has no stored coalition table (more than 16 members), so what-ifs are not available.")
     st.stop()
 
-rules = explore.what_if_rules(run)
+rules = read_model.what_if_rules(run)
 st.write("Members in the pool:")
 cols = st.columns(min(len(run.members), 6))
 chosen = []

@@ -2,7 +2,7 @@
 
 The slider re-weights the stored per-objective values by linearity (Σ_k a_k φ_k, no recomputation) and
 splits the pool with the run's rule's negative policy and largest-remainder rounding
-(`market.explore.weighted_payout`).
+(`market.read_model.weighted_payout`).
 """
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import streamlit as st
 
 from dashboard import charts
 from dashboard.common import amounts_frame, cached_curve, cached_weighted, money, pick_run, require_ledger
-from market import explore
+from market import read_model
 from market.currencies import minor_units
-from market.explore import EXAMPLE_COMMAND
+from market.read_model import EXAMPLE_COMMAND
 
 st.header("Trade-offs between objectives")
 path, version = require_ledger()
 run = pick_run(path, version, "tradeoffs_run")
 
-objective_names, phi, phi_se, method = explore.objective_values(run)
+objective_names, phi, phi_se, method = read_model.objective_values(run)
 objectives = list(objective_names)
 if len(objectives) < 2:
     st.info(

@@ -1,16 +1,21 @@
-"""The `payoutsim` command line: one sub-command group per job.
+"""The `payoutsim` command line: the root app composes each layer's commands, nothing else.
 
-Every command imports its heavy dependencies (torch, transformers, …) lazily inside the command, so
-`payoutsim --help` stays fast. `InputError` anywhere below becomes a one-line message and exit code 2.
+The valuation layer's commands (data, models, train, value, rewards, shapley, bench) come from
+`valuation.cli`; the market layer's (payout, pool, ledger, run, dashboard) from the modules beside this
+one. Every command imports its heavy dependencies (torch, transformers, …) inside the command, so
+`payoutsim --help` stays fast. `PayoutsimError` anywhere below becomes a one-line message and its exit
+code (2 for bad input).
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import typer
 
+from market.cli import dashboard, payout
+from market.cli import run as run_command
+from valuation.cli import app as valuation_app
 from valuation.errors import PayoutsimError
 
 app = typer.Typer(
@@ -26,30 +31,14 @@ app = typer.Typer(
 )
 
 
-# Command modules in the order `payoutsim --help` lists them: the pipeline's order of work.
-COMMAND_MODULES = (
-    "data_cmd",  # data inspect
-    "synth_cmd",  # data synth
-    "models_cmd",  # models prepare|list
-    "valuation_cmd",  # train, value
-    "rewards_cmd",  # rewards train
-    "game_cmd",  # shapley
-    "market_cmd",  # payout, pool compare, ledger show|export|verify
-    "run_cmd",  # run (end to end)
-    "bench_cmd",  # bench
-    "dashboard_cmd",  # dashboard
-)
-
-
-def _register() -> None:
-    """Import every command module; each adds its commands / sub-groups to `app` on import."""
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"market.cli.{name}")
+# The layers' commands in the order `payoutsim --help` lists them: the pipeline's order of work.
+app.add_typer(valuation_app)
+for _module in (payout, run_command, dashboard):
+    app.add_typer(_module.app)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point. Returns the process exit code (0 ok, 2 bad input or usage)."""
-    _register()
     try:
         app(args=argv, prog_name="payoutsim", standalone_mode=True)
     except PayoutsimError as err:

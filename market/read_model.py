@@ -1,0 +1,600 @@
+"""The market layer's read API for exploring a ledger (used by the dashboard; no training code).
+
+Everything here reads the ledger read-only (`market.ledger.connect(..., read_only=True)`) and builds on
+the market modules' public functions: `market.rules` (`RuleContext`, `rule_values`, `compute_payout`,
+`allocate`), `valuation.games.stability.check_stability`, `market.ledger` (`list_runs`, `export_rows`) and
+`market.export` (`write_csv`, `write_parquet`). The member-level coalition table stored with each run
+(``coalition_utilities``; kept for runs of at most `valuation.games.stability.CORE_MAX_MEMBERS` members) is the
+"cached game": what-ifs, re-weightings and marginal contributions are computed from it, never by
+retraining.
+
+Re-weighting by linearity. For the linear rules (``shapley``, ``banzhaf``, ``loo``) a member's claim under
+objective weights ``a`` is ``Σ_k a_k φ_k`` with the stored per-objective values φ_k; the pool is then split
+exactly as `market.rules.compute_payout` does (the run's negative policy, largest-remainder rounding in
+`market.money`, snap-to-zero scale and null members from the re-weighted coalition table), so the run's
+own weights reproduce the stored amounts. ``robust_shapley`` multiplies positive Shapley values by a
+per-member factor that depends only on data similarity; the factor is recovered from the stored run. The
+least core is not linear: it is re-solved on the stored table. ``proportional`` and ``equal`` do not depend
+on the weights.
+
+Sub-pool pricing (what-if). As in `market.pooling`, a pool S of the run's members earns
+``revenue(S) = P · max(0, v'(S)) / v'(N)`` (P the run's pot, ``v'(S) = v(S) − v(∅)`` the objective-weighted
+value created; half-to-even to a minor unit), and splits it with the chosen rule on its own member game.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from math import factorial
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from market.ledger import DEFAULT_LEDGER, EXPORT_COLUMNS, LedgerBusyError, connect, export_rows, list_runs
+from valuation.errors import InputError, PayoutsimError
+
+LEDGER_ENV = "PAYOUTSIM_LEDGER"
+WEIGHTED = "weighted"
+LINEAR_RULES = frozenset({"shapley", "banzhaf", "loo"})
+WHAT_IF_RULES: tuple[str, ...] = ("shapley", "banzhaf", "loo", "least_core", "proportional", "equal")
+EXAMPLE_COMMAND = "payoutsim payout data/scenarios/example.toml"
+
+LedgerState = Literal["ok", "missing", "empty", "busy", "invalid"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# the ledger file
+
+
+def ledger_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The ledger to read: `explicit`, else ``$PAYOUTSIM_LEDGER``, else ``runs/ledger.duckdb``."""
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(LEDGER_ENV)
+    return Path(env) if env else DEFAULT_LEDGER
+
+
+def ledger_version(path: str | os.PathLike[str]) -> tuple[int, int, int, int]:
+    """A cache key that changes whenever the ledger changes: (mtime_ns, size) of the file and its WAL
+    (zeros for a missing file)."""
+    out: list[int] = []
+    for p in (Path(path), Path(f"{path}.wal")):
+        try:
+            st = p.stat()
+            out += [st.st_mtime_ns, st.st_size]
+        except OSError:
+            out += [0, 0]
+    return out[0], out[1], out[2], out[3]
+
+
+@dataclass(frozen=True)
+class LedgerStatus:
+    """Whether the ledger can be shown: ``state`` is ``ok`` (``n_runs`` ≥ 1), ``missing`` (no file),
+    ``empty`` (no run yet), ``busy`` (a writer holds DuckDB's lock: retry) or ``invalid`` (not a ledger);
+    ``message`` says what to do."""
+
+    path: Path
+    state: LedgerState
+    message: str
+    n_runs: int = 0
+
+
+def ledger_status(path: str | os.PathLike[str]) -> LedgerStatus:
+    """Check the ledger without raising (see `LedgerStatus`)."""
+    p = Path(path)
+    if not p.is_file():
+        return LedgerStatus(p, "missing", f"No ledger at {p} yet. Fill one with `{EXAMPLE_COMMAND} --ledger {p}`.")
+    try:
+        with connect(p, read_only=True) as con:
+            row = con.execute("SELECT count(*) FROM runs").fetchone()
+    except LedgerBusyError:
+        return LedgerStatus(
+            p, "busy", f"{p} is being written by another process (DuckDB allows one writer at a time). Retry in a moment."
+        )
+    except PayoutsimError as err:
+        return LedgerStatus(p, "invalid", f"Cannot read {p}: {err}")
+    n = int(row[0]) if row else 0
+    if n == 0:
+        return LedgerStatus(p, "empty", f"The ledger {p} has no run yet. Record one with `{EXAMPLE_COMMAND} --ledger {p}`.")
+    return LedgerStatus(p, "ok", f"{n} run(s) in {p}", n)
+
+
+# ---------------------------------------------------------------------------------------------------
+# runs
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One recorded run, for pickers: ``label`` is ``"#seq scenario · period · rule"``."""
+
+    run_id: str
+    seq: int
+    scenario: str
+    period: str
+    rule: str
+    currency: str
+    pool_minor: int
+    stable: bool | None
+    created_at: str
+
+    @property
+    def label(self) -> str:
+        return f"#{self.seq} {self.scenario} · {self.period} · {self.rule}"
+
+
+def runs(path: str | os.PathLike[str]) -> list[RunSummary]:
+    """Every run of the ledger in recording order (`market.ledger.list_runs`)."""
+    out = []
+    for r in list_runs(path):
+        out.append(
+            RunSummary(
+                run_id=str(r["run_id"]),
+                seq=int(r["seq"]),
+                scenario=str(r["scenario_name"]),
+                period=str(r["period"]),
+                rule=str(r["rule"]),
+                currency=str(r["currency"]),
+                pool_minor=int(r["pool_minor"]),
+                stable=json.loads(r["stability_json"]).get("stable"),
+                created_at=r["created_at"].isoformat(timespec="seconds"),
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Everything stored about one run, as arrays aligned with ``members``.
+
+    Attributes:
+        members: member names in payout order; ``sources[i]`` the sources member i owns.
+        values, std_errs, shares, amounts: the stored payout (the rule's claim, its std err, the share and
+            the integer minor units; ``Σ amounts == pool_minor``).
+        weights: the run's objective weights.
+        objectives: objectives with stored per-member values; ``phi[i, k]`` / ``phi_se[i, k]`` the rule's
+            value of member i for objective k (empty for rules that have none, e.g. ``equal``).
+        table_objectives, table: the member-level coalition table ``float[2^n, m]`` in coalition-index
+            order (member j = bit j), or None when the ledger has none (more than 16 members).
+        sizes: member -> preference pairs (from the scenario's ``[sizes]``), or None.
+        stability: the stored stability verdict (`StabilityReport.to_json_dict`).
+    """
+
+    run_id: str
+    seq: int
+    scenario: str
+    period: str
+    rule: str
+    negative: str
+    currency: str
+    revenue_minor: int
+    fee_minor: int
+    pool_minor: int
+    weights: dict[str, float]
+    members: tuple[str, ...]
+    sources: tuple[tuple[str, ...], ...]
+    values: np.ndarray
+    std_errs: np.ndarray
+    shares: np.ndarray
+    amounts: tuple[int, ...]
+    objectives: tuple[str, ...]
+    phi: np.ndarray
+    phi_se: np.ndarray
+    table_objectives: tuple[str, ...]
+    table: np.ndarray | None
+    sizes: dict[str, int] | None
+    stability: dict[str, Any]
+    warnings: tuple[str, ...]
+    seed: int = 0
+    budget: int | None = None
+    max_exact_members: int = 12
+
+    @property
+    def n(self) -> int:
+        return len(self.members)
+
+    @property
+    def is_linear(self) -> bool:
+        """The payout re-weights by linearity (Σ a_k φ_k) rather than by re-solving."""
+        return self.rule in LINEAR_RULES or self.rule == "robust_shapley"
+
+    @property
+    def has_table(self) -> bool:
+        return self.table is not None
+
+
+def load_run(path: str | os.PathLike[str], run_id: str) -> RunData:
+    """Read one run with its payouts, per-objective values and coalition table (`InputError` if unknown)."""
+    with connect(path, read_only=True) as con:
+        row = con.execute(
+            "SELECT seq, scenario_name, period, rule, negative, currency, revenue_minor, fee_minor, pool_minor, "
+            "weights_json, config_json, stability_json, warnings_json FROM runs WHERE run_id = ?",
+            [run_id],
+        ).fetchone()
+        if row is None:
+            raise InputError(f"no run {run_id!r} in the ledger", file=path, field="run")
+        pay = con.execute(
+            "SELECT member, sources, value, std_err, share, amount_minor FROM payouts WHERE run_id = ? ORDER BY position",
+            [run_id],
+        ).fetchall()
+        vals = con.execute(
+            "SELECT player, objective, value, std_err FROM valuations WHERE run_id = ? ORDER BY position", [run_id]
+        ).fetchall()
+        coal = con.execute(
+            "SELECT coalition, objective, utility FROM coalition_utilities WHERE run_id = ? ORDER BY position",
+            [run_id],
+        ).fetchall()
+    (seq, scen, period, rule, negative, currency, rev, fee, pool, weights_json, config_json, stab_json, warn_json) = row
+    members = tuple(str(p[0]) for p in pay)
+    index = {m: i for i, m in enumerate(members)}
+    n = len(members)
+
+    objectives = tuple(dict.fromkeys(str(v[1]) for v in vals if v[1] != WEIGHTED))
+    phi = np.zeros((n, len(objectives)))
+    phi_se = np.zeros((n, len(objectives)))
+    for player, obj, value, se in vals:
+        if obj != WEIGHTED and player in index:
+            k = objectives.index(obj)
+            phi[index[player], k] = float(value)
+            phi_se[index[player], k] = np.nan if se is None else float(se)
+
+    table_objectives = tuple(dict.fromkeys(str(c[1]) for c in coal))
+    table: np.ndarray | None = None
+    if coal and n <= 20:
+        table = np.full((2**n, len(table_objectives)), np.nan)
+        for label, obj, utility in coal:
+            idx = sum(1 << index[m] for m in json.loads(label))
+            table[idx, table_objectives.index(obj)] = float(utility)
+        if np.isnan(table).any():
+            table = None
+
+    config = json.loads(config_json)
+    sizes: dict[str, int] | None = None
+    src_sizes = config.get("sizes")
+    member_sources = tuple(tuple(json.loads(p[1])) for p in pay)
+    if src_sizes:
+        sizes = {}
+        for m, srcs in zip(members, member_sources, strict=True):
+            if all(s in src_sizes for s in srcs):
+                sizes[m] = int(sum(int(src_sizes[s]) for s in srcs))
+        if len(sizes) != n:
+            sizes = None
+    valuation = config.get("valuation", {})
+    return RunData(
+        run_id=run_id,
+        seq=int(seq),
+        scenario=str(scen),
+        period=str(period),
+        rule=str(rule),
+        negative=str(negative),
+        currency=str(currency),
+        revenue_minor=int(rev),
+        fee_minor=int(fee),
+        pool_minor=int(pool),
+        weights={k: float(v) for k, v in json.loads(weights_json).items()},
+        members=members,
+        sources=member_sources,
+        values=np.array([float(p[2]) for p in pay]),
+        std_errs=np.array([np.nan if p[3] is None else float(p[3]) for p in pay]),
+        shares=np.array([float(p[4]) for p in pay]),
+        amounts=tuple(int(p[5]) for p in pay),
+        objectives=objectives,
+        phi=phi,
+        phi_se=phi_se,
+        table_objectives=table_objectives,
+        table=table,
+        sizes=sizes,
+        stability=json.loads(stab_json),
+        warnings=tuple(json.loads(warn_json)),
+        seed=int(valuation.get("seed") or 0),
+        budget=valuation.get("budget"),
+        max_exact_members=int(valuation.get("max_exact_members") or 12),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# the member game from the stored table
+
+
+def member_context(run: RunData, rule: str | None = None, weights: Mapping[str, float] | None = None) -> Any:
+    """A `market.rules.RuleContext` whose game is the run's stored member-level table.
+
+    Players are positional aliases ``#0 … #n−1`` (member i owns source ``#i``); sizes are the members'
+    pair counts. `InputError` when the run has no stored table.
+    """
+    from market.rules import RuleContext
+    from valuation.games.game import TableGame, all_coalitions
+
+    if run.table is None:
+        raise InputError(
+            "this run has no stored coalition table (more than 16 members): what-ifs need one", field="run"
+        )
+    aliases = [f"#{i}" for i in range(run.n)]
+    game = TableGame(aliases, run.table_objectives, all_coalitions(run.n), run.table, source="ledger")
+    return RuleContext(
+        game=game,
+        groups={m: (a,) for m, a in zip(run.members, aliases, strict=True)},
+        weights=dict(run.weights if weights is None else weights),
+        rule=rule or run.rule,
+        negative=run.negative,
+        sizes=None if run.sizes is None else {a: run.sizes[m] for m, a in zip(run.members, aliases, strict=True)},
+        seed=run.seed,
+        budget=run.budget,
+        max_exact_members=run.max_exact_members,
+    )
+
+
+def objective_values(run: RunData) -> tuple[tuple[str, ...], np.ndarray, np.ndarray, str]:
+    """Per-member, per-objective values for the trade-off view: ``(objectives, values, std_errs, method)``.
+
+    The stored values of the run's rule when it has them (``method`` = the rule); otherwise (least core,
+    proportional, equal) the exact Shapley values of the stored member table (``method`` = ``shapley``);
+    empty when the run has neither.
+    """
+    if run.objectives:
+        return run.objectives, run.phi, np.nan_to_num(run.phi_se), run.rule
+    if run.table is None:
+        return (), np.zeros((run.n, 0)), np.zeros((run.n, 0)), run.rule
+    from valuation.games.estimators import exact_shapley
+
+    values = np.asarray(exact_shapley(run.table), dtype=float)
+    return run.table_objectives, values, np.zeros_like(values), "shapley"
+
+
+def scalar_table(run: RunData, weights: Mapping[str, float] | None = None) -> np.ndarray:
+    """The objective-weighted member table ``Σ_k a_k v_k(S)`` as ``float[2^n]`` (`InputError` without a table)."""
+    if run.table is None:
+        raise InputError("this run has no stored coalition table", field="run")
+    w = run.weights if weights is None else weights
+    a = np.array([float(w.get(o, 0.0)) for o in run.table_objectives])
+    return run.table @ a
+
+
+# ---------------------------------------------------------------------------------------------------
+# re-weighting
+
+
+@dataclass(frozen=True)
+class WeightedPayout:
+    """The run's pool split under other objective weights.
+
+    ``method`` says how the claims were obtained: ``linear`` (Σ a_k φ_k of the stored values),
+    ``re-solved`` (least core on the stored table) or ``unchanged`` (proportional / equal).
+    """
+
+    weights: dict[str, float]
+    values: np.ndarray
+    std_errs: np.ndarray
+    shares: np.ndarray
+    amounts: tuple[int, ...]
+    method: str
+    warnings: tuple[str, ...] = field(default=())
+
+
+def linear_values(run: RunData, weights: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """``(Σ_k a_k φ_k, Σ_k |a_k| se_k)`` per member from the stored per-objective values."""
+    a = np.array([float(weights.get(o, 0.0)) for o in run.objectives])
+    se = np.nan_to_num(run.phi_se, nan=0.0)
+    return run.phi @ a, np.abs(se) @ np.abs(a)
+
+
+def weighted_payout(run: RunData, weights: Mapping[str, float]) -> WeightedPayout:
+    """Split the run's pool with objective weights `weights` (module docstring: re-weighting by linearity)."""
+    from market.rules import allocate, null_players, rule_values
+
+    weights = {str(k): float(v) for k, v in weights.items()}
+    notes: list[str] = []
+    if run.rule in ("proportional", "equal") or (not run.objectives and run.rule != "least_core"):
+        values, std_errs, method = run.values.copy(), np.nan_to_num(run.std_errs), "unchanged"
+    elif run.rule == "least_core":
+        ctx = member_context(run, weights=weights)
+        rv = rule_values(ctx, run.members)
+        values, std_errs, method = rv.values, rv.std_errs, "re-solved"
+    else:
+        values, std_errs = linear_values(run, weights)
+        method = "linear"
+        if run.rule == "robust_shapley":
+            base, _ = linear_values(run, run.weights)
+            factor = np.ones(run.n)
+            known = base > 0
+            factor[known] = run.values[known] / base[known]
+            if np.any((values > 0) & ~known):
+                notes.append("robust factor unknown for members with no positive value in the run: taken as 1")
+            values = np.where(values > 0, values * factor, values)
+            std_errs = std_errs * np.abs(factor)
+    scale = None
+    null = None
+    if run.table is not None and run.rule not in ("proportional", "equal"):
+        table = scalar_table(run, weights)
+        scale = float(np.max(np.abs(table - table[0])))
+        null = null_players(table)
+    alloc = allocate(run.members, values, run.pool_minor, run.negative, scale=scale, null=null)
+    return WeightedPayout(
+        weights, np.asarray(values, float), np.asarray(std_errs, float), alloc.shares, alloc.amounts, method,
+        tuple(notes) + alloc.warnings,
+    )
+
+
+def two_objective_weights(run: RunData, x: str, y: str, a: float) -> dict[str, float]:
+    """Weights ``{x: a, y: 1 − a}`` (every other objective 0)."""
+    weights = {o: 0.0 for o in (run.objectives or run.table_objectives)}
+    weights[x] = float(a)
+    weights[y] = 1.0 - float(a)
+    return weights
+
+
+def payout_curve(run: RunData, x: str, y: str, steps: int = 21) -> list[dict[str, Any]]:
+    """Each member's payout across the weight range: rows ``{weight, member, amount_minor, share}`` for
+    ``a = 0, 1/(steps−1), …, 1`` with weights ``{x: a, y: 1 − a}``."""
+    rows = []
+    for a in np.linspace(0.0, 1.0, steps):
+        wp = weighted_payout(run, two_objective_weights(run, x, y, float(a)))
+        for m, amount, share in zip(run.members, wp.amounts, wp.shares, strict=True):
+            rows.append({"weight": float(a), "member": m, "amount_minor": int(amount), "share": float(share)})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+# what-if pools
+
+
+@dataclass(frozen=True)
+class WhatIf:
+    """A sub-pool of the run's members under a rule: value created ``v'(S)`` (utility units), its revenue
+    (`revenue_minor`, priced as in `market.pooling`), the payout and the stability report."""
+
+    members: tuple[str, ...]
+    rule: str
+    value_created: float
+    grand_value: float
+    revenue_minor: int
+    payout: Any
+    stability: Any
+
+
+def what_if_rules(run: RunData) -> list[str]:
+    """The rules a what-if can use on this run (``proportional`` needs sizes)."""
+    return [r for r in WHAT_IF_RULES if r != "proportional" or run.sizes is not None]
+
+
+def what_if(run: RunData, members: Sequence[str], rule: str | None = None) -> WhatIf:
+    """Pool only `members` (a subset of the run's) under `rule` (default: the run's); see module docstring."""
+    from market.rules import compute_payout
+    from valuation.games.estimators import approximate
+    from valuation.games.game import all_coalitions
+    from valuation.games.stability import check_stability
+
+    chosen = tuple(m for m in run.members if m in set(members))
+    unknown = [m for m in members if m not in run.members]
+    if unknown:
+        raise InputError(f"unknown member {unknown[0]!r}", field="members")
+    if not chosen:
+        raise InputError("no members in the pool: pick at least one", field="members")
+    rule = rule or run.rule
+    if rule not in what_if_rules(run):
+        raise InputError(f"rule {rule!r} is not available for a what-if on this run", field="rule")
+    ctx = member_context(run, rule=rule)
+    full = scalar_table(run)
+    grand = float(full[-1] - full[0])
+    idx = sum(1 << run.members.index(m) for m in chosen)
+    created = float(full[idx] - full[0])
+    if len(chosen) == run.n:
+        revenue = run.pool_minor
+    elif grand <= 0:
+        revenue = 0
+    else:
+        revenue = round(run.pool_minor * Fraction(max(0.0, created)) / Fraction(grand))
+    payout = compute_payout(ctx, chosen, revenue, run.currency)
+    sub = np.asarray(ctx.scalar_game(chosen)(all_coalitions(len(chosen))), float)[:, 0]
+    eps = (
+        float(payout.info["epsilon"])
+        if rule == "least_core"
+        else float(approximate(ctx.scalar_game(chosen), "least_core").info["epsilon"][0])
+    )
+    stability = check_stability(chosen, sub, payout.shares, least_core_epsilon=eps)
+    return WhatIf(chosen, rule, created, grand, int(revenue), payout, stability)
+
+
+# ---------------------------------------------------------------------------------------------------
+# coalitions
+
+
+def coalition_rows(run: RunData) -> list[dict[str, Any]]:
+    """One row per (coalition, objective) of the stored table, plus ``weighted`` with the run's weights:
+    ``{index, coalition, size, objective, utility, created}`` with ``created = v(S) − v(∅)``."""
+    if run.table is None:
+        return []
+    rows = []
+    objs = [*run.table_objectives, WEIGHTED] if len(run.table_objectives) > 1 else list(run.table_objectives)
+    cols = [run.table[:, k] for k in range(len(run.table_objectives))]
+    if len(run.table_objectives) > 1:
+        cols.append(scalar_table(run))
+    for idx in range(2**run.n):
+        names = [m for j, m in enumerate(run.members) if idx >> j & 1]
+        label = "+".join(names) if names else "∅ (base model)"
+        for obj, col in zip(objs, cols, strict=True):
+            rows.append(
+                {
+                    "index": idx,
+                    "coalition": label,
+                    "size": len(names),
+                    "objective": obj,
+                    "utility": float(col[idx]),
+                    "created": float(col[idx] - col[0]),
+                }
+            )
+    return rows
+
+
+def marginal_contributions(run: RunData, member: str, objective: str = WEIGHTED) -> list[dict[str, Any]]:
+    """The marginal contributions behind `member`'s Shapley value for `objective` (``weighted``: the run's
+    weights): rows ``{coalition, size, before, after, marginal, weight, contribution}`` for every
+    S ⊆ N∖{i}, with ``marginal = v(S ∪ i) − v(S)``, ``weight = |S|!(n−|S|−1)!/n!`` and
+    ``contribution = weight · marginal``; the contributions sum to φ_i."""
+    if run.table is None:
+        return []
+    i = run.members.index(member)
+    col = scalar_table(run) if objective == WEIGHTED else run.table[:, run.table_objectives.index(objective)]
+    n = run.n
+    rows = []
+    for idx in range(2**n):
+        if idx >> i & 1:
+            continue
+        size = idx.bit_count()
+        weight = factorial(size) * factorial(n - size - 1) / factorial(n)
+        names = [m for j, m in enumerate(run.members) if idx >> j & 1]
+        marginal = float(col[idx | (1 << i)] - col[idx])
+        rows.append(
+            {
+                "coalition": "+".join(names) if names else "∅",
+                "size": size,
+                "before": float(col[idx]),
+                "after": float(col[idx | (1 << i)]),
+                "marginal": marginal,
+                "weight": weight,
+                "contribution": weight * marginal,
+            }
+        )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------
+# ledger rows and export
+
+
+def ledger_rows(
+    path: str | os.PathLike[str],
+    *,
+    run_ids: Sequence[str] | None = None,
+    periods: Sequence[str] | None = None,
+    members: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The export rows (`market.ledger.export_rows`, columns `EXPORT_COLUMNS`) filtered by run, period and
+    member; a filter that is None or empty keeps everything."""
+    rows = export_rows(path)
+    if run_ids:
+        keep = set(run_ids)
+        rows = [r for r in rows if r["run_id"] in keep]
+    if periods:
+        keep = set(periods)
+        rows = [r for r in rows if r["period"] in keep]
+    if members:
+        keep = set(members)
+        rows = [r for r in rows if r["member"] in keep]
+    return rows
+
+
+def export_bytes(rows: Sequence[Mapping[str, Any]], fmt: Literal["csv", "parquet"]) -> bytes:
+    """`rows` as the CLI's safe export (`market.export.write_csv` with formula escaping, or
+    `write_parquet`), returned as bytes (written to a temporary folder first)."""
+    from market.export import write_csv, write_parquet
+
+    writer = {"csv": write_csv, "parquet": write_parquet}[fmt]
+    with tempfile.TemporaryDirectory(prefix="payoutsim-export-") as tmp:
+        out = writer(rows, Path(tmp) / f"payouts.{fmt}", EXPORT_COLUMNS)
+        return out.read_bytes()

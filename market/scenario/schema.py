@@ -1,0 +1,781 @@
+"""Scenarios: a pooling agreement written as TOML, validated with pydantic.
+
+A scenario names the members and the data sources each owns, the revenue per period, the currency, the
+platform fee, the payout rule, the objective weights, the negative-value policy and where the valuation
+comes from. Every key below is checked; a bad scenario raises `InputError` naming the file and the
+field (list positions are 1-based: ``members[2].sources`` is the second ``[[members]]`` table).
+
+```toml
+[market]
+name = "demo"
+currency = "EUR"          # ISO 4217; minor units from the currency (JPY 0, EUR 2, KWD 3)
+revenue = "100000.00"     # per period; decimal string or number (read as Decimal, never a binary float)
+platform_fee = 0.10       # fraction in [0, 1) kept by the platform (rounded half-even to a minor unit)
+rule = "shapley"          # shapley | banzhaf | loo | least_core | proportional | equal | robust_shapley
+negative = "clip"         # clip | shift | error   (see market.rules)
+
+[objectives]              # weights of the multi-objective utility: >= 0, summing to 1
+helpfulness = 0.5         # (an objective of the game that is not listed gets weight 0; may be
+harmlessness = 0.5        #  omitted altogether when the game has a single objective)
+
+[[members]]
+name = "alice"
+sources = ["sharegpt"]    # a member may own several sources; a source has at most one owner
+joins = "2025-Q2"         # optional: first period the member is in the pool (needs [[periods]])
+leaves = "2025-Q4"        # optional: first period the member is no longer in the pool
+
+[valuation]
+utilities = "game.csv"    # a source-level coalition table (GAME.csv / Parquet), relative to this file
+# config = "valuation.toml"   # instead of `utilities`: run (or reuse) the valuation pipeline of this
+                              # valuation CONFIG.toml and use its source-level coalition table (game.csv);
+                              # or give the config inline as a [valuation.pipeline] table
+data = "corpus/"          # optional: the preference data (sizes for `proportional`, similarity for
+                          # `robust_shapley`), read with valuation.sources.load_preferences
+base_model = "SmolLM2-135M-Instruct"   # optional provenance for the ledger
+seed = 0                  # seed of sampled estimators
+budget = 20000            # optional evaluation budget of sampled estimators
+max_exact_members = 12    # exact Shapley/Banzhaf up to this many members, permutation sampling above
+
+[sizes]                   # alternative to `data` for `proportional`: pairs per source
+sharegpt = 1200
+
+[[periods]]               # optional revenue schedule; without it every period earns market.revenue
+name = "2025-Q1"
+revenue = "90000.00"      # optional; defaults to market.revenue
+
+[robust]                  # robust_shapley parameters (market.robust)
+strength = 1.0            # λ in exp(−λ · Σ_j s'_ij)
+threshold = 0.5           # τ: similarity below τ is not penalised
+
+[pool]                    # extra structures for `payoutsim pool compare`
+partitions = [[["alice", "bob"], ["carol"]]]
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from market.currencies import MINOR_UNITS
+from market.money import parse_decimal, to_minor
+from valuation.errors import InputError
+
+RULES: tuple[str, ...] = (
+    "shapley",
+    "banzhaf",
+    "loo",
+    "least_core",
+    "proportional",
+    "equal",
+    "robust_shapley",
+)
+NEGATIVE_POLICIES: tuple[str, ...] = ("clip", "shift", "error")
+DEFAULT_PERIOD = "1"
+WEIGHT_TOLERANCE = Decimal("1e-9")
+
+RuleName = Literal["shapley", "banzhaf", "loo", "least_core", "proportional", "equal", "robust_shapley"]
+NegativePolicy = Literal["clip", "shift", "error"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MarketSection(_Strict):
+    """``[market]``: the agreement's money terms."""
+
+    name: str = Field(min_length=1)
+    currency: str
+    revenue: Decimal
+    platform_fee: Decimal = Decimal(0)
+    rule: RuleName = "shapley"
+    negative: NegativePolicy = "clip"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        code = value.strip().upper()
+        if code not in MINOR_UNITS:
+            raise ValueError(f"unknown currency {value!r}: expected an ISO 4217 code such as EUR, USD or JPY")
+        return code
+
+    @field_validator("revenue", "platform_fee", mode="before")
+    @classmethod
+    def _decimal(cls, value: object) -> Decimal:
+        return _decimal_or_value_error(value)
+
+    @field_validator("revenue")
+    @classmethod
+    def _revenue_sign(cls, value: Decimal) -> Decimal:
+        if value < 0:
+            raise ValueError(f"revenue must be >= 0, got {value}")
+        return value
+
+    @field_validator("platform_fee")
+    @classmethod
+    def _fee_range(cls, value: Decimal) -> Decimal:
+        if not (0 <= value < 1):
+            raise ValueError(f"platform_fee must be a fraction in [0, 1), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _revenue_digits(self) -> MarketSection:
+        try:
+            _check_digits(self.revenue, self.currency, "revenue")
+        except ValueError as err:
+            raise _FieldError("market.revenue", str(err)) from None
+        return self
+
+
+class Member(_Strict):
+    """``[[members]]``: one data owner and the sources it owns."""
+
+    name: str = Field(min_length=1)
+    sources: tuple[str, ...] = Field(min_length=1)
+    joins: str | None = None
+    leaves: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @field_validator("sources")
+    @classmethod
+    def _sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        cleaned = tuple(s.strip() for s in value)
+        if any(not s for s in cleaned):
+            raise ValueError("empty source name")
+        dup = [s for i, s in enumerate(cleaned) if s in cleaned[:i]]
+        if dup:
+            raise ValueError(f"source {dup[0]!r} listed twice")
+        return cleaned
+
+
+class ValuationSection(_Strict):
+    """``[valuation]``: where the coalition utilities come from."""
+
+    utilities: str | None = None
+    config: str | None = None
+    pipeline: dict[str, Any] | None = None  # an inline valuation config (the CONFIG.toml tables)
+    data: str | None = None
+    base_model: str | None = None
+    seed: int = 0
+    budget: int | None = Field(default=None, gt=0)
+    max_exact_members: int = Field(default=12, ge=1, le=20)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ValuationSection:
+        given = [k for k in ("utilities", "config", "pipeline") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of 'utilities' (a coalition table), 'config' (a valuation config file) or a "
+                "[valuation.pipeline] table (an inline valuation config)"
+            )
+        if self.data is not None and self.utilities is None:
+            raise _FieldError(
+                "valuation.data", "the data comes from the valuation config: leave 'data' out (or use 'utilities')"
+            )
+        return self
+
+
+class Period(_Strict):
+    """``[[periods]]``: one accounting period of the revenue schedule."""
+
+    name: str = Field(min_length=1)
+    revenue: Decimal | None = None
+
+    @field_validator("name", mode="before")
+    @classmethod
+    def _name(cls, value: object) -> str:
+        if isinstance(value, int | Decimal) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("must be a non-empty string")
+        return value.strip()
+
+    @field_validator("revenue", mode="before")
+    @classmethod
+    def _revenue(cls, value: object) -> Decimal | None:
+        return None if value is None else _decimal_or_value_error(value)
+
+    @field_validator("revenue")
+    @classmethod
+    def _revenue_sign(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None and value < 0:
+            raise ValueError(f"revenue must be >= 0, got {value}")
+        return value
+
+
+class RobustSection(_Strict):
+    """``[robust]``: parameters of `robust_shapley` (see market.robust)."""
+
+    strength: float = Field(default=1.0, ge=0)
+    threshold: float = Field(default=0.5, ge=0, lt=1)
+
+
+class PoolSection(_Strict):
+    """``[pool]``: user-given structures for `pool compare` (each a partition of the members)."""
+
+    partitions: tuple[tuple[tuple[str, ...], ...], ...] = ()
+
+
+class Scenario(_Strict):
+    """A validated scenario. Build it with `load_scenario` (which also records the file it came from)."""
+
+    market: MarketSection
+    objectives: dict[str, Decimal] = Field(default_factory=dict)
+    members: tuple[Member, ...] = Field(min_length=1)
+    valuation: ValuationSection
+    sizes: dict[str, int] | None = None
+    periods: tuple[Period, ...] = ()
+    robust: RobustSection = RobustSection()
+    pool: PoolSection = PoolSection()
+
+    @field_validator("objectives", mode="before")
+    @classmethod
+    def _objective_values(cls, value: object) -> object:
+        if isinstance(value, Mapping):
+            return {k: _decimal_or_value_error(v) for k, v in value.items()}
+        return value
+
+    @field_validator("objectives")
+    @classmethod
+    def _weights(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        for name, weight in value.items():
+            if weight < 0:
+                raise ValueError(f"weight of {name!r} must be >= 0, got {weight}")
+        if value and abs(sum(value.values(), Decimal(0)) - 1) > WEIGHT_TOLERANCE:
+            total = sum(value.values(), Decimal(0))
+            raise ValueError(f"objective weights must sum to 1, they sum to {total}")
+        return value
+
+    @field_validator("sizes")
+    @classmethod
+    def _sizes(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        if value is not None:
+            for name, size in value.items():
+                if size < 0:
+                    raise ValueError(f"size of {name!r} must be >= 0, got {size}")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Scenario:
+        names = [m.name for m in self.members]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise _FieldError(f"members[{i + 1}].name", f"duplicate member {name!r}")
+        owner: dict[str, str] = {}
+        for i, member in enumerate(self.members):
+            for src in member.sources:
+                if src in owner:
+                    raise _FieldError(
+                        f"members[{i + 1}].sources",
+                        f"source {src!r} is owned by both {owner[src]!r} and {member.name!r}",
+                    )
+                owner[src] = member.name
+        period_names = [p.name for p in self.periods]
+        for i, name in enumerate(period_names):
+            if name in period_names[:i]:
+                raise _FieldError(f"periods[{i + 1}].name", f"duplicate period {name!r}")
+        for i, period in enumerate(self.periods):
+            if period.revenue is not None:
+                try:
+                    _check_digits(period.revenue, self.market.currency, "revenue")
+                except ValueError as err:
+                    raise _FieldError(f"periods[{i + 1}].revenue", str(err)) from None
+        for i, member in enumerate(self.members):
+            for key in ("joins", "leaves"):
+                when = getattr(member, key)
+                if when is None:
+                    continue
+                if not self.periods:
+                    raise _FieldError(f"members[{i + 1}].{key}", "needs a [[periods]] schedule")
+                if when not in period_names:
+                    raise _FieldError(
+                        f"members[{i + 1}].{key}", f"unknown period {when!r} (periods: {', '.join(period_names)})"
+                    )
+            if (
+                member.joins is not None
+                and member.leaves is not None
+                and period_names.index(member.leaves) <= period_names.index(member.joins)
+            ):
+                raise _FieldError(f"members[{i + 1}].leaves", "must be a period after 'joins'")
+        for k, partition in enumerate(self.pool.partitions):
+            flat = [m for block in partition for m in block]
+            for m in flat:
+                if m not in names:
+                    raise _FieldError(f"pool.partitions[{k + 1}]", f"unknown member {m!r}")
+            dup = [m for j, m in enumerate(flat) if m in flat[:j]]
+            if dup:
+                raise _FieldError(f"pool.partitions[{k + 1}]", f"member {dup[0]!r} is in two pools")
+            if any(not block for block in partition):
+                raise _FieldError(f"pool.partitions[{k + 1}]", "empty pool")
+        return self
+
+    # -- periods ----------------------------------------------------------------------------------
+
+    def period_names(self) -> list[str]:
+        """The scheduled periods in order, or ``["1"]`` when the scenario has no ``[[periods]]``."""
+        return [p.name for p in self.periods] or [DEFAULT_PERIOD]
+
+    def check_period(self, period: str) -> str:
+        """`period` if the schedule has it (any label is accepted without a schedule); else InputError."""
+        if self.periods and period not in self.period_names():
+            raise InputError(
+                f"unknown period {period!r} (periods: {', '.join(self.period_names())})", field="period"
+            )
+        return period
+
+    def revenue_for(self, period: str) -> Decimal:
+        """The period's revenue (its own, or ``market.revenue``)."""
+        for p in self.periods:
+            if p.name == period and p.revenue is not None:
+                return p.revenue
+        return self.market.revenue
+
+    def members_in(self, period: str) -> list[Member]:
+        """Members in the pool during `period` (``joins`` ≤ period < ``leaves``), in scenario order."""
+        if not self.periods:
+            return list(self.members)
+        order = self.period_names()
+        at = order.index(self.check_period(period))
+        out = []
+        for m in self.members:
+            if m.joins is not None and at < order.index(m.joins):
+                continue
+            if m.leaves is not None and at >= order.index(m.leaves):
+                continue
+            out.append(m)
+        return out
+
+    def groups(self, members: Sequence[Member] | None = None) -> dict[str, tuple[str, ...]]:
+        """member name -> owned sources, for `valuation.games.game.GroupedGame`."""
+        return {m.name: m.sources for m in (self.members if members is None else members)}
+
+    def weights(self) -> dict[str, float]:
+        """Objective weights as floats (utility math; money math never uses them)."""
+        return {k: float(v) for k, v in self.objectives.items()}
+
+
+class _FieldError(ValueError):
+    """A cross-field problem raised inside a model validator, carrying the field path to report."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def _decimal_or_value_error(value: object) -> Decimal:
+    try:
+        return parse_decimal(value)
+    except InputError as err:
+        raise ValueError(err.message) from None
+
+
+def _check_digits(amount: Decimal, currency: str, field: str) -> None:
+    try:
+        to_minor(amount, currency, field=field)
+    except InputError as err:
+        raise ValueError(err.message) from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# loading
+
+
+@dataclass(frozen=True)
+class LoadedScenario:
+    """A validated scenario plus the file it came from.
+
+    Attributes:
+        scenario: the validated model.
+        path: the scenario file (resolved).
+        file_sha256: SHA-256 of the scenario file's bytes.
+    """
+
+    scenario: Scenario
+    path: Path
+    file_sha256: str
+
+    def resolve(self, relative: str) -> Path:
+        """A path of the scenario (``valuation.utilities`` …) resolved against the scenario's folder."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else (self.path.parent / p)
+
+
+def load_scenario(path: str | Path) -> LoadedScenario:
+    """Read and validate a scenario TOML file.
+
+    Floats in the TOML are parsed as `Decimal` (money never passes through a binary float). Raises
+    `InputError(file=path, field=...)` for unreadable TOML, unknown keys, wrong types and every rule in
+    the module docstring.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("scenario file not found", file=path)
+    raw = path.read_bytes()
+    try:
+        data = tomllib.loads(raw.decode("utf-8"), parse_float=Decimal)
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text", file=path) from None
+    except tomllib.TOMLDecodeError as err:
+        raise InputError(f"invalid TOML: {err}", file=path) from None
+    scenario = parse_scenario(data, file=str(path))
+    return LoadedScenario(scenario=scenario, path=path.resolve(), file_sha256=hashlib.sha256(raw).hexdigest())
+
+
+def parse_scenario(data: Mapping[str, Any], *, file: str | None = None) -> Scenario:
+    """Validate an already-parsed TOML mapping (see `load_scenario`)."""
+    try:
+        return Scenario.model_validate(dict(data))
+    except ValidationError as err:
+        first = err.errors()[0]
+        ctx_error = (first.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, _FieldError):
+            raise InputError(ctx_error.message, file=file, field=ctx_error.field) from None
+        loc = _field_path(first["loc"])
+        message = first["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        if first["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see the scenario format in market/scenario.py)"
+        elif first["type"] == "too_short" and loc.endswith("sources"):
+            message = "a member needs at least one source"
+        elif first["type"] == "missing":
+            message = "required key is missing"
+        elif first["type"] == "literal_error" and loc.endswith("rule"):
+            message = f"unknown rule {first.get('input')!r}: expected one of {', '.join(RULES)}"
+        elif first["type"] == "literal_error" and loc.endswith("negative"):
+            message = f"unknown policy {first.get('input')!r}: expected one of {', '.join(NEGATIVE_POLICIES)}"
+        raise InputError(message, file=file, field=loc or None) from None
+
+
+def _field_path(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part + 1}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# inputs a scenario references
+
+
+@dataclass(frozen=True)
+class ScenarioInputs:
+    """Everything a payout needs, loaded and cross-checked against the scenario.
+
+    Attributes:
+        loaded: the scenario.
+        game: the source-level game (a `valuation.games.game.Game`).
+        sizes: source -> number of preference pairs (from ``data`` or ``[sizes]``), or None.
+        texts: source -> the source's texts (prompt, chosen, rejected of each pair), or None.
+        scenario_sha256: SHA-256 over the scenario file's bytes and the content hashes of the files it
+            references — the ledger's idempotency key (with the period).
+        input_hashes: referenced input -> its content hash.
+        base_model: the base model the game was computed with (the valuation's, when the scenario runs
+            one; else ``[valuation] base_model``), for the ledger.
+        provenance: with ``[valuation] config``: the valuation run (run dir, config, base model, adapter,
+            data and eval-set hashes) as JSON-ready data, recorded in the ledger; else empty.
+        valuation: with ``[valuation] config``: the `valuation.pipeline.run.ValuationRun`; else None.
+    """
+
+    loaded: LoadedScenario
+    game: Any
+    sizes: dict[str, int] | None
+    texts: dict[str, list[str]] | None
+    scenario_sha256: str
+    input_hashes: dict[str, str] = field(default_factory=dict)
+    base_model: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    valuation: Any = None
+
+    @property
+    def scenario(self) -> Scenario:
+        return self.loaded.scenario
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Objective weights; a single-objective game without ``[objectives]`` gets weight 1."""
+        return self.scenario.weights() or {self.game.objectives[0]: 1.0}
+
+
+def load_inputs(
+    loaded: LoadedScenario,
+    *,
+    retrain: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> ScenarioInputs:
+    """Load the coalition table (and the data, if given) and cross-check them with the scenario.
+
+    With ``[valuation] config`` (or ``[valuation.pipeline]``) the valuation pipeline runs first (see
+    `run_scenario_valuation`; ``retrain``, ``progress``, ``log`` and ``callbacks`` are passed to
+    `valuation.pipeline.run.run_value`) and its source-level coalition table is the game; sizes and texts come
+    from its training data.
+
+    Checks: every member's source is a player of the game (``members[i].sources``); every weighted
+    objective is an objective of the game (``objectives.<name>``); weights are given when the game has
+    several objectives; `[sizes]` names known sources. Raises `InputError` naming the scenario field.
+    """
+    from valuation.games.game import TableGame
+
+    sc = loaded.scenario
+    file = str(loaded.path)
+    sizes: dict[str, int] | None = None
+    texts: dict[str, list[str]] | None = None
+    base_model = sc.valuation.base_model
+    provenance: dict[str, Any] = {}
+    valuation_run: Any = None
+    if sc.valuation.utilities is None:
+        valued = run_scenario_valuation(loaded, retrain=retrain, progress=progress, log=log, callbacks=callbacks)
+        game, hashes, valuation_run = valued.game, valued.hashes, valued.run
+        sizes, texts, provenance = valued.sizes, valued.texts, valued.provenance
+        base_model = valued.base_model
+        table_name = "the valuation's game.csv"
+    else:
+        table_path = loaded.resolve(sc.valuation.utilities)
+        if not table_path.is_file():
+            raise InputError(f"coalition table not found: {table_path}", file=file, field="valuation.utilities")
+        game = TableGame.from_file(table_path)
+        hashes = {"utilities": _file_sha256(table_path)}
+        table_name = table_path.name
+
+    sources = set(game.players)
+    for i, member in enumerate(sc.members):
+        for src in member.sources:
+            if src not in sources:
+                raise InputError(
+                    f"unknown source {src!r} (sources in {table_name}: {', '.join(game.players)})",
+                    file=file,
+                    field=f"members[{i + 1}].sources",
+                )
+    for name in sc.objectives:
+        if name not in game.objectives:
+            raise InputError(
+                f"unknown objective {name!r} (objectives in {table_name}: {', '.join(game.objectives)})",
+                file=file,
+                field=f"objectives.{name}",
+            )
+    if not sc.objectives and len(game.objectives) > 1:
+        raise InputError(
+            f"the game has several objectives ({', '.join(game.objectives)}): give their weights",
+            file=file,
+            field="objectives",
+        )
+
+    if sc.valuation.data is not None:
+        from valuation.sources import load_preferences
+
+        data_path = loaded.resolve(sc.valuation.data)
+        if not data_path.exists():
+            raise InputError(f"data not found: {data_path}", file=file, field="valuation.data")
+        prefs = load_preferences(data_path)
+        by_source = prefs.sources()
+        sizes = {src: len(pairs) for src, pairs in by_source.items()}
+        texts = {src: [pair_text(p) for p in pairs] for src, pairs in by_source.items()}
+        hashes["data"] = prefs.content_hash()
+    if sc.sizes is not None:
+        for name in sc.sizes:
+            if name not in sources:
+                raise InputError(f"unknown source {name!r}", file=file, field=f"sizes.{name}")
+        sizes = {**(sizes or {}), **sc.sizes}  # explicit sizes win over counted ones
+
+    digest = hashlib.sha256()
+    digest.update(b"payoutsim-scenario-v1\n")
+    digest.update(loaded.file_sha256.encode())
+    for key in sorted(hashes):
+        digest.update(f"\n{key}={hashes[key]}".encode())
+    return ScenarioInputs(
+        loaded=loaded,
+        game=game,
+        sizes=sizes,
+        texts=texts,
+        scenario_sha256=digest.hexdigest(),
+        input_hashes=hashes,
+        base_model=base_model,
+        provenance=provenance,
+        valuation=valuation_run,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# [valuation] config / [valuation.pipeline]: the valuation pipeline run from a scenario
+
+
+@dataclass(frozen=True)
+class ScenarioValuation:
+    """The valuation pipeline's output as a scenario uses it.
+
+    Attributes:
+        run: the `valuation.pipeline.run.ValuationRun` (run dir, adapters, table, values, files).
+        game: its source-level coalition table (a `valuation.games.game.TableGame`; ``RUN/game.csv``).
+        hashes: ``valuation_config`` (SHA-256 of the config file's bytes, or of the inline table) and
+            ``game`` (SHA-256 of ``game.csv``): what the scenario hash covers, so a changed valuation is a
+            new ledger run and an unchanged one is not.
+        sizes, texts: per source, the number of training pairs and their texts (`pair_text`).
+        base_model: the base model's name.
+        provenance: JSON-ready: run dir, config file, the validated config, base model (name, SHA-256,
+            preset), adapter and data hashes per source, eval-set hashes.
+    """
+
+    run: Any
+    game: Any
+    hashes: dict[str, str]
+    sizes: dict[str, int]
+    texts: dict[str, list[str]]
+    base_model: str
+    provenance: dict[str, Any]
+
+
+def scenario_valuation_config(loaded: LoadedScenario) -> tuple[Any, str]:
+    """The scenario's valuation config (`valuation.pipeline.config.ValuationConfig`) and its content hash.
+
+    ``[valuation] config`` is read with `valuation.pipeline.config.load_valuation_config` (paths relative to the
+    config file); an inline ``[valuation.pipeline]`` table is validated with
+    `valuation.pipeline.config.parse_valuation_config` (paths relative to the scenario file; a bad key is reported
+    as ``valuation.pipeline.<key>``). Raises `InputError`.
+    """
+    from valuation.adapters.training import sha256_json
+    from valuation.pipeline.config import load_valuation_config, parse_valuation_config
+
+    v = loaded.scenario.valuation
+    file = str(loaded.path)
+    if v.config is not None:
+        path = loaded.resolve(v.config)
+        if not path.is_file():
+            raise InputError(
+                f"the valuation config {path} is not available (no such file)", file=file, field="valuation.config"
+            )
+        return load_valuation_config(path), _file_sha256(path)
+    if v.pipeline is None:
+        raise InputError("no valuation config: set 'config' or [valuation.pipeline]", file=file, field="valuation")
+    raw = _plain(v.pipeline)
+    try:
+        config = parse_valuation_config(raw, base_dir=loaded.path.parent, file=file)
+    except InputError as err:
+        field_name = "valuation.pipeline" + (f".{err.field}" if err.field else "")
+        raise InputError(err.message, file=file, row=err.row, field=field_name) from None
+    return config, sha256_json(raw)
+
+
+def run_scenario_valuation(
+    loaded: LoadedScenario,
+    *,
+    retrain: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> ScenarioValuation:
+    """Run (or reuse) the valuation pipeline of the scenario's valuation config.
+
+    The pipeline is resumable: adapters that are up to date are not retrained and cached log-probs are
+    not recomputed, so a second call only redoes the (cheap) coalition arithmetic and rewrites the run
+    dir's tables with identical content. Before anything is trained, the scenario is checked against the
+    config: members' sources must be among ``data.sources`` (when listed) and weighted objectives among
+    ``utility.objectives``.
+    """
+    from valuation.pipeline.run import run_value
+
+    sc = loaded.scenario
+    file = str(loaded.path)
+    config, config_hash = scenario_valuation_config(loaded)
+    if config.data.sources is not None:
+        for i, member in enumerate(sc.members):
+            for src in member.sources:
+                if src not in config.data.sources:
+                    raise InputError(
+                        f"unknown source {src!r} (the valuation config values: {', '.join(config.data.sources)})",
+                        file=file,
+                        field=f"members[{i + 1}].sources",
+                    )
+    for name in sc.objectives:
+        if name not in config.utility.objectives:
+            raise InputError(
+                f"unknown objective {name!r} (the valuation config's objectives: "
+                f"{', '.join(config.utility.objectives)})",
+                file=file,
+                field=f"objectives.{name}",
+            )
+    run = run_value(config, retrain=retrain, progress=progress, callbacks=callbacks, log=log)
+    prepared = run.prepared
+    base = prepared.base
+    provenance: dict[str, Any] = {
+        "run_dir": str(run.run_dir),
+        "config_file": None if config.config_path is None else str(config.config_path),
+        "config": config.model_dump(mode="json", exclude={"config_path"}),
+        "base_model": {"name": base.name, "sha256": base.sha256, "preset": base.preset},
+        "adapters": {s: run.adapters[s].sha256 for s in prepared.sources},
+        "data_hashes": dict(prepared.data_hashes),
+        "eval_sets": {es.objective: es.data_hash for es in prepared.eval_sets},
+    }
+    return ScenarioValuation(
+        run=run,
+        game=run.game,
+        hashes={"valuation_config": config_hash, "game": _file_sha256(run.files["game_csv"])},
+        sizes={s: len(pairs) for s, pairs in prepared.train.items()},
+        texts={s: [pair_text(p) for p in pairs] for s, pairs in prepared.train.items()},
+        base_model=str(base.name),
+        provenance=provenance,
+    )
+
+
+def _plain(value: Any) -> Any:
+    """A TOML value read with ``parse_float=Decimal`` with its Decimals back as floats (for the valuation config)."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def pair_text(pair: Any) -> str:
+    """One preference pair as plain text: prompt (chat messages' contents joined), chosen, rejected."""
+
+    def flat(x: Any) -> str:
+        if isinstance(x, str):
+            return x
+        if isinstance(x, list):
+            return "\n".join(str(m.get("content", "")) if isinstance(m, Mapping) else str(m) for m in x)
+        return str(x)
+
+    return "\n".join((flat(pair.prompt), flat(pair.chosen), flat(pair.rejected)))
+
+
+def scenario_config_json(scenario: Scenario) -> str:
+    """The validated scenario as canonical JSON (sorted keys; Decimals as strings) for the ledger."""
+    return json.dumps(scenario.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

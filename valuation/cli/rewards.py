@@ -1,0 +1,97 @@
+"""`payoutsim rewards …`: reward scorers for the `reward` utility (train the Bradley–Terry helpfulness head)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer()  # this module's commands; the root app (market.cli) composes the layers' apps
+
+
+rewards_app = typer.Typer(
+    help="Reward scorers for the 'reward' utility: train a Bradley-Terry head on sentence embeddings.",
+    no_args_is_help=True,
+)
+app.add_typer(rewards_app, name="rewards")
+
+
+@rewards_app.command("train")
+def train(
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="Folder to write the head to (head.npz + manifest.json; replaced whole).",
+                     file_okay=False),
+    ],
+    pairs: Annotated[
+        Path | None,
+        typer.Option("--pairs", help="Preference pairs to train on: any file/folder `payoutsim data inspect` reads."),
+    ] = None,
+    corpus: Annotated[
+        Path | None,
+        typer.Option(
+            "--corpus",
+            help="A payoutsim synthetic corpus: train on its eval/<objective>.jsonl pairs (see --objective).",
+            file_okay=False,
+        ),
+    ] = None,
+    objective: Annotated[
+        str, typer.Option("--objective", help="With --corpus: which objective's pairs to use.")
+    ] = "helpfulness",
+    fmt: Annotated[str, typer.Option("--format", help="With --pairs: the record format (default: auto).")] = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Seeds the held-out split (by prompt) and the solver.")] = 0,
+    heldout_fraction: Annotated[
+        float, typer.Option("--heldout-fraction", help="Share of distinct prompts held out for the accuracy.")
+    ] = 0.2,
+    c: Annotated[float, typer.Option("--c", help="Inverse L2 strength of the logistic regression.")] = 1.0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON instead of a line.")] = False,
+) -> None:
+    """Fit a Bradley-Terry reward head on all-MiniLM-L6-v2 embeddings (offline) and print its held-out accuracy.
+
+    Use it in a valuation config: `helpfulness = "bt-minilm:OUT"` in its reward table, with `kind = "reward"`
+    in its utility table.
+    """
+    from valuation.coalition_utility.scorers import train_bt_head
+    from valuation.errors import InputError
+    from valuation.sources import load_corpus_eval_sets, load_preferences
+
+    if (pairs is None) == (corpus is None):
+        raise InputError("give exactly one of --pairs PATH or --corpus DIR", field="--pairs")
+    if c <= 0:
+        raise InputError(f"must be positive, got {c}", field="--c")
+    if corpus is not None:
+        if not corpus.is_dir():
+            raise InputError("no such corpus folder", file=corpus, field="--corpus")
+        sets = load_corpus_eval_sets(corpus)
+        if objective not in sets:
+            raise InputError(
+                f"the corpus has no eval set for objective {objective!r} (it has {', '.join(sets) or 'none'})",
+                file=corpus,
+                field="--objective",
+            )
+        pset, origin = sets[objective], f"{corpus}/eval/{objective}"
+    else:
+        assert pairs is not None
+        if not pairs.exists():
+            raise InputError("no such file or folder", file=pairs, field="--pairs")
+        pset, origin = load_preferences(pairs, format=fmt), str(pairs)
+    if not pset.pairs:
+        raise InputError("no preference pairs to train on", file=origin)
+    report = train_bt_head(
+        pset.pairs,
+        out,
+        seed=seed,
+        heldout_fraction=heldout_fraction,
+        c=c,
+        data_hash=pset.content_hash(),
+        source=origin,
+    )
+    if json_out:
+        typer.echo(json.dumps(report.manifest, indent=2, sort_keys=True))
+        return
+    typer.echo(
+        f"held-out accuracy {report.heldout_accuracy:.3f} ({report.n_heldout} pairs; "
+        f"train {report.train_accuracy:.3f} on {report.n_train}) -> {out}"
+    )

@@ -1,0 +1,109 @@
+"""`payoutsim shapley`: value any coalition game given as a table (GAME.csv or Parquet)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer()  # this module's commands; the root app (market.cli) composes the layers' apps
+
+
+_METHOD_HELP = (
+    "Valuation method: exact (Shapley over all 2^n coalitions), permutation (sampled Shapley, orders in "
+    "Latin-square blocks; budget = distinct coalitions), banzhaf (exact when small, else maximum-sample-reuse sampling), loo (leave-one-out), "
+    "least_core (HiGHS LP; reports epsilon)."
+)
+
+
+@app.command("shapley")
+def shapley(
+    utilities: Annotated[
+        Path,
+        typer.Option(
+            "--utilities",
+            "-u",
+            help="GAME.csv (or .parquet): a 'coalition' column (player names joined by '+', empty for the "
+            "empty coalition) and one numeric column per objective.",
+        ),
+    ],
+    method: Annotated[str, typer.Option("--method", "-m", help=_METHOD_HELP)] = "exact",
+    budget: Annotated[
+        int | None,
+        typer.Option(
+            "--budget", "-b", help="Maximum number of utility evaluations for sampled methods (default 1000 "
+            "per player)."
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", "-s", help="Random seed for the sampled methods.")] = 0,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write RESULT.json here (atomically) instead of printing it to stdout."),
+    ] = None,
+    players: Annotated[
+        str | None,
+        typer.Option(
+            "--players", help="Comma-separated player names: fixes the player set and order (other names are "
+            "errors)."
+        ),
+    ] = None,
+    summary: Annotated[
+        bool, typer.Option("--summary/--no-summary", help="Print a short human-readable table on stderr.")
+    ] = True,
+    progress: Annotated[
+        bool, typer.Option("--progress", help="Show a progress bar on stderr while sampling.")
+    ] = False,
+) -> None:
+    """Value every player of a coalition game given as a table, per objective, with standard errors.
+
+    Prints RESULT.json ({"method", "players", "objectives", "values": [{"player", "objective", "value",
+    "std_err"}], ...}) on stdout, or writes it to --out. Bad tables exit with code 2 and name the row.
+    """
+    from valuation.errors import InputError
+    from valuation.games.estimators import METHODS, approximate
+    from valuation.games.game import TableGame, atomic_write_text
+
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})", field="--method")
+    player_list = None
+    if players is not None:
+        player_list = [p.strip() for p in players.split(",")]
+    game = TableGame.from_file(utilities, players=player_list)
+    result = approximate(game, method, budget, seed=seed, progress=progress)
+    text = json.dumps(result.to_json_dict(), indent=2) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        atomic_write_text(out, text)
+    if summary:
+        _print_summary(result, out)
+
+
+def _print_summary(result: object, out: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from valuation.games.result import ValuationResult
+
+    assert isinstance(result, ValuationResult)
+    table = Table(title=f"{result.method} values ({result.n_evaluations} evaluations)")
+    table.add_column("player")
+    for objective in result.objectives:
+        table.add_column(objective, justify="right")
+    sampled = bool(result.std_errs.any())
+    for i, player in enumerate(result.players):
+        cells = []
+        for k in range(len(result.objectives)):
+            cell = f"{result.values[i, k]:.6g}"
+            if sampled:
+                cell += f" ± {result.std_errs[i, k]:.2g}"
+            cells.append(cell)
+        table.add_row(player, *cells)
+    console = Console(stderr=True)
+    console.print(table)
+    if "epsilon" in result.info:
+        console.print(f"least-core epsilon: {result.info['epsilon']}")
+    if out is not None:
+        console.print(f"wrote {out}")

@@ -1,0 +1,189 @@
+"""`payoutsim train`, `payoutsim value`: per-source DPO adapters and coalition utilities."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer()  # this module's commands; the root app (market.cli) composes the layers' apps
+
+
+_CONFIG_HELP = (
+    "Valuation config (TOML): \\[data], \\[model], \\[training], \\[arithmetic], \\[utility], \\[eval], "
+    "\\[shapley], \\[output], \\[\\[members]]. See data/configs/ for examples; relative paths are resolved against the "
+    "config file's folder."
+)
+_RETRAIN_HELP = (
+    "Retrain adapters that are stale (their data, \\[training] config or base model changed) instead of "
+    "stopping with an error. Up-to-date adapters are still skipped."
+)
+_OUT_HELP = "Run directory (overrides \\[output] dir; relative to the current folder)."
+_PROGRESS_HELP = "Show progress bars on stderr."
+
+ConfigArg = Annotated[Path, typer.Argument(help=_CONFIG_HELP, show_default=False)]
+RetrainOpt = Annotated[bool, typer.Option("--retrain", help=_RETRAIN_HELP)]
+OutOpt = Annotated[Path | None, typer.Option("--out", "-o", help=_OUT_HELP)]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help=_PROGRESS_HELP)]
+
+
+class Mode(StrEnum):
+    """`payoutsim value --mode`: the method, the retraining baseline, or both."""
+
+    arithmetic = "arithmetic"
+    retrain = "retrain"
+    both = "both"
+
+
+@app.command("train")
+def train(config: ConfigArg, retrain: RetrainOpt = False, out: OutOpt = None, progress: ProgressOpt = True) -> None:
+    """Train one LoRA adapter per data source with DPO (trl + peft) into RUN/adapters/<source>/.
+
+    Resumable: a finished adapter whose data, training config and base model are unchanged is skipped ("skipped: up to date"); an interrupted run trains only the sources it had not finished.
+    """
+    from valuation.pipeline.config import load_valuation_config
+    from valuation.pipeline.run import run_train
+
+    cfg = load_valuation_config(config, output_dir=out)
+    _, records = run_train(cfg, retrain=retrain, progress=progress)
+    trained = [s for s, r in records.items() if r.status == "trained"]
+    skipped = [s for s, r in records.items() if r.status == "skipped"]
+    typer.echo(
+        f"adapters in {cfg.output.dir / 'adapters'}: {len(trained)} trained, {len(skipped)} up to date "
+        f"({', '.join(records)})"
+    )
+
+
+_MODE_HELP = (
+    "arithmetic: language-model arithmetic on n per-source adapters (the method). retrain: also train real "
+    "coalition adapters (sequential DPO in \\[retrain] orders random orders, and on the shuffled union of "
+    "their data) and report how well the arithmetic matches them (RUN/fidelity.json; max 6 sources by "
+    "default). both: write the arithmetic results and the retraining baseline."
+)
+ModeOpt = Annotated[Mode, typer.Option("--mode", help=_MODE_HELP, case_sensitive=False)]
+
+
+@app.command("value")
+def value(
+    config: ConfigArg,
+    retrain: RetrainOpt = False,
+    out: OutOpt = None,
+    progress: ProgressOpt = True,
+    mode: ModeOpt = Mode.arithmetic,
+) -> None:
+    """Value every data source (and member) per objective with Shapley values.
+
+    Trains the adapters that are missing, scores the eval sets once per model, evaluates every coalition by language-model arithmetic on the cached log-probs and values the game.
+
+    Writes RUN/game.csv (GAME.csv format), game.parquet (+ std errs, pair counts), values.json (the `payoutsim shapley` result format), values_members.json (with \\[\\[members]]) and run.json (provenance); prints a summary table.
+
+    With --mode retrain|both also writes game_retrain_sequential.csv, game_retrain_union.csv, game_merge_cat.csv, retrain_coalitions.csv, values_retrain_*.json and fidelity.json, and prints a fidelity table.
+    """
+    from valuation.pipeline.config import load_valuation_config
+    from valuation.pipeline.run import run_value
+
+    cfg = load_valuation_config(config, output_dir=out)
+    run = None
+    if mode in (Mode.arithmetic, Mode.both):
+        run = run_value(cfg, retrain=retrain, progress=progress)
+        _print_summary(run)
+    if mode in (Mode.retrain, Mode.both):
+        from valuation.retraining.run import run_retrain
+
+        _print_fidelity(run_retrain(cfg, arithmetic=run, retrain=retrain, progress=progress))
+
+
+def _print_summary(run: object) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from valuation.pipeline.run import ValuationRun, efficiency_gap
+
+    assert isinstance(run, ValuationRun)
+    console = Console()
+    res = run.result
+    table = Table(title=f"{res.method} values per source (utility: preference, relative to the base model)")
+    table.add_column("source")
+    table.add_column("pairs", justify="right")
+    for objective in res.objectives:
+        table.add_column(objective, justify="right")
+    for i, player in enumerate(res.players):
+        cells = [f"{res.values[i, k]:+.4f}" + (f" ± {res.std_errs[i, k]:.4f}" if res.std_errs[i, k] else "")
+                 for k in range(len(res.objectives))]
+        table.add_row(player, str(len(run.prepared.train[player])), *cells)
+    table_game = run.game
+    if table_game.is_complete():
+        dense = table_game.dense_table()
+        table.add_section()
+        table.add_row("u(∅) (base)", "", *(f"{u:.4f}" for u in dense[0]))
+        table.add_row("u(all)", "", *(f"{u:.4f}" for u in dense[-1]))
+        gaps = efficiency_gap(run)
+        table.add_row("Σφ − (u(all) − u(∅))", "", *(f"{g:.1e}" for g in gaps))
+    console.print(table)
+    if run.member_result is not None:
+        mres = run.member_result
+        mtable = Table(title="member values")
+        mtable.add_column("member")
+        for objective in mres.objectives:
+            mtable.add_column(objective, justify="right")
+        for i, member in enumerate(mres.players):
+            mtable.add_row(member, *(f"{mres.values[i, k]:+.4f}" for k in range(len(mres.objectives))))
+        console.print(mtable)
+    trained = sum(1 for r in run.adapters.values() if r.status == "trained")
+    console.print(
+        f"run directory: {run.run_dir}  ({trained} adapters trained, {len(run.adapters) - trained} up to date; "
+        f"{run.timings.get('total_s', 0):.1f} s)",
+        highlight=False,
+    )
+
+
+def _print_fidelity(run: object) -> None:
+    """The retraining baseline's summary: the cost of each way, then per objective its agreement with the
+    arithmetic (utilities over coalitions, exact Shapley values) and the values side by side."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from valuation.retraining.run import RetrainRun
+
+    assert isinstance(run, RetrainRun)
+    console = Console()
+
+    def num(x: object, fmt: str) -> str:
+        return "—" if x is None else format(x, fmt)
+
+    cost = Table(title="cost of each way (fine-tunings include the n per-source adapters)")
+    for column in ("way", "fine-tunings", "train wall s", "model passes / eval set"):
+        cost.add_column(column, justify="left" if column == "way" else "right")
+    for name, c in run.fidelity["cost"].items():
+        cost.add_row(
+            name, num(c.get("fine_tunings"), "d"), num(c.get("train_wall_time_s"), ".1f"),
+            num(c.get("forward_passes_per_eval_set"), "d"),
+        )
+    console.print(cost)
+    names = list(run.results)
+    for k, objective in enumerate(run.objectives):
+        fid = Table(title=f"{objective}: fidelity of language-model arithmetic vs each way")
+        for column in ("way", "r(u)", "r(u) |S|≥2", "max |Δu|", "ρ(φ)", "max |Δφ|", "same sign"):
+            fid.add_column(column, justify="left" if column == "way" else "right")
+        for name in names:
+            m = run.fidelity["variants"][name]["objectives"][objective]
+            fid.add_row(
+                name, num(m["utility_pearson"], ".3f"), num(m["utility_pearson_multi"], ".3f"),
+                num(m["utility_max_abs_diff"], ".4f"), num(m["shapley_spearman"], ".3f"),
+                num(m["shapley_max_abs_diff"], ".4f"), num(m["shapley_sign_agreement"], ".0%"),
+            )
+        console.print(fid)
+        values = Table(title=f"{objective}: exact Shapley values")
+        values.add_column("source")
+        for name in ("arithmetic", *names):
+            values.add_column(name, justify="right")
+        for i, player in enumerate(run.players):
+            values.add_row(
+                player,
+                f"{run.arithmetic_result.values[i, k]:+.4f}",
+                *(f"{run.results[name].values[i, k]:+.4f}" for name in names),
+            )
+        console.print(values)
+    console.print(f"fidelity report: {run.files['fidelity']}", highlight=False)

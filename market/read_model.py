@@ -308,7 +308,8 @@ def member_context(run: RunData, rule: str | None = None, weights: Mapping[str, 
     pair counts. `InputError` when the run has no stored table.
     """
     from market.rules import RuleContext
-    from valuation.games.game import TableGame, all_coalitions
+    from valuation.games.coalitions import all_coalitions
+    from valuation.games.game import TableGame
 
     if run.table is None:
         raise InputError(
@@ -385,7 +386,8 @@ def linear_values(run: RunData, weights: Mapping[str, float]) -> tuple[np.ndarra
 
 def weighted_payout(run: RunData, weights: Mapping[str, float]) -> WeightedPayout:
     """Split the run's pool with objective weights `weights` (module docstring: re-weighting by linearity)."""
-    from market.rules import allocate, null_players, rule_values
+    from market.rules import allocate, rule_values
+    from valuation.games.players import null_players
 
     weights = {str(k): float(v) for k, v in weights.items()}
     notes: list[str] = []
@@ -465,8 +467,8 @@ def what_if_rules(run: RunData) -> list[str]:
 def what_if(run: RunData, members: Sequence[str], rule: str | None = None) -> WhatIf:
     """Pool only `members` (a subset of the run's) under `rule` (default: the run's); see module docstring."""
     from market.rules import compute_payout
+    from valuation.games.coalitions import all_coalitions
     from valuation.games.estimators import approximate
-    from valuation.games.game import all_coalitions
     from valuation.games.stability import check_stability
 
     chosen = tuple(m for m in run.members if m in set(members))

@@ -49,9 +49,8 @@ from market.money import fee_minor, largest_remainder, to_minor
 from market.robust import DEFAULT_STRENGTH, DEFAULT_THRESHOLD, member_similarity, robust_values
 from market.scenario.schema import NEGATIVE_POLICIES, RULES, ScenarioInputs
 from valuation.errors import InputError
+from valuation.games.players import SNAP_RELATIVE, null_players, symmetrise
 from valuation.games.stability import CORE_MAX_MEMBERS, StabilityReport, check_stability
-
-SNAP_RELATIVE = 1e-12
 
 
 @dataclass(frozen=True)
@@ -192,7 +191,7 @@ def rule_values(ctx: RuleContext, members: Sequence[str]) -> RuleValues:
         info["epsilon"] = float(result.info["epsilon"][0])
         values = result.values[:, 0].copy()
         if n <= ctx.max_exact_members:
-            from valuation.games.game import all_coalitions
+            from valuation.games.coalitions import all_coalitions
 
             values = symmetrise(values, scalar(all_coalitions(n))[:, 0])
         return RuleValues(members, values, result.std_errs[:, 0].copy(), result, info)
@@ -216,62 +215,6 @@ def rule_values(ctx: RuleContext, members: Sequence[str]) -> RuleValues:
         return RuleValues(members, np.array(sizes), np.zeros(n), None, {})
     # equal
     return RuleValues(members, np.ones(n), np.zeros(n), None, {})
-
-
-def symmetric_classes(table: np.ndarray) -> list[list[int]]:
-    """Classes of interchangeable players of a full scalar table ``float[2^n]`` (coalition-index order).
-
-    i ~ j when ``v(S ∪ i) = v(S ∪ j)`` for every S ⊆ N∖{i, j} (within ``1e-12 · max |v|``); an
-    equivalence relation, returned as sorted index lists in order of their smallest member.
-    """
-    v = np.asarray(table, dtype=float)
-    n = v.size.bit_length() - 1
-    tol = SNAP_RELATIVE * max(1.0, float(np.max(np.abs(v))))
-    idx = np.arange(v.size, dtype=np.int64)
-    classes: list[list[int]] = []
-    assigned = [False] * n
-    for i in range(n):
-        if assigned[i]:
-            continue
-        cls = [i]
-        assigned[i] = True
-        for j in range(i + 1, n):
-            if assigned[j]:
-                continue
-            rest = idx[((idx >> i) & 1 == 0) & ((idx >> j) & 1 == 0)]
-            if np.all(np.abs(v[rest | (1 << i)] - v[rest | (1 << j)]) <= tol):
-                cls.append(j)
-                assigned[j] = True
-        classes.append(cls)
-    return classes
-
-
-def null_players(table: np.ndarray) -> list[bool]:
-    """Per player of a full scalar table ``float[2^n]``: ``v(S ∪ i) = v(S)`` for every S ∌ i (within
-    ``1e-12 · max |v|``)."""
-    v = np.asarray(table, dtype=float)
-    n = v.size.bit_length() - 1
-    tol = SNAP_RELATIVE * max(1.0, float(np.max(np.abs(v))))
-    idx = np.arange(v.size, dtype=np.int64)
-    out = []
-    for i in range(n):
-        rest = idx[(idx >> i) & 1 == 0]
-        out.append(bool(np.all(np.abs(v[rest | (1 << i)] - v[rest]) <= tol)))
-    return out
-
-
-def symmetrise(values: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """Replace each class of interchangeable players' values by the class mean.
-
-    For the least core this picks a point that treats equals equally: the least core is convex and
-    invariant under permutations of interchangeable players, so the class average of an LP vertex is
-    still in it (same ε, same efficiency).
-    """
-    out = np.asarray(values, dtype=float).copy()
-    for cls in symmetric_classes(table):
-        if len(cls) > 1:
-            out[cls] = out[cls].mean()
-    return out
 
 
 @dataclass(frozen=True)
@@ -381,7 +324,7 @@ def compute_payout(ctx: RuleContext, members: Sequence[str], pool_minor: int, cu
     scale = None
     null = None
     if ctx.rule not in ("proportional", "equal") and len(members) <= 20:
-        from valuation.games.game import all_coalitions
+        from valuation.games.coalitions import all_coalitions
 
         table = ctx.scalar_game(members)(all_coalitions(len(members)))[:, 0]
         scale = float(np.max(np.abs(table - table[0])))
@@ -434,8 +377,8 @@ class PeriodRun:
 
 def run_period(inputs: ScenarioInputs, period: str, ctx: RuleContext | None = None) -> PeriodRun:
     """Pay out one period of a loaded scenario: members present, revenue − fee, rule, stability."""
+    from valuation.games.coalitions import all_coalitions
     from valuation.games.estimators import approximate
-    from valuation.games.game import all_coalitions
 
     sc = inputs.scenario
     ctx = ctx or RuleContext.from_inputs(inputs)

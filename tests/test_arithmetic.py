@@ -16,7 +16,7 @@ from valuation.composition.arithmetic import (
     combine_sequence_logprobs,
     preference_deltas,
 )
-from valuation.games.game import all_coalitions
+from valuation.games.coalitions import all_coalitions
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from valuation.errors import InputError
+from valuation.games.coalitions import all_coalitions, coalition_index
 from valuation.games.estimators import (
     EXACT_MAX_PLAYERS,
     METHODS,
@@ -18,7 +19,7 @@ from valuation.games.estimators import (
     exact_banzhaf,
     exact_shapley,
 )
-from valuation.games.game import FunctionGame, TableGame, all_coalitions, coalition_index
+from valuation.games.game import FunctionGame, TableGame
 from valuation.games.stopping import MaxEvaluations, StandardError
 
 

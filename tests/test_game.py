@@ -10,19 +10,9 @@ import numpy as np
 import pytest
 
 from valuation.errors import InputError
+from valuation.games.coalitions import all_coalitions, coalition_index, coalition_label, popcount
 from valuation.games.estimators import approximate
-from valuation.games.game import (
-    CachedGame,
-    FunctionGame,
-    Game,
-    GroupedGame,
-    TableGame,
-    all_coalitions,
-    coalition_index,
-    coalition_label,
-    popcount,
-    scalarised_game,
-)
+from valuation.games.game import CachedGame, FunctionGame, Game, GroupedGame, TableGame, scalarised_game
 from valuation.games.result import ValuationResult
 from valuation.games.stopping import MaxEvaluations, MaxTime, SamplingState, StandardError
 

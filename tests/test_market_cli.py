@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from market.cli import main
-from valuation.games.game import TableGame, all_coalitions
+from valuation.games.coalitions import all_coalitions
+from valuation.games.game import TableGame
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "data" / "scenarios" / "example.toml"

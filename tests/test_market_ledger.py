@@ -19,7 +19,8 @@ from market import ledger
 from market.export import escape_cell, export_ledger
 from market.rules import run_period
 from market.scenario.schema import load_inputs, load_scenario
-from valuation.games.game import TableGame, all_coalitions
+from valuation.games.coalitions import all_coalitions
+from valuation.games.game import TableGame
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = ("runs", "coalition_utilities", "valuations", "payouts")

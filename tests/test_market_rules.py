@@ -7,11 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from market.rules import RuleContext, allocate, compute_payout, symmetric_classes
+from market.rules import RuleContext, allocate, compute_payout
 from market.scenario.schema import RULES
 from valuation.errors import InputError
+from valuation.games.coalitions import all_coalitions
 from valuation.games.estimators import approximate
-from valuation.games.game import TableGame, all_coalitions, scalarised_game
+from valuation.games.game import TableGame, scalarised_game
+from valuation.games.players import symmetric_classes
 from valuation.games.stability import check_stability
 
 CURRENCY_POOLS = {"EUR": 2, "JPY": 0, "KWD": 3, "CLF": 4}

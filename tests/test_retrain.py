@@ -89,8 +89,9 @@ def test_plan_trains_each_shared_prefix_once() -> None:
 
 def test_fidelity_metrics_on_a_hand_made_pair_of_games() -> None:
     """Two additive games u(S) = Σ_{i∈S} w_i: exact Shapley gives φ = w, so every figure is known."""
+    from valuation.games.coalitions import all_coalitions
     from valuation.games.estimators import approximate
-    from valuation.games.game import TableGame, all_coalitions
+    from valuation.games.game import TableGame
 
     players = ["a", "b", "c"]
     masks = all_coalitions(3)

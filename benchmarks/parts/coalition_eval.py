@@ -324,7 +324,7 @@ def _tables_for(measured: Any, sources: list[str], n: int, rng: np.random.Genera
 
 
 def _coalition_table(tables: dict[str, Any], sources: list[str], metric: str) -> Any:
-    from valuation.games.game import all_coalitions
+    from valuation.games.coalitions import all_coalitions
     from valuation.pipeline.run import coalition_table
 
     return coalition_table(
@@ -341,7 +341,7 @@ def _breakdown(tables: dict[str, Any], sources: list[str], repeats: int) -> dict
     """Time of each production step for the full table, per metric, and the candidate fast path."""
     from valuation.coalition_utility.utilities import pair_scores
     from valuation.composition.arithmetic import coalition_margins, coalition_weights
-    from valuation.games.game import all_coalitions
+    from valuation.games.coalitions import all_coalitions
 
     n = len(sources)
     deltas = tables["helpfulness"].deltas(sources)

@@ -84,7 +84,7 @@ def run(quick: bool, seed: int, *, repeats: int | None = None, config_text: str 
     from valuation.coalition_utility.utilities import ImportanceSettings
     from valuation.composition.arithmetic import coalition_weights
     from valuation.decoding.importance import proposal_components
-    from valuation.games.game import all_coalitions
+    from valuation.games.coalitions import all_coalitions
     from valuation.pipeline.config import load_valuation_config
     from valuation.pipeline.run import (
         importance_settings,

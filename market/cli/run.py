@@ -339,7 +339,7 @@ def _rename(result: Any, players: list[str]) -> Any:
 
 def _write_values(outputs: RunOutputs, inputs: Any, members: Any, sources: Any, error_note: str) -> None:
     from market.money import format_minor
-    from valuation.games.game import atomic_write_text
+    from valuation.files import atomic_write_text
 
     sc = inputs.scenario
     periods = []

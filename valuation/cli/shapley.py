@@ -62,8 +62,9 @@ def shapley(
     "std_err"}], ...}) on stdout, or writes it to --out. Bad tables exit with code 2 and name the row.
     """
     from valuation.errors import InputError
+    from valuation.files import atomic_write_text
     from valuation.games.estimators import METHODS, approximate
-    from valuation.games.game import TableGame, atomic_write_text
+    from valuation.games.game import TableGame
 
     if method not in METHODS:
         raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})", field="--method")

@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import logsumexp
 
-from valuation.games.game import all_coalitions
+from valuation.games.coalitions import all_coalitions
 
 if TYPE_CHECKING:
     from valuation.composition.multilora import MultiLoraModel

@@ -2,24 +2,13 @@
 
 A **game** has players (data sources or members), objectives (e.g. helpfulness, harmlessness) and a
 vectorised utility: ``game(coalitions)`` maps a boolean matrix ``bool[k, n]`` (row = coalition,
-column j = player j present) to ``float[k, m]`` (one utility per objective).
+column j = player j present) to ``float[k, m]`` (one utility per objective). Coalition indexing
+(player j = bit j) is `valuation.games.coalitions`; the GAME.csv file format is
+`valuation.games.table_io`.
 
-Coalition indexing used throughout: coalition ``S`` has index ``Σ_{j∈S} 2^j`` (player j = bit j), so
-``all_coalitions(n)[i]`` are the binary digits of ``i`` and a complete table is an array ``float[2^n, m]``
-in that order.
-
-GAME.csv format (``TableGame.from_csv``):
-
-* a ``coalition`` column: player names joined by ``+`` (``"a+b"``); the empty cell is ∅;
-  whitespace around names is ignored; row order is free;
-* one numeric column per objective (every other column, in file order).
-
-The player set is the union of the names that appear. Order: players in the order their single-player
-rows first appear, then any players that have no single-player row, sorted by name. An explicit
-``players=`` list fixes the set and the order instead (names outside it are "unknown player" errors).
-
-Rows in error messages are numbered as in a spreadsheet: the header is row 1, the first data row is
-row 2. Parquet files use the same numbering (row 1 = the column names) so messages read the same.
+Games here: `TableGame` (a full or partial table of utilities, e.g. read from GAME.csv), `FunctionGame`
+(any callable), `CachedGame` (each distinct coalition evaluated once), `GroupedGame` (a member game
+from a source game) and `scalarised_game` (the objective-weighted one-objective game).
 """
 
 from __future__ import annotations
@@ -31,11 +20,23 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from valuation.errors import InputError
-from valuation.files import atomic_write_text
-
-COALITION_COLUMN = "coalition"
-SEPARATOR = "+"
-MAX_TABLE_PLAYERS = 62  # coalition indices are int64 bit masks
+from valuation.games.coalitions import (
+    MAX_TABLE_PLAYERS,
+    check_masks,
+    coalition_index,
+    coalition_label,
+    coalitions_of_indices,
+    describe_coalition,
+    label_of_index,
+    validate_names,
+)
+from valuation.games.table_io import (
+    COALITION_COLUMN,
+    TableContents,
+    read_game_csv,
+    read_game_parquet,
+    write_game_csv,
+)
 
 
 @runtime_checkable
@@ -49,74 +50,6 @@ class Game(Protocol):
     objectives: tuple[str, ...]
 
     def __call__(self, coalitions: np.ndarray) -> np.ndarray: ...
-
-
-# ---------------------------------------------------------------------------------------------------
-# coalition helpers
-
-
-def all_coalitions(n: int) -> np.ndarray:
-    """All ``2^n`` coalitions as ``bool[2^n, n]``; row i holds the binary digits of i (player j = bit j)."""
-    if n < 0:
-        raise ValueError("n must be >= 0")
-    idx = np.arange(2**n, dtype=np.int64)
-    return ((idx[:, None] >> np.arange(n, dtype=np.int64)[None, :]) & 1).astype(bool)
-
-
-def coalition_index(coalitions: np.ndarray) -> np.ndarray:
-    """Index ``Σ_{j∈S} 2^j`` of each row of ``bool[k, n]`` (n <= 62) as ``int64[k]``."""
-    masks = np.asarray(coalitions, dtype=bool)
-    if masks.ndim != 2:
-        raise ValueError(f"coalitions must be a 2-D boolean matrix, got shape {masks.shape}")
-    n = masks.shape[1]
-    if n > MAX_TABLE_PLAYERS:
-        raise ValueError(f"coalition_index supports at most {MAX_TABLE_PLAYERS} players, got {n}")
-    weights = np.left_shift(np.int64(1), np.arange(n, dtype=np.int64))
-    return masks.astype(np.int64) @ weights
-
-
-def coalition_label(mask_row: np.ndarray | Sequence[bool], players: Sequence[str]) -> str:
-    """Human/CSV label of one coalition: member names joined by ``+`` in player order; ``""`` for ∅."""
-    row = np.asarray(mask_row, dtype=bool)
-    return SEPARATOR.join(p for p, present in zip(players, row, strict=True) if present)
-
-
-def popcount(indices: np.ndarray) -> np.ndarray:
-    """Number of set bits of each non-negative int64 (coalition size from a coalition index)."""
-    x = np.asarray(indices, dtype=np.uint64)
-    counts = np.zeros(x.shape, dtype=np.int64)
-    for shift in range(0, 64, 8):
-        counts += _BYTE_POPCOUNT[((x >> np.uint64(shift)) & np.uint64(0xFF)).astype(np.intp)]
-    return counts
-
-
-_BYTE_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
-
-
-def validate_names(names: Sequence[str], kind: str) -> tuple[str, ...]:
-    """Check player/objective names: non-empty strings, unique, no ``+`` (players). Returns a tuple."""
-    out = tuple(str(x) for x in names)
-    seen: set[str] = set()
-    for name in out:
-        if not name.strip():
-            raise InputError(f"empty {kind} name", field=kind)
-        if kind == "player" and SEPARATOR in name:
-            raise InputError(f"player name {name!r} contains '{SEPARATOR}' (the coalition separator)")
-        if name in seen:
-            raise InputError(f"duplicated {kind} name {name!r}", field=kind)
-        seen.add(name)
-    return out
-
-
-def _check_masks(coalitions: np.ndarray, n: int) -> np.ndarray:
-    masks = np.asarray(coalitions)
-    if masks.ndim != 2 or masks.shape[1] != n:
-        raise ValueError(f"coalitions must have shape (k, {n}), got {masks.shape}")
-    return masks.astype(bool, copy=False)
-
-
-# ---------------------------------------------------------------------------------------------------
-# games
 
 
 class TableGame:
@@ -147,7 +80,7 @@ class TableGame:
         n, m = len(self.players), len(self.objectives)
         if n > MAX_TABLE_PLAYERS:
             raise InputError(f"a table game holds at most {MAX_TABLE_PLAYERS} players, got {n}", file=source)
-        masks = _check_masks(coalitions, n)
+        masks = check_masks(coalitions, n)
         utils = np.asarray(utilities, dtype=float)
         if utils.ndim == 1 and m == 1:
             utils = utils[:, None]
@@ -168,37 +101,17 @@ class TableGame:
         if self.is_complete():
             self._dense = self._utils  # sorted keys are exactly 0..2^n-1
 
-    # -- construction from files -------------------------------------------------------------------
+    # -- files (format and errors: `valuation.games.table_io`) ---------------------------------------
 
     @classmethod
     def from_csv(cls, path: str | Path, *, players: Sequence[str] | None = None) -> TableGame:
-        """Read GAME.csv (format in the module docstring). Bad input raises ``InputError`` naming the row."""
-        import polars as pl
-
-        path = Path(path)
-        if not path.is_file():
-            raise InputError("file not found", file=path)
-        try:
-            frame = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False)
-        except Exception as err:  # polars raises several error types for malformed CSV
-            raise InputError(f"cannot read CSV: {str(err).splitlines()[0]}", file=path) from err
-        columns = {c: [None if v is None else str(v) for v in frame[c].to_list()] for c in frame.columns}
-        return cls._from_columns(columns, list(frame.columns), source=str(path), players=players)
+        """Read GAME.csv (`valuation.games.table_io`). Bad input raises ``InputError`` naming the row."""
+        return cls.from_contents(read_game_csv(path, players=players))
 
     @classmethod
     def from_parquet(cls, path: str | Path, *, players: Sequence[str] | None = None) -> TableGame:
         """Read a Parquet table with the GAME.csv columns (rows numbered as in GAME.csv)."""
-        import polars as pl
-
-        path = Path(path)
-        if not path.is_file():
-            raise InputError("file not found", file=path)
-        try:
-            frame = pl.read_parquet(path)
-        except Exception as err:
-            raise InputError(f"cannot read Parquet: {str(err).splitlines()[0]}", file=path) from err
-        columns: dict[str, list[object]] = {c: frame[c].to_list() for c in frame.columns}
-        return cls._from_columns(columns, list(frame.columns), source=str(path), players=players)
+        return cls.from_contents(read_game_parquet(path, players=players))
 
     @classmethod
     def from_file(cls, path: str | Path, *, players: Sequence[str] | None = None) -> TableGame:
@@ -208,126 +121,21 @@ class TableGame:
         return cls.from_csv(path, players=players)
 
     @classmethod
-    def _from_columns(
-        cls,
-        columns: Mapping[str, list[object]],
-        names: list[str],
-        *,
-        source: str,
-        players: Sequence[str] | None,
-    ) -> TableGame:
-        if COALITION_COLUMN not in columns:
-            raise InputError(
-                f"no '{COALITION_COLUMN}' column (columns: {', '.join(names) or 'none'})",
-                file=source,
-                field=COALITION_COLUMN,
-            )
-        objectives = [c for c in names if c != COALITION_COLUMN]
-        if not objectives:
-            raise InputError("no objective column: add one numeric column per objective", file=source)
-        for name in objectives:
-            if not str(name).strip():
-                raise InputError("empty objective column name", file=source)
-        raw_coalitions = columns[COALITION_COLUMN]
-        n_rows = len(raw_coalitions)
-        if n_rows == 0:
-            raise InputError("the table has no rows", file=source)
-
-        # parse coalitions
-        members: list[tuple[str, ...]] = []
-        for i, cell in enumerate(raw_coalitions):
-            row = i + 2
-            text = "" if cell is None else str(cell).strip()
-            if not text:
-                members.append(())
-                continue
-            names_in = [part.strip() for part in text.split(SEPARATOR)]
-            if any(not part for part in names_in):
-                raise InputError(
-                    f"empty player name in coalition {text!r} (stray '{SEPARATOR}')",
-                    file=source,
-                    row=row,
-                    field=COALITION_COLUMN,
-                )
-            if len(set(names_in)) != len(names_in):
-                raise InputError(
-                    f"player repeated in coalition {text!r}", file=source, row=row, field=COALITION_COLUMN
-                )
-            members.append(tuple(names_in))
-
-        # player set
-        if players is not None:
-            player_list = list(validate_names(players, "player"))
-            known = set(player_list)
-            for i, names_in in enumerate(members):
-                for name in names_in:
-                    if name not in known:
-                        raise InputError(
-                            f"unknown player {name!r} (players: {', '.join(player_list)})",
-                            file=source,
-                            row=i + 2,
-                            field=COALITION_COLUMN,
-                        )
-        else:
-            player_list = []
-            for names_in in members:
-                if len(names_in) == 1 and names_in[0] not in player_list:
-                    player_list.append(names_in[0])
-            singles = set(player_list)
-            others = sorted({name for names_in in members for name in names_in} - singles)
-            player_list.extend(others)
-        position = {p: j for j, p in enumerate(player_list)}
-        n = len(player_list)
-        if n > MAX_TABLE_PLAYERS:
-            raise InputError(f"{n} players: a table game holds at most {MAX_TABLE_PLAYERS}", file=source)
-
-        masks = np.zeros((n_rows, n), dtype=bool)
-        for i, names_in in enumerate(members):
-            masks[i, [position[p] for p in names_in]] = True
-
-        # duplicated coalitions: name both rows
-        keys = coalition_index(masks)
-        first_row: dict[int, int] = {}
-        for i, key in enumerate(keys.tolist()):
-            if key in first_row:
-                label = coalition_label(masks[i], player_list)
-                raise InputError(
-                    f"duplicated coalition {describe_coalition(label)} (also on row {first_row[key]})",
-                    file=source,
-                    row=i + 2,
-                    field=COALITION_COLUMN,
-                )
-            first_row[key] = i + 2
-
-        # utilities
-        utilities = np.empty((n_rows, len(objectives)), dtype=float)
-        for k, name in enumerate(objectives):
-            for i, cell in enumerate(columns[name]):
-                utilities[i, k] = _parse_utility(cell, source=source, row=i + 2, field=str(name))
-        return cls(player_list, [str(o) for o in objectives], masks, utilities, source=source)
-
-    # -- output --------------------------------------------------------------------------------------
+    def from_contents(cls, contents: TableContents) -> TableGame:
+        """The game of a parsed table (``source`` = its file name)."""
+        c = contents
+        return cls(c.players, c.objectives, c.coalitions, c.utilities, source=c.source)
 
     def to_csv(self, path: str | Path) -> None:
         """Write GAME.csv (coalitions sorted by index, ``repr`` floats: exact round trip). Atomic."""
-        import csv
-        import io
-
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow([COALITION_COLUMN, *self.objectives])
-        masks = self.coalitions
-        for mask, utils in zip(masks, self._utils, strict=True):
-            writer.writerow([coalition_label(mask, self.players), *(repr(float(u)) for u in utils)])
-        atomic_write_text(path, buffer.getvalue())
+        write_game_csv(path, self.players, self.objectives, self.coalitions, self._utils)
 
     # -- queries -------------------------------------------------------------------------------------
 
     @property
     def coalitions(self) -> np.ndarray:
         """The table's coalitions ``bool[k, n]``, sorted by coalition index."""
-        n = len(self.players)
-        return ((self._keys[:, None] >> np.arange(n, dtype=np.int64)[None, :]) & 1).astype(bool)
+        return coalitions_of_indices(self._keys, len(self.players))
 
     @property
     def utilities(self) -> np.ndarray:
@@ -347,7 +155,7 @@ class TableGame:
         expected = 0
         for key in [*self._keys.tolist(), 2 ** len(self.players)]:
             while expected < key and len(out) < limit:
-                out.append(_label_of_index(expected, self.players))
+                out.append(label_of_index(expected, self.players))
                 expected += 1
             if len(out) >= limit:
                 break
@@ -373,7 +181,7 @@ class TableGame:
         return view
 
     def __call__(self, coalitions: np.ndarray) -> np.ndarray:
-        masks = _check_masks(coalitions, len(self.players))
+        masks = check_masks(coalitions, len(self.players))
         keys = coalition_index(masks)
         if self._dense is not None:
             return self._dense[keys]
@@ -412,7 +220,7 @@ class FunctionGame:
         self.fn = fn
 
     def __call__(self, coalitions: np.ndarray) -> np.ndarray:
-        masks = _check_masks(coalitions, len(self.players))
+        masks = check_masks(coalitions, len(self.players))
         out = np.asarray(self.fn(masks), dtype=float)
         if out.ndim == 1 and len(self.objectives) == 1:
             out = out[:, None]
@@ -439,7 +247,7 @@ class CachedGame:
         self._cache: dict[bytes, np.ndarray] = {}
 
     def __call__(self, coalitions: np.ndarray) -> np.ndarray:
-        masks = _check_masks(coalitions, len(self.players))
+        masks = check_masks(coalitions, len(self.players))
         packed = np.packbits(masks, axis=1)
         keys = [row.tobytes() for row in packed]
         todo: dict[bytes, int] = {}
@@ -494,7 +302,7 @@ class GroupedGame:
 
     def source_coalitions(self, coalitions: np.ndarray) -> np.ndarray:
         """Map member coalitions ``bool[k, n_members]`` to source coalitions ``bool[k, n_sources]``."""
-        masks = _check_masks(coalitions, len(self.players))
+        masks = check_masks(coalitions, len(self.players))
         return (masks.astype(np.int64) @ self.membership.astype(np.int64)) > 0
 
     def __call__(self, coalitions: np.ndarray) -> np.ndarray:
@@ -519,30 +327,3 @@ def objective_weights(objectives: Sequence[str], weights: Mapping[str, float]) -
             field="weights",
         )
     return np.array([float(weights.get(k, 0.0)) for k in objectives], dtype=float)
-
-
-# ---------------------------------------------------------------------------------------------------
-# small helpers
-
-
-def describe_coalition(label: str) -> str:
-    """``'a+b'`` for a label, ``'' (the empty coalition)`` for ∅ — for messages."""
-    return f"'{label}'" if label else "'' (the empty coalition)"
-
-
-def _label_of_index(index: int, players: Sequence[str]) -> str:
-    return SEPARATOR.join(p for j, p in enumerate(players) if (index >> j) & 1)
-
-
-def _parse_utility(cell: object, *, source: str, row: int, field: str) -> float:
-    if cell is None or (isinstance(cell, str) and not cell.strip()):
-        raise InputError("missing utility (empty cell)", file=source, row=row, field=field)
-    if isinstance(cell, bool):
-        raise InputError(f"utility must be a number, got {cell!r}", file=source, row=row, field=field)
-    try:
-        value = float(cell.strip()) if isinstance(cell, str) else float(cell)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise InputError(f"utility must be a number, got {cell!r}", file=source, row=row, field=field) from None
-    if not np.isfinite(value):
-        raise InputError(f"utility must be a finite number, got {cell!r}", file=source, row=row, field=field)
-    return value

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from valuation.games.coalitions import all_coalitions
+
 CORE_MAX_MEMBERS = 16
 RELATIVE_TOLERANCE = 1e-9
 
@@ -148,8 +150,6 @@ def check_stability(
     blocking: list[tuple[tuple[str, ...], float]] = []
     in_core: bool | None = None
     if core_checked:
-        from valuation.games.game import all_coalitions
-
         masks = all_coalitions(n)
         excess = v - masks.astype(float) @ x
         excess[0] = 0.0

@@ -42,7 +42,7 @@ from valuation.composition.arithmetic import coalition_margins, coalition_weight
 from valuation.composition.logprobs import EvalLogProbs, EvalSet, compute_eval_logprobs
 from valuation.errors import InputError
 from valuation.files import atomic_path, atomic_write_text
-from valuation.games.game import coalition_label
+from valuation.games.coalitions import coalition_label
 from valuation.pipeline.config import ValuationConfig
 
 if TYPE_CHECKING:
@@ -550,8 +550,9 @@ def value_coalitions(
     vectorised call) and valued from the table; otherwise the estimator asks for the coalitions it samples
     and the returned table holds exactly those. Returns (table, table game, source values, member values).
     """
+    from valuation.games.coalitions import all_coalitions
     from valuation.games.estimators import approximate
-    from valuation.games.game import FunctionGame, GroupedGame, TableGame, all_coalitions
+    from valuation.games.game import FunctionGame, GroupedGame, TableGame
 
     n = len(players)
     if n <= full_table_max or method == "exact":
@@ -730,8 +731,8 @@ def eval_sampling_values(run: ValuationRun, groups: Mapping[str, Sequence[str]])
     Raises:
         ValueError: more than `MAX_GROUPS_FOR_STD_ERRS` players, or a run without the preference utility.
     """
+    from valuation.games.coalitions import all_coalitions
     from valuation.games.estimators import exact_shapley
-    from valuation.games.game import all_coalitions
     from valuation.games.result import ValuationResult
 
     prepared = run.prepared

@@ -132,8 +132,8 @@ class RetrainPlan:
 
 
 def plan_retrain(sources: Sequence[str], orders: Sequence[Sequence[str]]) -> RetrainPlan:
-    """Coalitions of size ≥ 2 (in `valuation.games.game.all_coalitions` order), their sequences, the stages."""
-    from valuation.games.game import all_coalitions
+    """Coalitions of size ≥ 2 (in `valuation.games.coalitions.all_coalitions` order), their sequences, the stages."""
+    from valuation.games.coalitions import all_coalitions
 
     sources = tuple(sources)
     for order in orders:
@@ -488,7 +488,7 @@ def variant_table(
     standard error is that of the mean over pairs of the order-averaged scores.
     """
     from valuation.coalition_utility.utilities import pair_scores
-    from valuation.games.game import all_coalitions
+    from valuation.games.coalitions import all_coalitions
 
     masks = all_coalitions(len(players))
     objectives = list(tables)
@@ -628,8 +628,9 @@ def run_retrain(
         InputError: more sources than ``[retrain] max_sources`` (checked before anything is trained).
     """
     from valuation.composition.logprobs import compute_eval_logprobs
+    from valuation.games.coalitions import all_coalitions
     from valuation.games.estimators import approximate
-    from valuation.games.game import TableGame, all_coalitions
+    from valuation.games.game import TableGame
     from valuation.pipeline.run import coalition_table, prepare_inputs, run_train
 
     rcfg = config.retrain
@@ -884,7 +885,8 @@ def write_retrain(run: RetrainRun) -> dict[str, Path]:
     import polars as pl
 
     from valuation.files import atomic_path, atomic_write_text
-    from valuation.games.game import TableGame, all_coalitions, coalition_label
+    from valuation.games.coalitions import all_coalitions, coalition_label
+    from valuation.games.game import TableGame
 
     files: dict[str, Path] = {}
     masks = all_coalitions(len(run.players))

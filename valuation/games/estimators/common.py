@@ -1,13 +1,18 @@
-"""Shared pieces of the estimators: the full utility table, running moments, budgets, progress."""
+"""Shared pieces of the estimators: the full utility table, running moments, budgets, progress.
+
+rich is imported only when a progress bar is shown (``import rich.progress`` ≈ 0.09 s that a silent
+valuation never needs).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
 
 import numpy as np
 
 from valuation.errors import InputError
+from valuation.games.coalitions import coalitions_of_indices
 from valuation.games.game import Game, TableGame
 from valuation.games.stopping import MaxEvaluations, SamplingState, StoppingRule
 
@@ -30,8 +35,7 @@ def full_table(game: Game, method: str) -> np.ndarray:
     out = np.empty((total, len(game.objectives)), dtype=float)
     for start in range(0, total, _CHUNK):
         stop = min(total, start + _CHUNK)
-        idx = np.arange(start, stop, dtype=np.int64)
-        masks = ((idx[:, None] >> np.arange(n, dtype=np.int64)[None, :]) & 1).astype(bool)
+        masks = coalitions_of_indices(np.arange(start, stop, dtype=np.int64), n)
         out[start:stop] = np.asarray(game(masks), dtype=float)
     return out
 
@@ -113,14 +117,16 @@ def new_state(n: int, m: int) -> SamplingState:
     return SamplingState(std_errs=np.full((n, m), np.inf))
 
 
-def progress_bar(enabled: bool, description: str, total: int | None) -> AbstractContextManager[Any]:
+def progress_bar(
+    enabled: bool, description: str, total: int | None
+) -> AbstractContextManager[Callable[[int], None]]:
     """A rich progress bar on stderr (or a no-op context). Yields ``update(advance)``."""
     if not enabled:
         return nullcontext(lambda advance: None)
     return _RichProgress(description, total)
 
 
-class _RichProgress(AbstractContextManager):
+class _RichProgress(AbstractContextManager[Callable[[int], None]]):
     def __init__(self, description: str, total: int | None) -> None:
         from rich.console import Console
         from rich.progress import Progress
@@ -129,7 +135,7 @@ class _RichProgress(AbstractContextManager):
         self._description = description
         self._total = total
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Callable[[int], None]:
         self._progress.start()
         task = self._progress.add_task(self._description, total=self._total)
         return lambda advance: self._progress.update(task, advance=advance)

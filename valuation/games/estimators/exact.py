@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import comb
 
-from valuation.games.game import popcount
+from valuation.games.coalitions import popcount
 
 
 def shapley_weights(n: int) -> np.ndarray:

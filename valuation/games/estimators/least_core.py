@@ -20,6 +20,7 @@ import numpy as np
 from scipy.optimize import linprog
 
 from valuation.errors import InputError
+from valuation.games.coalitions import coalitions_of_indices
 from valuation.games.estimators.common import evaluate, full_table
 from valuation.games.game import Game
 from valuation.games.result import ValuationResult
@@ -41,7 +42,7 @@ def least_core(game: Game, *, budget: int | None = None, seed: int = 0) -> Valua
             )
         table = full_table(game, "least_core")
         idx = np.arange(1, 2**n - 1, dtype=np.int64)
-        masks = ((idx[:, None] >> np.arange(n, dtype=np.int64)[None, :]) & 1).astype(bool)
+        masks = coalitions_of_indices(idx, n)
         u_empty, u_full, utils = table[0], table[-1], table[idx]
         n_evaluations = 2**n
         info["constraints"] = "exact"

@@ -30,9 +30,10 @@ from __future__ import annotations
 import numpy as np
 
 from valuation.errors import InputError
+from valuation.games.coalitions import all_coalitions
 from valuation.games.estimators.common import RunningMoments, evaluate, new_state, progress_bar
 from valuation.games.estimators.exact import exact_shapley
-from valuation.games.game import CachedGame, Game, all_coalitions
+from valuation.games.game import CachedGame, Game
 from valuation.games.result import ValuationResult
 from valuation.games.stopping import StoppingRule
 

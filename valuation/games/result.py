@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 
 from valuation.games.game import objective_weights
-
-LINEAR_METHODS = frozenset({"exact", "permutation", "banzhaf", "loo"})
+from valuation.games.methods import LINEAR_METHODS
 
 
 @dataclass(frozen=True)
@@ -94,12 +93,12 @@ class ValuationResult:
         between objectives, which share the same samples); exact methods give 0.
 
         Raises ``ValueError`` for non-linear methods (least core): re-solve on
-        ``valuation.game.scalarised_game`` instead.
+        ``valuation.games.game.scalarised_game`` instead.
         """
         if not self.is_linear:
             raise ValueError(
                 f"method '{self.method}' is not linear in the utility: value the scalarised game "
-                "(valuation.game.scalarised_game) instead"
+                "(valuation.games.game.scalarised_game) instead"
             )
         a = objective_weights(self.objectives, weights)
         return self.values @ a, np.abs(self.std_errs) @ np.abs(a)

@@ -1,6 +1,6 @@
 """Estimators behind one contract: ``approximate(game, method, budget, ...) -> ValuationResult``.
 
-Methods (``METHODS``):
+Methods (``METHODS``, from `valuation.games.methods`, which also says which are linear):
 
 * ``exact`` — Shapley over all 2^n coalitions (matrix arithmetic; n <= 22). std err 0.
 * ``permutation`` — Shapley by permutation sampling, orders in Latin-square blocks (position strata); std err
@@ -19,6 +19,8 @@ All objectives are valued in one pass.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from valuation.errors import InputError
@@ -35,10 +37,9 @@ from valuation.games.estimators.least_core import least_core
 from valuation.games.estimators.loo import leave_one_out
 from valuation.games.estimators.permutation import permutation_shapley
 from valuation.games.game import Game, TableGame
+from valuation.games.methods import METHODS
 from valuation.games.result import ValuationResult
 from valuation.games.stopping import StoppingRule
-
-METHODS = ("exact", "permutation", "banzhaf", "loo", "least_core")
 
 __all__ = [
     "EXACT_MAX_PLAYERS",
@@ -106,6 +107,4 @@ def approximate(
 
 
 def _with_budget(result: ValuationResult, budget: int | None) -> ValuationResult:
-    from dataclasses import replace
-
     return replace(result, budget=budget)

@@ -1,0 +1,15 @@
+"""The valuation methods of the engine: their names and which of them are linear in the utility.
+
+The one list of method names: ``valuation.games.estimators.approximate`` accepts exactly `METHODS`
+(described in that package's docstring), and ``ValuationResult.is_linear`` reads `LINEAR_METHODS`.
+This module sits apart from the estimators package so that the result type can read it without
+importing the estimators (which import the result type).
+
+A method is **linear** when the value of a weighted game ``Σ_k a_k u_k`` is ``Σ_k a_k φ_k``: the
+semivalues (Shapley, Banzhaf) and leave-one-out are; the least core (an LP optimum) is not.
+"""
+
+from __future__ import annotations
+
+METHODS: tuple[str, ...] = ("exact", "permutation", "banzhaf", "loo", "least_core")
+LINEAR_METHODS: frozenset[str] = frozenset(METHODS) - {"least_core"}

@@ -8,8 +8,8 @@ import warnings
 import numpy as np
 import pytest
 
-from valuation.coalition_utility import utilities
-from valuation.coalition_utility.utilities import LOGLIK_WARNING, pair_scores, preference_utility
+from valuation.coalition_utility import preference
+from valuation.coalition_utility.preference import LOGLIK_WARNING, pair_scores, preference_utility
 from valuation.composition.arithmetic import (
     coalition_margins,
     coalition_weights,
@@ -126,7 +126,7 @@ def test_blocked_evaluation_equals_one_block(logps: dict[str, np.ndarray], monke
     deltas = preference_deltas(logps["chosen"], logps["rejected"], logps["base_chosen"], logps["base_rejected"])
     w = coalition_weights(all_coalitions(4), "sum")
     whole = preference_utility(w, deltas, metric="bt")
-    monkeypatch.setattr(utilities, "_BLOCK_ROWS", 3)
+    monkeypatch.setattr(preference, "BLOCK_ROWS", 3)
     blocked = preference_utility(w, deltas, metric="bt")
     assert np.array_equal(whole.values, blocked.values)
     assert np.array_equal(whole.std_errs, blocked.std_errs)

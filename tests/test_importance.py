@@ -13,17 +13,18 @@ torch = pytest.importorskip("torch")
 from tiny_lm import TinyTokenizer, tiny_llama  # noqa: E402
 
 from valuation.composition.multilora import MultiLoraModel  # noqa: E402
+from valuation.decoding.coalition_responses import AdapterSpec, CoalitionSampler  # noqa: E402
+from valuation.decoding.decoder import (  # noqa: E402
+    SamplingParams,
+    mixture_components,
+    sample_composed,
+    sample_mixture,
+)
 from valuation.decoding.importance import (  # noqa: E402
     importance_estimate,
     pool_log_densities,
     proposal_components,
     proposal_log_density,
-)
-from valuation.decoding.sampling import (  # noqa: E402
-    SamplingParams,
-    mixture_components,
-    sample_composed,
-    sample_mixture,
 )
 
 
@@ -113,8 +114,6 @@ def test_sampler_scores_targets_outside_the_mixture_by_teacher_forcing(
     random_adapters: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With n > 6 the mixture is ∅ + singletons + N; other coalitions are scored by one forward pass (cached)."""
-    from valuation.decoding.sampling import AdapterSpec, CoalitionSampler
-
     class Base:
         sha256 = "b" * 64
 
@@ -123,7 +122,7 @@ def test_sampler_scores_targets_outside_the_mixture_by_teacher_forcing(
     sampler = CoalitionSampler(Base(), specs, params=params, samples_per_prompt=2, cache_dir=tmp_path / "c")
     model = tiny_llama()
     multi = MultiLoraModel.from_adapter_dirs(model, random_adapters)
-    monkeypatch.setattr(sampler, "_model", lambda: (model, TinyTokenizer(), multi))
+    monkeypatch.setattr(sampler, "models", lambda: (model, TinyTokenizer(), multi))
     components = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
     prompts = ["abc", "hello"]
     chunks: list[int] = []

@@ -1,5 +1,6 @@
 """Batched multi-adapter LoRA forward (valuation.composition.multilora) and token-level sampling from π_S
-(valuation.decoding.sampling) on a tiny random Llama with random peft adapters."""
+(valuation.decoding.next_token, valuation.decoding.decoder, valuation.decoding.coalition_responses) on a tiny
+random Llama with random peft adapters (tests/tiny_lm.py, the `random_adapters` fixture of conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,32 +11,19 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import tiny_lm  # noqa: E402
+from tiny_lm import VOCAB, TinyTokenizer, tiny_llama  # noqa: E402
 
 from valuation.composition.multilora import MultiLoraModel, read_lora_adapter  # noqa: E402
-from valuation.decoding.sampling import (  # noqa: E402
-    AdapterSpec,
-    CoalitionSampler,
-    SamplingParams,
-    combine_next_token_logprobs,
-    crn_uniforms,
-    draw_tokens,
-    sample_composed,
-)
-
-VOCAB, _Tok, _tiny_llama = tiny_lm.VOCAB, tiny_lm.TinyTokenizer, tiny_lm.tiny_llama
-
-
-@pytest.fixture
-def adapters(random_adapters: list[Path]) -> list[Path]:
-    return random_adapters
+from valuation.decoding.coalition_responses import AdapterSpec, CoalitionSampler, sample_statistics  # noqa: E402
+from valuation.decoding.decoder import SamplingParams, sample_composed  # noqa: E402
+from valuation.decoding.next_token import combine_next_token_logprobs, crn_uniforms, draw_tokens  # noqa: E402
 
 
 def _peft_logits(adapter_dirs: list[Path], ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
     """Logits of the base (index 0) and of each adapter alone (1..n), one separate peft forward each."""
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(_tiny_llama(), str(adapter_dirs[0]), adapter_name="a0")
+    model = PeftModel.from_pretrained(tiny_llama(), str(adapter_dirs[0]), adapter_name="a0")
     for i, d in enumerate(adapter_dirs[1:], start=1):
         model.load_adapter(str(d), adapter_name=f"a{i}")
     model.eval()
@@ -50,12 +38,12 @@ def _peft_logits(adapter_dirs: list[Path], ids: torch.Tensor, mask: torch.Tensor
 
 
 @pytest.mark.parametrize("members", [(), (0,), (0, 2), (0, 1, 2)])
-def test_batched_forward_equals_separate_peft_passes(adapters: list[Path], members: tuple[int, ...]) -> None:
+def test_batched_forward_equals_separate_peft_passes(random_adapters: list[Path], members: tuple[int, ...]) -> None:
     ids = torch.randint(4, VOCAB, (2, 9), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
-    separate = _peft_logits(adapters, ids, mask)
-    model = _tiny_llama()
-    multi = MultiLoraModel.from_adapter_dirs(model, adapters)
+    separate = _peft_logits(random_adapters, ids, mask)
+    model = tiny_llama()
+    multi = MultiLoraModel.from_adapter_dirs(model, random_adapters)
     route = [-1, *members]  # rows: base, then each member, for each of the 2 prompts
     batch_ids = ids.repeat_interleave(len(route), dim=0)
     with torch.no_grad(), multi.routing(route * 2):
@@ -73,11 +61,11 @@ def test_batched_forward_equals_separate_peft_passes(adapters: list[Path], membe
     assert torch.equal(plain, separate[0]) or (plain - separate[0]).abs().max().item() <= 1e-5
 
 
-def test_batched_forward_with_kv_cache_matches_full_forward(adapters: list[Path]) -> None:
+def test_batched_forward_with_kv_cache_matches_full_forward(random_adapters: list[Path]) -> None:
     from transformers import DynamicCache
 
-    model = _tiny_llama()
-    multi = MultiLoraModel.from_adapter_dirs(model, adapters)
+    model = tiny_llama()
+    multi = MultiLoraModel.from_adapter_dirs(model, random_adapters)
     ids = torch.randint(4, VOCAB, (4, 12), generator=torch.Generator().manual_seed(2))
     with torch.no_grad(), multi.routing([-1, 0, 1, 2]):
         full = model(input_ids=ids).logits
@@ -88,10 +76,10 @@ def test_batched_forward_with_kv_cache_matches_full_forward(adapters: list[Path]
         assert (steps[j][:, 0] - full[:, t]).abs().max().item() <= 1e-4
 
 
-def test_read_adapter_scaling_and_bad_routing(adapters: list[Path]) -> None:
-    assert read_lora_adapter(adapters[0]).scaling == pytest.approx(8 / 4)
-    assert read_lora_adapter(adapters[2]).scaling == pytest.approx(4 / np.sqrt(2))  # rsLoRA
-    multi = MultiLoraModel.from_adapter_dirs(_tiny_llama(), adapters)
+def test_read_adapter_scaling_and_bad_routing(random_adapters: list[Path]) -> None:
+    assert read_lora_adapter(random_adapters[0]).scaling == pytest.approx(8 / 4)
+    assert read_lora_adapter(random_adapters[2]).scaling == pytest.approx(4 / np.sqrt(2))  # rsLoRA
+    multi = MultiLoraModel.from_adapter_dirs(tiny_llama(), random_adapters)
     with pytest.raises(ValueError, match="out of range"), multi.routing([0, 3]):
         pass
 
@@ -103,11 +91,11 @@ PROMPTS = ["hello there", "what is two plus two", "name a colour"]
 PARAMS = SamplingParams(max_new_tokens=12, temperature=1.0, top_p=0.95, seed=7)
 
 
-def test_empty_coalition_reproduces_base_samples(adapters: list[Path]) -> None:
-    tok = _Tok()
-    plain = sample_composed(_tiny_llama(), tok, PROMPTS, [], [], samples_per_prompt=2, params=PARAMS)
-    model = _tiny_llama()
-    multi = MultiLoraModel.from_adapter_dirs(model, adapters)
+def test_empty_coalition_reproduces_base_samples(random_adapters: list[Path]) -> None:
+    tok = TinyTokenizer()
+    plain = sample_composed(tiny_llama(), tok, PROMPTS, [], [], samples_per_prompt=2, params=PARAMS)
+    model = tiny_llama()
+    multi = MultiLoraModel.from_adapter_dirs(model, random_adapters)
     composed = sample_composed(model, tok, PROMPTS, [], [], samples_per_prompt=2, params=PARAMS, multi=multi,
                                max_batch_rows=4)
     assert [s.token_ids for s in composed] == [s.token_ids for s in plain]
@@ -121,7 +109,7 @@ def test_empty_coalition_reproduces_base_samples(adapters: list[Path]) -> None:
 
 def test_base_samples_match_a_plain_reference_sampler() -> None:
     """The sampler is ordinary ancestral sampling: recompute each sample's tokens with full forwards."""
-    model, tok = _tiny_llama(), _Tok()
+    model, tok = tiny_llama(), TinyTokenizer()
     params = SamplingParams(max_new_tokens=6, temperature=0.8, top_p=0.9, seed=3)
     samples = sample_composed(model, tok, PROMPTS[:2], [], [], samples_per_prompt=1, params=params)
     u = crn_uniforms(3, [0, 1], 1, 6)
@@ -138,14 +126,14 @@ def test_base_samples_match_a_plain_reference_sampler() -> None:
         assert list(s.token_ids) == out
 
 
-def test_singleton_sum_sequence_logprob_equals_adapter_logprob(adapters: list[Path]) -> None:
+def test_singleton_sum_sequence_logprob_equals_adapter_logprob(random_adapters: list[Path]) -> None:
     """Token-level π_{ℓ} with w = 1 is the adapter model itself: the sample's log-prob is its own."""
     from peft import PeftModel
 
-    model, tok = _tiny_llama(), _Tok()
-    multi = MultiLoraModel.from_adapter_dirs(model, adapters)
+    model, tok = tiny_llama(), TinyTokenizer()
+    multi = MultiLoraModel.from_adapter_dirs(model, random_adapters)
     samples = sample_composed(model, tok, PROMPTS, [1], [1.0], samples_per_prompt=1, params=PARAMS, multi=multi)
-    peft_model = PeftModel.from_pretrained(_tiny_llama(), str(adapters[1]))
+    peft_model = PeftModel.from_pretrained(tiny_llama(), str(random_adapters[1]))
     peft_model.eval()
     for i, s in enumerate(samples):
         prompt = tok(PROMPTS[i])["input_ids"]
@@ -157,9 +145,9 @@ def test_singleton_sum_sequence_logprob_equals_adapter_logprob(adapters: list[Pa
         assert s.logprob == pytest.approx(own, abs=1e-3)
 
 
-def test_common_random_numbers(adapters: list[Path]) -> None:
-    model, tok = _tiny_llama(), _Tok()
-    multi = MultiLoraModel.from_adapter_dirs(model, adapters)
+def test_common_random_numbers(random_adapters: list[Path]) -> None:
+    model, tok = tiny_llama(), TinyTokenizer()
+    multi = MultiLoraModel.from_adapter_dirs(model, random_adapters)
     a = sample_composed(model, tok, PROMPTS, [0, 2], [0.5, 0.5], samples_per_prompt=2, params=PARAMS, multi=multi)
     b = sample_composed(model, tok, PROMPTS, [0, 2], [0.5, 0.5], samples_per_prompt=2, params=PARAMS, multi=multi,
                         max_batch_rows=3)
@@ -189,22 +177,20 @@ def test_combine_and_draw() -> None:
     assert draw_tokens(probs, torch.tensor([0.99]), 0.0, 1.0).item() == 1  # greedy
 
 
-def test_coalition_sampler_caches(adapters: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import valuation.decoding.sampling as sampling
-
+def test_coalition_sampler_caches(random_adapters: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     class Base:
         sha256 = "b" * 64
 
-    specs = [AdapterSpec(f"s{i}", d, f"{i}" * 64) for i, d in enumerate(adapters)]
+    specs = [AdapterSpec(f"s{i}", d, f"{i}" * 64) for i, d in enumerate(random_adapters)]
     sampler = CoalitionSampler(Base(), specs, params=PARAMS, samples_per_prompt=2, cache_dir=tmp_path / "c")
-    monkeypatch.setattr(sampler, "_model", lambda: (model, _Tok(), multi))
-    model = _tiny_llama()
-    multi = MultiLoraModel.from_adapter_dirs(model, adapters)
+    monkeypatch.setattr(sampler, "models", lambda: (model, TinyTokenizer(), multi))
+    model = tiny_llama()
+    multi = MultiLoraModel.from_adapter_dirs(model, random_adapters)
     first = sampler.samples([0, 1], [0.5, 0.5], PROMPTS)
     assert sampler.generated == 1
     again = sampler.samples([0, 1], [0.5, 0.5], PROMPTS)
     assert sampler.cached == 1 and again == first
     assert sampler.key([0, 1], [0.5, 0.5], PROMPTS) != sampler.key([0, 1], [1.0, 1.0], PROMPTS)
     assert len(list((tmp_path / "c").glob("*.json"))) == 1
-    stats = sampling.sample_statistics(first)
+    stats = sample_statistics(first)
     assert 0 < stats["distinct_token_ratio"] <= 1 and stats["mean_tokens"] > 0

@@ -16,7 +16,7 @@ from valuation.composition.packed import (  # noqa: E402
     packed_gemm_available,
     packed_gemm_useful,
 )
-from valuation.decoding.sampling import SamplingParams, sample_composed  # noqa: E402
+from valuation.decoding.decoder import SamplingParams, sample_composed  # noqa: E402
 
 needs_mkl = pytest.mark.skipif(not packed_gemm_available(), reason="this PyTorch build has no MKL packed GEMM")
 

@@ -1,7 +1,8 @@
-"""Small models for the tests: a tiny random Llama, a character tokenizer and random LoRA adapters for the
-decoding tests (`test_multilora_sampling`, `test_importance`; the fixture `random_adapters` lives in
-conftest.py), and the smallest `tiny` preset the pipeline tests build (`TINY_PRESET`, as a dict and as a
-``[model.tiny]`` TOML table)."""
+"""Small models for the tests, the one home of "a tiny model with random adapters": a tiny random Llama
+(`tiny_llama`), a character tokenizer (`TinyTokenizer`) and three random peft LoRA adapters
+(`write_random_adapters`; the session fixture `random_adapters` of conftest.py writes them once) for the
+composition and decoding tests (`test_multilora_sampling`, `test_packed`, `test_importance`), and the smallest
+`tiny` preset the pipeline tests build (`TINY_PRESET`, as a dict and as a ``[model.tiny]`` TOML table)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ TINY_PRESET = {
     "batch_size": 16,
 }
 TINY_PRESET_TOML = "[model.tiny]\n" + "".join(f"{key} = {value}\n" for key, value in TINY_PRESET.items())
-
 
 
 def tiny_model_toml(cache: object) -> str:
@@ -51,6 +51,7 @@ class TinyTokenizer:
 
 
 def tiny_llama(seed: int = 0):
+    """A tiny random Llama (vocabulary `VOCAB`, 2 layers, hidden 32) initialised from ``seed``, in eval mode."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)

@@ -339,7 +339,7 @@ def _time_coalition_table(tables: dict[str, Any], sources: list[str], n: int, me
 
 def _breakdown(tables: dict[str, Any], sources: list[str], repeats: int) -> dict[str, Any]:
     """Time of each production step for the full table, per metric, and the candidate fast path."""
-    from valuation.coalition_utility.utilities import pair_scores
+    from valuation.coalition_utility.preference import pair_scores
     from valuation.composition.arithmetic import coalition_margins, coalition_weights
     from valuation.games.coalitions import all_coalitions
 

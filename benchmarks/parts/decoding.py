@@ -404,7 +404,7 @@ def measure_sampling(
 ) -> dict[str, list[dict[str, Any]]]:
     """Tokens/s of `sample_composed` through ``setup.multi`` for |S| = 0 and ``sizes``, in the ``single`` and
     ``batch`` regimes (module docstring, measurement 2); ratios to |S| = 0 of the same regime."""
-    from valuation.decoding.sampling import SamplingParams, sample_composed
+    from valuation.decoding.decoder import SamplingParams, sample_composed
 
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=1.0, top_p=1.0, seed=seed)
     tokenizer = IgnoreStops(setup.tokenizer)

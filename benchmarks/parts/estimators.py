@@ -151,7 +151,7 @@ def majority_game(n: int, rng: np.random.Generator) -> BenchGame:
 
 def bt_preference_game(n: int, rng: np.random.Generator) -> BenchGame:
     """The payoutsim ``bt`` preference utility on random margins (no closed form)."""
-    from valuation.coalition_utility.utilities import preference_utility
+    from valuation.coalition_utility.preference import preference_utility
     from valuation.composition.arithmetic import coalition_weights
 
     deltas = rng.normal(rng.normal(0.3, 1.0, size=(n, 1)), 3.0, size=(n, BT_PAIRS))

@@ -80,8 +80,8 @@ dir = "run"
 def run(quick: bool, seed: int, *, repeats: int | None = None, config_text: str | None = None) -> dict[str, Any]:
     """Run part (d); see the module docstring. ``repeats`` (default 1) times each way that many times (median).
     Tests pass a small ``config_text`` (a valuation TOML with ``[utility] kind = "reward"``)."""
+    from valuation.coalition_utility.reward import ImportanceSettings
     from valuation.coalition_utility.scorers import score_texts
-    from valuation.coalition_utility.utilities import ImportanceSettings
     from valuation.composition.arithmetic import coalition_weights
     from valuation.decoding.importance import proposal_components
     from valuation.games.coalitions import all_coalitions
@@ -117,7 +117,7 @@ def run(quick: bool, seed: int, *, repeats: int | None = None, config_text: str 
         masks = all_coalitions(n)
         weights = coalition_weights(masks, config.sampling.weighting, sizes)
         direct_sampler = reward_sampler(config, prepared, adapters, cache_dir=None)
-        loaded = direct_sampler._model()  # load the base + adapters once, outside the timings
+        loaded = direct_sampler.models()  # load the base + adapters once, outside the timings
         for obj in objectives:  # warm the scorers (model loads) outside the timings
             score_texts(obj.scorer, ["warm up"], ["warm up"])
 
@@ -215,7 +215,7 @@ def run(quick: bool, seed: int, *, repeats: int | None = None, config_text: str 
 def _way(sampler: Any, masks: np.ndarray, weights: np.ndarray, objectives: list[Any], settings: Any,
          repeats: int) -> dict[str, Any]:
     """Time ``reward_coalition_utilities`` (a fresh, cache-less sampler per repeat) and keep the last result."""
-    from valuation.coalition_utility.utilities import reward_coalition_utilities
+    from valuation.coalition_utility.reward import reward_coalition_utilities
 
     out: dict[str, Any] = {}
 

@@ -27,9 +27,9 @@ from valuation.composition.logprobs import (
     EvalSet,
     LogProbCache,
     ResponseLogProbs,
-    _bar,
     score_pairs,
 )
+from valuation.progress import progress_bar
 
 Combination = Literal["cat", "svd"]
 COMBINATIONS: tuple[str, ...] = ("cat", "svd")
@@ -106,7 +106,7 @@ def merged_coalition_logprobs(
     for c, es, key in todo:
         by_coalition.setdefault(c, []).append((es, key))
     total = sum(2 * len(es.pairs) for _, es, _ in todo)
-    with _bar(f"scoring {combination}-merged coalitions", total, progress) as advance, quiet_libraries():
+    with progress_bar(f"scoring {combination}-merged coalitions", total, progress) as advance, quiet_libraries():
         for c, jobs in by_coalition.items():
             model.add_weighted_adapter(
                 adapters=[names[s] for s in c],

@@ -6,13 +6,13 @@ q and reweight (self-normalised importance sampling, SNIS)::
     û(S) = Σ_i w̄_i^S r_i,    w̄_i^S = w_i^S / Σ_j w_j^S,    w_i^S = π_S(y_i | x_i) / q(y_i | x_i)
 
 over the pool's responses y_i (prompts x_i, rewards r_i), with π_S and q the SAMPLING distributions
-(temperature and top-p applied, as in `valuation.decoding.sampling`) at sequence level: the product over the
+(temperature and top-p applied, as in `valuation.decoding.next_token`) at sequence level: the product over the
 generated tokens, the stop token included. Its standard error is the delta-method one,
 ``sqrt(Σ_i (w̄_i^S)² (r_i − û(S))²)``, and its effective sample size (Kish) ``ESS = 1 / Σ_i (w̄_i^S)²``.
 The normalisation runs over the whole pool (every prompt has the same number of responses, so û(S)
 estimates the prompt-averaged utility the direct estimate targets).
 
-Proposal (`proposal_components`, `valuation.decoding.sampling.sample_mixture`): the uniform sequence-level mixture
+Proposal (`proposal_components`, `valuation.decoding.decoder.sample_mixture`): the uniform sequence-level mixture
 ``q(y | x) = (1/C) Σ_c π_{S_c}(y | x)`` of C component coalitions — all 2^n coalitions when n ≤ 6, else
 the base, the n singletons and the grand coalition. Each response picks a component at random and is
 decoded from it; all responses share one batched decode with the base and all n adapters per sequence
@@ -21,25 +21,27 @@ densities cost no extra pass); a target that is not a component is scored by one
 pass over the pool (`pool_log_densities`). With q the mixture (the "balance heuristic" of
 multiple importance sampling) the weight of a component target is at most C, whatever the sequence
 length; when a target is far from every component the ESS says so and
-`valuation.coalition_utility.utilities.reward_coalition_utilities` falls back to direct sampling for that coalition
+`valuation.coalition_utility.reward.reward_coalition_utilities` falls back to direct sampling for that coalition
 (``[sampling] min_ess``, a fraction of the pool size).
+
+torch is imported inside functions: ``import torch`` costs ≈ 1.5 s (measured), and light commands that import
+this module never run a model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy.special import logsumexp
 
+from valuation.composition.multilora import MultiLoraModel
+from valuation.decoding.decoder import PromptLike, Sample, SamplingParams, left_padded, prompt_token_ids
+from valuation.decoding.next_token import sampling_log_probs
 from valuation.games.coalitions import all_coalitions
-
-if TYPE_CHECKING:
-    from valuation.composition.multilora import MultiLoraModel
-    from valuation.decoding.sampling import PromptLike, Sample, SamplingParams
 
 #: All 2^n coalitions are mixture components up to this many sources; above, ∅ + singletons + N.
 ALL_COALITIONS_MAX_N = 6
@@ -107,15 +109,13 @@ def pool_log_densities(
     """Sequence log-densities ``log_p float[R, K]`` of the pool under K coalitions, by teacher forcing.
 
     ``log_p[i, k] = Σ_t log p_k(y_it | h_it)`` with p_k the sampling distribution (τ, top-p;
-    `valuation.decoding.sampling.sampling_log_probs`) of the coalition with weights ``target_weights[k]`` over all n
+    `valuation.decoding.next_token.sampling_log_probs`) of the coalition with weights ``target_weights[k]`` over all n
     adapters of ``multi``. One forward per chunk of sequences, rows [base, adapter 0..n−1] per sequence; the
     tokens are the response plus its stop token (if it stopped). ``samples[i].prompt_index`` indexes
     ``prompts``. Needed only for targets that are not mixture components (n > 6 with sampled estimators):
     the components' densities are accumulated while decoding.
     """
     import torch
-
-    from valuation.decoding.sampling import left_padded, prompt_token_ids, sampling_log_probs
 
     if params.temperature == 0:
         raise ValueError("importance sampling needs temperature > 0 (greedy decoding has no density)")
@@ -147,7 +147,7 @@ def pool_log_densities(
         valid_f = valid.reshape(len(chunk), steps).double()
         for start in range(0, targets.shape[0], TARGETS_PER_PASS):  # bounded memory: [(seq, t), block, V]
             block = targets[start : start + TARGETS_PER_PASS]
-            token_lp = sampling_log_probs(logps, block, flat_target, params).double()
+            token_lp = sampling_log_probs(logps, block, flat_target, params.temperature, params.top_p).double()
             per_seq = (token_lp.view(len(chunk), steps, -1) * valid_f[:, :, None]).sum(1)
             log_p[lo : lo + len(chunk), start : start + block.shape[0]] = per_seq.numpy()
     return log_p

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from valuation.adapters.training import AdapterRecord, sha256_file, sha256_json, train_adapters
-from valuation.coalition_utility.utilities import pair_scores, preference_utility
+from valuation.coalition_utility.preference import pair_scores, preference_utility
 from valuation.composition.arithmetic import coalition_margins, coalition_weights
 from valuation.composition.logprobs import EvalLogProbs, EvalSet, compute_eval_logprobs
 from valuation.errors import InputError
@@ -326,8 +326,8 @@ def reward_objectives(config: ValuationConfig, prepared: PreparedInputs) -> list
     Raises:
         InputError: a scorer that cannot be loaded, naming ``reward.<objective>``.
     """
+    from valuation.coalition_utility.reward import RewardObjective
     from valuation.coalition_utility.scorers import load_reward_scorer
-    from valuation.coalition_utility.utilities import RewardObjective
 
     specs = config.reward.specs()
     out = []
@@ -358,7 +358,7 @@ def reward_tabulator(
     them per objective; std errs are those of the mean reward, counts the number of samples (the effective
     sample size for importance-sampled coalitions). ``sampling_report`` (if given) receives, per coalition
     label, how it was estimated (``importance`` / ``direct``) and its ESS per objective."""
-    from valuation.coalition_utility.utilities import reward_coalition_utilities
+    from valuation.coalition_utility.reward import reward_coalition_utilities
 
     sources = prepared.sources
     sizes = [len(prepared.train[s]) for s in sources]
@@ -394,7 +394,8 @@ def reward_sampler(
 ) -> Any:
     """The `valuation.decoding.sampling.CoalitionSampler` of the `reward` utility: the base, every source's adapter and the
     ``[sampling]`` settings; samples cached under ``cache_dir`` (None: no cache)."""
-    from valuation.decoding.sampling import AdapterSpec, CoalitionSampler, SamplingParams
+    from valuation.decoding.coalition_responses import AdapterSpec, CoalitionSampler
+    from valuation.decoding.decoder import SamplingParams
 
     sc = config.sampling
     return CoalitionSampler(
@@ -417,7 +418,7 @@ def importance_settings(config: ValuationConfig, prepared: PreparedInputs) -> An
     sc = config.sampling
     if not sc.importance:
         return None
-    from valuation.coalition_utility.utilities import ImportanceSettings
+    from valuation.coalition_utility.reward import ImportanceSettings
     from valuation.decoding.importance import proposal_components
 
     sizes = [len(prepared.train[s]) for s in prepared.sources]
@@ -493,7 +494,7 @@ def run_value(
             )
 
     if config.utility.metric == "loglik" and rewards is None:
-        from valuation.coalition_utility.utilities import LOGLIK_WARNING
+        from valuation.coalition_utility.preference import LOGLIK_WARNING
 
         warnings.warn(LOGLIK_WARNING, UserWarning, stacklevel=2)
         if log is not None:

@@ -487,7 +487,7 @@ def variant_table(
     The per-pair score (`valuation.coalition_utility.utilities.pair_scores`) is averaged over orders, then over pairs; the
     standard error is that of the mean over pairs of the order-averaged scores.
     """
-    from valuation.coalition_utility.utilities import pair_scores
+    from valuation.coalition_utility.preference import pair_scores
     from valuation.games.coalitions import all_coalitions
 
     masks = all_coalitions(len(players))

@@ -198,7 +198,8 @@ def _build_market(work: Path, n: int, *, eval_pairs: int, seed: int, config: Any
 
     from valuation.adapters.training import quiet_libraries
     from valuation.composition.logprobs import EvalSet
-    from valuation.models.cache import BaseModelInfo, checksum_weights, sha256_file
+    from valuation.files import sha256_file
+    from valuation.models.cache import BaseModelInfo, checksum_weights
     from valuation.models.tiny import build_model, train_tokenizer
     from valuation.synth.generate import SynthConfig, generate_corpus
 

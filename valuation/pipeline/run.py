@@ -3,7 +3,7 @@ values → run directory. ``payoutsim train`` runs the first part, ``payoutsim v
 
 Run directory (``[output] dir``)::
 
-    adapters/<source>/      peft adapter dir + manifest.json (valuation.adapters.training)
+    adapters/<source>/      peft adapter dir + manifest.json (valuation.adapters.store)
     cache/logprobs/*.npz    per-model response log-probs on each eval set (valuation.composition.logprobs)
     corpus/                 only with [data] synth: the generated synthetic corpus
     config.toml             the config this run used (a copy)
@@ -36,12 +36,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from valuation.adapters.training import AdapterRecord, sha256_file, sha256_json, train_adapters
+from valuation.adapters.dpo import train_adapters
+from valuation.adapters.store import AdapterRecord
 from valuation.coalition_utility.utilities import pair_scores, preference_utility
 from valuation.composition.arithmetic import coalition_margins, coalition_weights
 from valuation.composition.logprobs import EvalLogProbs, EvalSet, compute_eval_logprobs
 from valuation.errors import InputError
-from valuation.files import atomic_path, atomic_write_text
+from valuation.files import atomic_path, atomic_write_text, sha256_file, sha256_json
 from valuation.games.game import coalition_label
 from valuation.pipeline.config import ValuationConfig
 
@@ -278,7 +279,7 @@ def run_train(
     log: Callable[[str], None] | None = None,
     prepared: PreparedInputs | None = None,
 ) -> tuple[PreparedInputs, dict[str, AdapterRecord]]:
-    """Train (resumably) one adapter per source into ``RUN/adapters``; see `valuation.adapters.training`."""
+    """Train (resumably) one adapter per source into ``RUN/adapters``; see `valuation.adapters.dpo`."""
     prepared = prepared or prepare_inputs(config, progress=progress)
     records = train_adapters(
         prepared.base,

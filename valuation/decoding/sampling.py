@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from valuation.files import atomic_write_text
+from valuation.files import atomic_write_text, sha256_json
 
 if TYPE_CHECKING:
     import torch
@@ -557,8 +557,7 @@ class CoalitionSampler:
             "max_prompt_tokens": self.max_prompt_tokens,
             "prompts": [p if isinstance(p, str) else [dict(m) for m in p] for p in prompts],
         }
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return sha256_json(payload)
 
     def _model(self) -> tuple[Any, Any, MultiLoraModel]:
         if self._loaded is None:

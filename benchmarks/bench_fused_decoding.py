@@ -14,7 +14,7 @@ The fused layer, for every ``nn.Linear`` of the base model and 2..PACK rows (pad
     y += (h ⊙ M) · Bᵀ_all              A_all, Bᵀ_all: the n adapters' factors stacked; M keeps each row's slice
 
 and the stock ``F.linear`` (+ the same delta) for one row or more than PACK rows, so the base alone runs the
-production kernel. Same token arithmetic and decoder (`valuation.decoding.sampling.sample_composed`); the logits agree
+production kernel. Same token arithmetic and decoder (`valuation.decoding.decoder.sample_composed`); the logits agree
 with `MultiLoraModel` to float rounding (printed).
 
 It also sweeps the row count: the time of all the model's linear layers (one decode step's matmuls) with

@@ -28,7 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 APP = REPO_ROOT / "dashboard" / "app.py"
 EXAMPLE = REPO_ROOT / "data" / "scenarios" / "example.toml"
 PAGES = ("views/payouts.py", "views/trade_offs.py", "views/pooling.py", "views/coalitions.py", "views/ledger.py")
-FORBIDDEN = ("torch", "transformers", "trl", "peft", "valuation.adapters.training", "datasets")
+FORBIDDEN = ("torch", "transformers", "trl", "peft", "valuation.adapters", "datasets")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import pytest
 
 from market.cli import main
 from valuation.errors import InputError
+from valuation.files import sha256_file
 from valuation.models import (
     PRESETS,
     BaseModelInfo,
@@ -28,7 +29,7 @@ from valuation.models import (
 )
 from valuation.models import local as local_mod
 from valuation.models import tiny as tiny_mod
-from valuation.models.cache import read_manifest, sha256_file
+from valuation.models.cache import read_manifest
 
 SMALL = TinyConfig(
     vocab_size=400,

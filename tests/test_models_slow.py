@@ -16,10 +16,11 @@ import pytest
 import torch
 
 from market.cli import main
+from valuation.files import sha256_file
 from valuation.models import TinyConfig, complete_chat, load_base_model, prepare_base_model
 from valuation.models import smollm2 as smollm2_mod
 from valuation.models import tiny as tiny_mod
-from valuation.models.cache import default_cache_dir, read_manifest, sha256_file
+from valuation.models.cache import default_cache_dir, read_manifest
 
 pytestmark = pytest.mark.slow
 

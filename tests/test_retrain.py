@@ -17,14 +17,21 @@ import pytest
 from tiny_lm import TINY_PRESET_TOML as TINY_TOML
 
 from market.cli import main
-from valuation.retraining.run import (
-    fidelity_metrics,
-    plan_retrain,
-    random_orders,
-    restrict,
-    shapley_fidelity,
-    utility_fidelity,
-)
+from valuation.adapters.config import TrainingConfig
+from valuation.adapters.merge import merged_coalition_logprobs
+from valuation.adapters.store import load_adapter_record
+from valuation.composition.logprobs import compute_eval_logprobs, score_pairs
+from valuation.games.coalitions import all_coalitions
+from valuation.games.estimators import approximate
+from valuation.games.game import TableGame
+from valuation.models import load_base_model
+from valuation.pipeline.config import load_valuation_config
+from valuation.pipeline.run import prepare_inputs, run_train
+from valuation.retraining.fidelity import fidelity_metrics, shapley_fidelity, utility_fidelity
+from valuation.retraining.plan import plan_retrain, random_orders, restrict
+from valuation.retraining.run import run_retrain
+from valuation.retraining.stages import train_stage
+from valuation.synth import SynthConfig, write_corpus
 
 SOURCES = ["flan_v2_niv2", "sharegpt", "noisy"]
 OBJECTIVES = ("helpfulness", "harmlessness")
@@ -89,10 +96,6 @@ def test_plan_trains_each_shared_prefix_once() -> None:
 
 def test_fidelity_metrics_on_a_hand_made_pair_of_games() -> None:
     """Two additive games u(S) = Σ_{i∈S} w_i: exact Shapley gives φ = w, so every figure is known."""
-    from valuation.games.coalitions import all_coalitions
-    from valuation.games.estimators import approximate
-    from valuation.games.game import TableGame
-
     players = ["a", "b", "c"]
     masks = all_coalitions(3)
     w_ref = np.array([[0.1, 1.0], [-0.2, 2.0], [0.3, 3.0]])
@@ -139,8 +142,6 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
-    from valuation.synth import SynthConfig, write_corpus
-
     root = tmp_path_factory.mktemp("retrain")
     write_corpus(root / "corpus", SynthConfig(seed=1, pairs_per_source=16, eval_pairs_per_objective=8))
     return Env(root, root / "corpus", root / "cache")
@@ -169,10 +170,6 @@ class Retrained:
 @pytest.fixture(scope="module")
 def retrained(env: Env) -> Retrained:
     """`run_retrain` once (counting trainings), then `payoutsim value --mode retrain` again via the CLI."""
-    from valuation.pipeline.config import load_valuation_config
-    from valuation.pipeline.run import run_train
-    from valuation.retraining.run import run_retrain
-
     folder = env.root / "cfg"
     config = load_valuation_config(write_config(folder, env.corpus, env.cache))
     run_train(config, progress=False, log=lambda _m: None)  # the per-source adapters, not counted below
@@ -221,13 +218,6 @@ def test_continued_stage_uses_the_base_as_reference(env: Env, retrained: Retrain
     β·mean(log π_parent − log π₀) over the batch (one batch = all pairs) — not 0 as with a "ref" copy."""
     from transformers import TrainerCallback
 
-    from valuation.adapters.training import TrainingConfig
-    from valuation.composition.logprobs import score_pairs
-    from valuation.models import load_base_model
-    from valuation.pipeline.config import load_valuation_config
-    from valuation.pipeline.run import prepare_inputs
-    from valuation.retraining.run import train_stage
-
     prepared = prepare_inputs(load_valuation_config(retrained.folder / "valuation.toml"), progress=False)
     parent = retrained.run / "adapters" / "flan_v2_niv2"
     pairs = prepared.train["sharegpt"]
@@ -259,8 +249,6 @@ def test_continued_stage_uses_the_base_as_reference(env: Env, retrained: Retrain
 
 def test_mode_retrain_writes_the_documented_files_and_columns(retrained: Retrained) -> None:
     import polars as pl
-
-    from valuation.games.game import TableGame
 
     run = retrained.run
     for name in ("game_retrain_sequential.csv", "game_retrain_union.csv", "game_merge_cat.csv"):
@@ -312,12 +300,6 @@ def test_mode_both_writes_the_arithmetic_run_and_the_baseline(retrained: Retrain
 
 
 def test_cat_merge_of_a_singleton_equals_the_adapter(env: Env, retrained: Retrained, tmp_path: Path) -> None:
-    from valuation.adapters.merge import merged_coalition_logprobs
-    from valuation.adapters.training import load_adapter_record
-    from valuation.composition.logprobs import compute_eval_logprobs
-    from valuation.pipeline.config import load_valuation_config
-    from valuation.pipeline.run import prepare_inputs
-
     prepared = prepare_inputs(load_valuation_config(retrained.folder / "valuation.toml"), progress=False)
     adapters = {s: load_adapter_record(retrained.run / "adapters", s) for s in SOURCES}
     eval_sets = prepared.eval_sets[:1]

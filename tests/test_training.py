@@ -12,15 +12,14 @@ import numpy as np
 import pytest
 from tiny_lm import TINY_PRESET as TINY
 
-from valuation.adapters.training import (
-    MANIFEST,
-    AdapterRecord,
-    TrainingConfig,
-    plan_adapters,
-    train_adapters,
-    train_one_adapter,
-)
+from valuation.adapters.config import TrainingConfig
+from valuation.adapters.dpo import dpo_arguments, train_adapters, train_one_adapter
+from valuation.adapters.store import MANIFEST, AdapterRecord, plan_adapters
+from valuation.composition.logprobs import EvalSet, compute_eval_logprobs, score_pairs
 from valuation.errors import InputError
+from valuation.models import TinyConfig, load_base_model, prepare_base_model
+from valuation.sources import load_corpus_eval_sets, load_preferences
+from valuation.synth import SynthConfig, write_corpus
 
 SOURCES = ("flan_v2_niv2", "sharegpt", "noisy")
 CONFIG = TrainingConfig(epochs=1, batch_size=8, max_length=96, seed=0)
@@ -42,10 +41,6 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Env:
-    from valuation.models import TinyConfig, prepare_base_model
-    from valuation.sources import load_corpus_eval_sets, load_preferences
-    from valuation.synth import SynthConfig, write_corpus
-
     root = tmp_path_factory.mktemp("training")
     corpus = root / "corpus"
     write_corpus(corpus, SynthConfig(seed=1, pairs_per_source=16, eval_pairs_per_objective=12))
@@ -185,8 +180,6 @@ def test_precomputed_reference_log_probs_train_the_same_adapter(env: Env, tmp_pa
     per-step reference forward, up to float rounding."""
     from safetensors.numpy import load_file
 
-    from valuation.adapters.training import dpo_arguments
-
     pairs = env.data["sharegpt"][:16]
     out = {}
     for precompute in (False, True):
@@ -205,9 +198,6 @@ def test_scorer_agrees_with_trl_on_the_first_step(env: Env, tmp_path: Path) -> N
     """Before the first update the LoRA adapter is a no-op, so trl's logged mean log-probs of the batch equal
     our base-model scores: the tokenisation (chat template, response start, truncation) matches trl's."""
     from transformers import TrainerCallback
-
-    from valuation.composition.logprobs import score_pairs
-    from valuation.models import load_base_model
 
     pairs = env.data["sharegpt"][:8]
     captured: list[dict[str, float]] = []
@@ -230,9 +220,6 @@ def test_scorer_agrees_with_trl_on_the_first_step(env: Env, tmp_path: Path) -> N
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_multi_adapter_scoring_equals_separate_models_and_is_cached(resumed: Resumed, env: Env) -> None:
     from peft import PeftModel
-
-    from valuation.composition.logprobs import EvalSet, compute_eval_logprobs, score_pairs
-    from valuation.models import load_base_model
 
     eval_set = EvalSet("helpfulness", env.eval_pairs[:6], data_hash="eval-6")
     cache = env.root / "logprob-cache"

@@ -1,13 +1,17 @@
-"""Atomic file writes: nothing half-written is ever left behind.
+"""Shared file helpers: atomic writes (nothing half-written is ever left behind) and SHA-256 hashes.
 
 Every writer in payoutsim goes through `atomic_path`: the content is written to a temporary file in
 the destination folder, made readable like a normal file (mode 0666 filtered by the umask, not the
 0600 that `mkstemp` leaves), then moved into place with `os.replace`; on any error the temporary file
 is removed and the destination is untouched.
+
+Every content hash goes through `sha256_file` (a file's bytes) or `sha256_json` (the canonical JSON of a
+value: sorted keys, compact separators, UTF-8), so a hash computed in one place matches one computed in another.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -56,3 +60,18 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, data: Any, *, sort_keys: bool = False) -> None:
     """Write ``data`` as indented JSON (+ a final newline) to ``path`` atomically."""
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n")
+
+
+def sha256_json(data: Any) -> str:
+    """SHA-256 hex of ``json.dumps(data, sort_keys=True)`` (compact separators, UTF-8)."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 hex of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

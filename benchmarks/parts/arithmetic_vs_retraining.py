@@ -29,7 +29,7 @@ Counted and measured per n:
   ratio of this process's CPU seconds spent in each way's pipeline calls (``cpu_s``: torch runs on one
   thread, so other jobs on the machine barely change it, while they do stretch wall time);
 * Shapley fidelity of the arithmetic values against the retrained ones, per objective
-  (`valuation.retraining.run.shapley_fidelity`: Spearman ρ, max |φ_arith − φ_retrain|, sign agreement; plus the
+  (`valuation.retraining.fidelity.shapley_fidelity`: Spearman ρ, max |φ_arith − φ_retrain|, sign agreement; plus the
   utility Pearson r over the coalitions).
 
 Setup (deterministic in ``seed``): a synthetic corpus (`valuation.synth.write_corpus`) with the 4 paper
@@ -80,7 +80,7 @@ EVAL_BATCH_SIZE = 16
 THREADS = 1
 TARGET_N = 6
 TARGET_RATIO = 16.0
-#: What the part keeps of `valuation.retraining.run.fidelity_metrics` per objective.
+#: What the part keeps of `valuation.retraining.fidelity.fidelity_metrics` per objective.
 FIDELITY_KEYS = (
     "shapley_spearman",
     "shapley_max_abs_diff",

@@ -3,7 +3,7 @@
 What `payoutsim value` does for the ``preference`` utility: n + 1 forward passes over the eval pairs (the
 base and each adapter; `valuation.composition.logprobs`) fill a cache of per-model summed response log-probs; then
 every coalition's utility is matrix arithmetic on Δ[n, pairs] (`valuation.pipeline.run.coalition_table` →
-`valuation.composition.arithmetic` + `valuation.coalition_utility.utilities.preference_utility`). The floor of the whole valuation is the
+`valuation.composition.arithmetic` + `valuation.coalition_utility.preference.preference_utility`). The floor of the whole valuation is the
 forward passes; this part measures how far above it the 2^n coalitions are.
 
 Setup (synthetic, deterministic in ``seed``): ``eval_pairs`` helpfulness eval pairs of the synthetic
@@ -58,7 +58,7 @@ BETA = 0.1
 WEIGHTING = "sum"
 TARGET_N16_S = 3.0
 TARGET_FRACTION_N8 = 0.10
-_BLOCK_ROWS = 4096  # coalitions per block, as in `valuation.coalition_utility.utilities.preference_utility`
+_BLOCK_ROWS = 4096  # coalitions per block, as in `valuation.coalition_utility.preference.preference_utility`
 
 
 @dataclass(frozen=True)
@@ -196,9 +196,10 @@ def _build_market(work: Path, n: int, *, eval_pairs: int, seed: int, config: Any
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from valuation.adapters.training import quiet_libraries
     from valuation.composition.logprobs import EvalSet
-    from valuation.models.cache import BaseModelInfo, checksum_weights, sha256_file
+    from valuation.files import sha256_file
+    from valuation.models.cache import BaseModelInfo, checksum_weights
+    from valuation.models.quiet import quiet_libraries
     from valuation.models.tiny import build_model, train_tokenizer
     from valuation.synth.generate import SynthConfig, generate_corpus
 
@@ -246,7 +247,6 @@ def _adapter_dir(root: Path, source: str) -> Path:
 def _measure_forward(market: _Market, repeats: int, *, fill: bool) -> dict[str, Any]:
     """Median time of the n + 1 scoring passes (in memory) and, with ``fill``, the time of one production
     cache fill from disk (`compute_eval_logprobs`: loading, scoring, writing) and of re-reading it."""
-    from valuation.adapters.training import quiet_libraries
     from valuation.composition.logprobs import (
         EvalLogProbs,
         compute_eval_logprobs,
@@ -254,6 +254,7 @@ def _measure_forward(market: _Market, repeats: int, *, fill: bool) -> dict[str, 
         to_trl_example,
         tokenize_example,
     )
+    from valuation.models.quiet import quiet_libraries
 
     model, tokenizer, pairs = market.model, market.tokenizer, market.eval_set.pairs
     scored: dict[str | None, Any] = {}

@@ -17,7 +17,7 @@ Measured (medians over ``repeats``; torch limited to ``THREADS`` thread(s), see 
    |S| + 1 SEPARATE forwards of the same sequences (the base alone with no LoRA rows, then each adapter alone
    through the same `MultiLoraModel` routed to that one adapter; same kernels, so the difference is the
    batching). Also the largest |log-prob| difference between the two (they must agree to ≤ 1e-4).
-2. **sampling** — tokens/s of `valuation.decoding.sampling.sample_composed` from π_S (``mean`` weights, τ = 1,
+2. **sampling** — tokens/s of `valuation.decoding.decoder.sample_composed` from π_S (``mean`` weights, τ = 1,
    top-p = 1) for |S| = 0..4 (0 = the base alone), same prompts (synthetic eval prompts), max_new_tokens and
    seed; tokens/s = generated tokens of π_S / wall seconds of the whole call (prompt encoding, prefill,
    decode steps, combination and drawing). Stop tokens are ignored (the tokenizer's and the generation
@@ -234,8 +234,8 @@ def interleaved(
 
 def load_setup(name: str, seed: int, tiny_config: Any, *, prompts: int) -> Setup | str:
     """The preset's model with 4 random adapters, or a string saying why it was skipped."""
-    from valuation.adapters.training import quiet_libraries
     from valuation.composition.multilora import MultiLoraModel
+    from valuation.models.quiet import quiet_libraries
     from valuation.synth.generate import SynthConfig, generate_corpus
 
     corpus = generate_corpus(

@@ -12,7 +12,7 @@ Games (one random instance per kind and n, deterministic in the suite seed; one 
   With the quota at W/2 the game is self-dual (v(N∖S) = v(N) − v(S)), the worst case for antithetic
   permutations: a permutation and its reverse give the same marginal vector.
 * ``bt_preference`` — the payoutsim utility itself: u(S) = mean_p σ(β Σ_{ℓ∈S} Δ_ℓp) through
-  `valuation.coalition_utility.utilities.preference_utility` (``bt``, ``sum`` weighting) on random margins Δ[n, 200] with
+  `valuation.coalition_utility.preference.preference_utility` (``bt``, ``sum`` weighting) on random margins Δ[n, 200] with
   per-source means ~ N(0.3, 1) and noise sd 3, β = 0.5. No closed form: n ≤ 20 only.
 
 Reference: our exact estimator (`approximate(game, "exact")`) for n ≤ 20 — and it is checked against the

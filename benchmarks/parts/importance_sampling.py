@@ -6,7 +6,7 @@ helpfulness by the committed Bradley–Terry head on MiniLM embeddings (``data/e
 profanity for both objectives if the head is not there), harmlessness by the profanity classifier — on the
 eval prompts of each objective, ``[sampling]`` weighting ``mean`` (the default).
 
-Measured on the 16 coalitions (`valuation.coalition_utility.utilities.reward_coalition_utilities`, models loaded and the
+Measured on the 16 coalitions (`valuation.coalition_utility.reward.reward_coalition_utilities`, models loaded and the
 scorers warmed up BEFORE timing, no disk cache, so each way pays its decoding, scoring and densities):
 
 * ``direct`` — every coalition decoded separately (``samples_per_prompt`` responses per prompt);

@@ -660,7 +660,7 @@ def scenario_valuation_config(loaded: LoadedScenario) -> tuple[Any, str]:
     `valuation.pipeline.config.parse_valuation_config` (paths relative to the scenario file; a bad key is reported
     as ``valuation.pipeline.<key>``). Raises `InputError`.
     """
-    from valuation.adapters.training import sha256_json
+    from valuation.files import sha256_json
     from valuation.pipeline.config import load_valuation_config, parse_valuation_config
 
     v = loaded.scenario.valuation

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from valuation.adapters.training import sha256_json
 from valuation.composition.logprobs import (
     AdapterRef,
     BaseRef,
@@ -29,6 +28,9 @@ from valuation.composition.logprobs import (
     ResponseLogProbs,
     score_pairs,
 )
+from valuation.files import sha256_json
+from valuation.models import load_base_model
+from valuation.models.quiet import quiet_libraries
 from valuation.progress import progress_bar
 
 Combination = Literal["cat", "svd"]
@@ -89,19 +91,9 @@ def merged_coalition_logprobs(
     if not todo:
         return found
 
-    from peft import PeftModel
-
-    from valuation.adapters.training import quiet_libraries
-    from valuation.models import load_base_model
-
     needed = sorted({s for c, _, _ in todo for s in c})
     names = {s: f"src_{i}" for i, s in enumerate(needed)}  # safe peft module names
-    with quiet_libraries():
-        model, tokenizer = load_base_model(base)  # type: ignore[arg-type]
-        model = PeftModel.from_pretrained(model, str(adapters[needed[0]].path), adapter_name=names[needed[0]])
-        for s in needed[1:]:
-            model.load_adapter(str(adapters[s].path), adapter_name=names[s])
-    model.eval()
+    model, tokenizer = _load_with_adapters(base, {names[s]: adapters[s] for s in needed})
     by_coalition: dict[tuple[str, ...], list[tuple[EvalSet, str]]] = {}
     for c, es, key in todo:
         by_coalition.setdefault(c, []).append((es, key))
@@ -124,6 +116,22 @@ def merged_coalition_logprobs(
             model.set_adapter(names[needed[0]])
             model.delete_adapter("merged")
     return found
+
+
+def _load_with_adapters(base: BaseRef, adapters: Mapping[str, AdapterRef]) -> tuple[Any, Any]:
+    """The base model with every adapter of ``adapters`` loaded under its key (the first one active), in
+    eval mode, and its tokenizer. peft is imported here: it costs seconds (``import transformers, peft`` ≈
+    4.8 s measured) and light commands must not pay."""
+    from peft import PeftModel
+
+    items = list(adapters.items())
+    with quiet_libraries():
+        model, tokenizer = load_base_model(base)  # type: ignore[arg-type]
+        model = PeftModel.from_pretrained(model, str(items[0][1].path), adapter_name=items[0][0])
+        for name, ref in items[1:]:
+            model.load_adapter(str(ref.path), adapter_name=name)
+    model.eval()
+    return model, tokenizer
 
 
 __all__ = ["COMBINATIONS", "Combination", "merge_model_key", "merged_coalition_logprobs"]

@@ -39,8 +39,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from valuation.adapters.training import quiet_libraries
 from valuation.errors import InputError
+from valuation.models.quiet import quiet_libraries
 
 REWARD_HEAD_FORMAT = "payoutsim-reward-head/1"
 HEAD_FILE = "head.npz"

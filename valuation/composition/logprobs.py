@@ -34,10 +34,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from valuation.adapters.training import PairLike, quiet_libraries, sha256_json
 from valuation.composition.arithmetic import preference_deltas
-from valuation.files import atomic_path
+from valuation.files import atomic_path, sha256_json
 from valuation.models import load_base_model
+from valuation.models.quiet import quiet_libraries
 from valuation.progress import progress_bar
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ TOKENIZATION_VERSION = 1
 
 
 class AdapterRef(Protocol):
-    """A finished adapter (`valuation.adapters.training.AdapterRecord` fits)."""
+    """A finished adapter (`valuation.adapters.store.AdapterRecord` fits)."""
 
     path: Path
 
@@ -61,6 +61,14 @@ class BaseRef(Protocol):
     name: str
     path: Path
     sha256: str
+
+
+class PairLike(Protocol):
+    """A preference pair (`valuation.sources.PreferencePair` fits): what `to_trl_example` formats."""
+
+    prompt: str | list[dict[str, str]]
+    chosen: str
+    rejected: str
 
 
 @dataclass(frozen=True)

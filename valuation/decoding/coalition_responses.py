@@ -24,7 +24,7 @@ import numpy as np
 from valuation.composition.multilora import MultiLoraModel
 from valuation.decoding.decoder import PromptLike, Sample, SamplingParams, sample_composed, sample_mixture
 from valuation.decoding.importance import pool_log_densities, proposal_log_density
-from valuation.files import atomic_write_bytes, atomic_write_text
+from valuation.files import atomic_write_bytes, atomic_write_text, sha256_json
 from valuation.models import BaseModelInfo, load_base_model
 
 SAMPLES_FORMAT = "payoutsim-samples/1"
@@ -102,8 +102,7 @@ class CoalitionSampler:
             "max_prompt_tokens": self.max_prompt_tokens,
             "prompts": [p if isinstance(p, str) else [dict(m) for m in p] for p in prompts],
         }
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return sha256_json(payload)
 
     def models(self) -> tuple[Any, Any, MultiLoraModel]:
         """``(model, tokenizer, multi)``: the base model, its tokenizer and the `MultiLoraModel` of all adapters,

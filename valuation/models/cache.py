@@ -30,11 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from valuation.files import atomic_write_json, umask_mode
+from valuation.files import atomic_write_json, sha256_file, umask_mode
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -64,15 +63,6 @@ def default_cache_dir() -> Path:
 def models_dir(cache_dir: Path | None) -> Path:
     """``cache_dir/models`` (``cache_dir`` defaults to :func:`default_cache_dir`)."""
     return (cache_dir if cache_dir is not None else default_cache_dir()) / "models"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def weight_files(model_dir: Path) -> list[Path]:

@@ -28,6 +28,7 @@ import zipfile
 from pathlib import Path
 
 from valuation.errors import PayoutsimError
+from valuation.files import sha256_file
 from valuation.models.cache import (
     BaseModelInfo,
     building_dir,
@@ -35,7 +36,6 @@ from valuation.models.cache import (
     info_from_manifest,
     models_dir,
     read_manifest,
-    sha256_file,
     write_manifest,
 )
 from valuation.models.progress import bytes_progress, status

@@ -15,7 +15,7 @@ Example (every table but ``[data]`` and ``[output]`` may be left out)::
     seed = 0                            # tiny only: seed of the pre-training
     # [model.tiny]                      # tiny only: `valuation.models.TinyConfig` fields
 
-    [training]                          # `valuation.adapters.training.TrainingConfig`
+    [training]                          # `valuation.adapters.config.TrainingConfig`
     learning_rate = 1e-3
     epochs = 2
     batch_size = 16
@@ -56,7 +56,7 @@ Example (every table but ``[data]`` and ``[output]`` may be left out)::
     # helpfulness = "bt-minilm:heads/helpfulness"   # or "callable:MODULE:FUNCTION", "hf:DIR"
     harmlessness = "profanity"          # the default for harmlessness
 
-    [sampling]                          # `valuation.decoding.sampling`: responses of each coalition's model
+    [sampling]                          # `valuation.decoding`: responses of each coalition's model
     prompts_per_objective = 16
     samples_per_prompt = 2
     max_new_tokens = 48
@@ -82,7 +82,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from valuation.adapters.training import TrainingConfig
+from valuation.adapters.config import TrainingConfig
 from valuation.composition.arithmetic import WEIGHTINGS
 from valuation.errors import InputError
 
@@ -150,7 +150,7 @@ class ArithmeticSection(_Section):
 
 
 class UtilitySection(_Section):
-    """The coalition utility per objective (`valuation.coalition_utility.utilities`)."""
+    """The coalition utility per objective (`valuation.coalition_utility`)."""
 
     kind: Literal["preference", "reward"] = "preference"
     metric: Literal["bt", "accuracy", "loglik"] = "bt"
@@ -236,7 +236,7 @@ class RewardSection(BaseModel):
 
 
 class SamplingSection(_Section):
-    """How the `reward` utility samples responses from each coalition's model (`valuation.decoding.sampling`)."""
+    """How the `reward` utility samples responses from each coalition's model (`valuation.decoding`)."""
 
     prompts_per_objective: int = Field(16, ge=1, description="First N distinct prompts of each objective's eval set.")
     samples_per_prompt: int = Field(2, ge=1, description="Responses sampled per prompt and coalition.")
@@ -289,7 +289,7 @@ class ValuationConfig(_Section):
     output: OutputSection
     retrain: RetrainSection = RetrainSection()  # [retrain] (valuation.retraining.run)
     reward: RewardSection = RewardSection()  # [reward] (valuation.coalition_utility.scorers)
-    sampling: SamplingSection = SamplingSection()  # [sampling] (valuation.decoding.sampling)
+    sampling: SamplingSection = SamplingSection()  # [sampling] (valuation.decoding)
     members: list[MemberSection] = Field(default_factory=list)
     config_path: Path | None = None
 

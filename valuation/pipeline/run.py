@@ -3,7 +3,7 @@ values → run directory. ``payoutsim train`` runs the first part, ``payoutsim v
 
 Run directory (``[output] dir``)::
 
-    adapters/<source>/      peft adapter dir + manifest.json (valuation.adapters.training)
+    adapters/<source>/      peft adapter dir + manifest.json (valuation.adapters.store)
     cache/logprobs/*.npz    per-model response log-probs on each eval set (valuation.composition.logprobs)
     corpus/                 only with [data] synth: the generated synthetic corpus
     config.toml             the config this run used (a copy)
@@ -36,12 +36,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from valuation.adapters.training import AdapterRecord, sha256_file, sha256_json, train_adapters
+from valuation.adapters.dpo import train_adapters
+from valuation.adapters.store import AdapterRecord
 from valuation.coalition_utility.preference import pair_scores, preference_utility
 from valuation.composition.arithmetic import coalition_margins, coalition_weights
 from valuation.composition.logprobs import EvalLogProbs, EvalSet, compute_eval_logprobs
 from valuation.errors import InputError
-from valuation.files import atomic_path, atomic_write_text
+from valuation.files import atomic_path, atomic_write_text, sha256_file, sha256_json
 from valuation.games.coalitions import coalition_label
 from valuation.pipeline.config import ValuationConfig
 
@@ -278,7 +279,7 @@ def run_train(
     log: Callable[[str], None] | None = None,
     prepared: PreparedInputs | None = None,
 ) -> tuple[PreparedInputs, dict[str, AdapterRecord]]:
-    """Train (resumably) one adapter per source into ``RUN/adapters``; see `valuation.adapters.training`."""
+    """Train (resumably) one adapter per source into ``RUN/adapters``; see `valuation.adapters.dpo`."""
     prepared = prepared or prepare_inputs(config, progress=progress)
     records = train_adapters(
         prepared.base,
@@ -392,7 +393,7 @@ def reward_tabulator(
 def reward_sampler(
     config: ValuationConfig, prepared: PreparedInputs, adapters: dict[str, AdapterRecord], *, cache_dir: Path | None
 ) -> Any:
-    """The `valuation.decoding.sampling.CoalitionSampler` of the `reward` utility: the base, every source's adapter and the
+    """The `valuation.decoding.coalition_responses.CoalitionSampler` of the `reward` utility: the base, every source's adapter and the
     ``[sampling]`` settings; samples cached under ``cache_dir`` (None: no cache)."""
     from valuation.decoding.coalition_responses import AdapterSpec, CoalitionSampler
     from valuation.decoding.decoder import SamplingParams
@@ -413,7 +414,7 @@ def reward_sampler(
 
 
 def importance_settings(config: ValuationConfig, prepared: PreparedInputs) -> Any:
-    """`valuation.coalition_utility.utilities.ImportanceSettings` from ``[sampling]`` (None when ``importance = false``): the
+    """`valuation.coalition_utility.reward.ImportanceSettings` from ``[sampling]`` (None when ``importance = false``): the
     proposal mixture's components (`valuation.decoding.importance.proposal_components`) weighted like coalitions."""
     sc = config.sampling
     if not sc.importance:

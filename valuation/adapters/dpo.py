@@ -1,0 +1,321 @@
+"""One LoRA adapter per data source, trained with DPO (trl ``DPOTrainer`` + peft), resumable.
+
+For source ℓ with pairs D_ℓ, DPO fits π_ℓ = base + LoRA adapter against the reference π₀ = the same base
+with the adapter disabled (trl does that when given ``peft_config``), minimising
+
+    −log σ(β · ((log π_ℓ(y_w|x) − log π₀(y_w|x)) − (log π_ℓ(y_l|x) − log π₀(y_l|x))))
+
+so the adapter's implicit reward is r_ℓ(x, y) = β log(π_ℓ(y|x)/π₀(y|x)). Paper defaults: LoRA r=8, α=16 on
+every linear layer, β=0.1 (`valuation.adapters.config.TrainingConfig`). Pairs are fed to trl in its
+conversational format (user prompt, assistant response) when the tokenizer has a chat template, as plain text
+otherwise (`valuation.composition.logprobs.to_trl_example`, the same formatting the log-prob scorer uses).
+
+Where adapters go on disk, how they are written atomically and when a finished one is reused: see
+`valuation.adapters.store`.
+
+torch, transformers, trl, peft and datasets are imported inside functions: importing them costs seconds
+(measured: ``import torch`` ≈ 1.5 s, ``import transformers, peft`` ≈ 4.8 s) and light commands must not pay.
+rich is imported inside functions too, as before this module was split.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from valuation.adapters.config import TrainingConfig
+from valuation.adapters.store import (
+    MANIFEST,
+    AdapterRecord,
+    BaseModelRef,
+    load_adapter_record,
+    new_manifest,
+    plan_adapters,
+    remove_leftovers,
+    staging_dirs,
+    swap_into_place,
+)
+from valuation.composition.logprobs import PairLike, has_chat_template, to_trl_example
+from valuation.errors import InputError
+from valuation.models import load_base_model
+from valuation.models.quiet import quiet_libraries
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+
+# ---------------------------------------------------------------------------------------------------
+# one DPO run
+
+
+def dpo_arguments(
+    config: TrainingConfig, trainer_dir: Path, n_pairs: int, *, precompute: bool | None = None
+) -> Any:
+    """trl ``DPOConfig`` for one LoRA-DPO run on the CPU (every adapter and retraining stage uses it).
+
+    CPU-safe settings measured on this project's machines: fp32, no activation checkpointing, no
+    checkpoints saved by trl, no tqdm of trl's own (payoutsim shows its own progress). ``precompute``
+    overrides ``config.precompute_enabled`` (the retraining's continued stages must not precompute: trl would
+    take the reference from the previous stage's adapter before payoutsim removes it).
+    """
+    from trl import DPOConfig
+
+    steps_per_epoch = max(1, -(-n_pairs // config.batch_size))
+    return DPOConfig(
+        output_dir=str(trainer_dir),
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        max_length=config.max_length,
+        beta=config.beta,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=max(1, steps_per_epoch // 4),
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        precompute_ref_log_probs=config.precompute_enabled if precompute is None else precompute,
+    )
+
+
+def dpo_dataset(tokenizer: Any, pairs: Sequence[PairLike]) -> Any:
+    """The pairs as a ``datasets.Dataset`` of trl preference examples (conversational when the tokenizer
+    has a chat template, plain text otherwise; `valuation.composition.logprobs.to_trl_example`)."""
+    from datasets import Dataset
+
+    chat = has_chat_template(tokenizer)
+    return Dataset.from_list([to_trl_example(p, chat=chat) for p in pairs])
+
+
+def training_metrics(
+    trainer: Any, output: Any, config: TrainingConfig, *, first_loss: bool = False
+) -> dict[str, Any]:
+    """What a manifest records of a finished DPO run: ``train_loss`` (mean over the run), ``steps``,
+    ``epochs``, optionally ``first_loss`` (the first logged loss), and the last logged ``final_loss``,
+    ``final_reward_accuracy`` and ``final_reward_margin`` (each when trl logged it)."""
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    last = logs[-1] if logs else {}
+    metrics: dict[str, Any] = {
+        "train_loss": float(output.training_loss),
+        "steps": int(output.global_step),
+        "epochs": float(config.epochs),
+    }
+    if first_loss and logs:
+        metrics["first_loss"] = float(logs[0]["loss"])
+    for key, name in (
+        ("loss", "final_loss"),
+        ("rewards/accuracies", "final_reward_accuracy"),
+        ("rewards/margins", "final_reward_margin"),
+    ):
+        if key in last:
+            metrics[name] = float(last[key])
+    return metrics
+
+
+def _run_dpo(
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[PairLike],
+    config: TrainingConfig,
+    trainer_dir: Path,
+    callbacks: Sequence[Any],
+) -> tuple[Any, dict[str, Any]]:
+    """Fit a fresh LoRA adapter on ``model``; return the trained ``PeftModel`` and the final metrics."""
+    from peft import LoraConfig
+    from transformers.trainer_callback import PrinterCallback
+    from trl import DPOTrainer
+
+    dataset = dpo_dataset(tokenizer, pairs)
+    args = dpo_arguments(config, trainer_dir, len(pairs))
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules="all-linear",
+        task_type="CAUSAL_LM",
+    )
+    with quiet_libraries():
+        trainer = DPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=lora,
+            callbacks=list(callbacks),
+        )
+        trainer.remove_callback(PrinterCallback)  # it prints every log dict when tqdm is off
+        output = trainer.train()
+    return trainer.model, training_metrics(trainer, output, config)
+
+
+def train_one_adapter(
+    base: BaseModelRef,
+    source: str,
+    pairs: Sequence[PairLike],
+    *,
+    data_hash: str,
+    config: TrainingConfig,
+    out_dir: Path,
+    callbacks: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """Train one source's adapter with trl's ``DPOTrainer`` and move it, complete, to ``out_dir``.
+
+    The adapter (peft dir + manifest) is written to a hidden temp dir next to ``out_dir`` and renamed into
+    place at the end; trl's own output dir is a temp dir too (no checkpoints are saved). An existing
+    ``out_dir`` is replaced only after the new adapter is complete. Returns the manifest.
+    """
+    if not pairs:
+        raise InputError(f"source {source!r} has no preference pairs to train on", field="data")
+    out_dir = Path(out_dir)
+    started = time.perf_counter()
+    with staging_dirs(out_dir, source) as (tmp_adapter, tmp_trainer):
+        with quiet_libraries():
+            model, tokenizer = load_base_model(base)
+        peft_model, metrics = _run_dpo(model, tokenizer, pairs, config, tmp_trainer, callbacks)
+        peft_model.save_pretrained(tmp_adapter)
+        manifest = new_manifest(
+            source=source,
+            n_pairs=len(pairs),
+            data_hash=data_hash,
+            config=config,
+            base=base,
+            adapter_dir=tmp_adapter,
+            metrics=metrics,
+            started=started,
+        )
+        (tmp_adapter / MANIFEST).write_text(
+            json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        tmp_adapter.chmod(0o755)  # mkdtemp makes it private; a finished adapter is an ordinary folder
+        swap_into_place(tmp_adapter, out_dir)
+        return manifest
+
+
+# ---------------------------------------------------------------------------------------------------
+# progress
+
+
+def progress_callback(bars: Progress, task: TaskID) -> Any:
+    """A ``transformers.TrainerCallback`` that drives one rich task of ``bars``: its total is set to the
+    trainer's max steps when training begins, and it is advanced to the global step after every step."""
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        """Drives one rich task: total = max steps, advanced every optimiser step."""
+
+        def __init__(self, bars: Progress, task: TaskID) -> None:
+            self.bars = bars
+            self.task = task
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.bars.update(self.task, total=state.max_steps, completed=0)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.bars.update(self.task, completed=state.global_step)
+
+    return ProgressCallback(bars, task)
+
+
+def training_bars(progress: bool, *, time_remaining: bool = True) -> Progress:
+    """rich progress bars on stderr (description, bar, done/total, elapsed[, remaining]); not started yet,
+    and disabled (printing nothing) when ``progress`` is false."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns: list[ProgressColumn] = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ]
+    if time_remaining:
+        columns.append(TimeRemainingColumn())
+    return Progress(*columns, console=Console(stderr=True), disable=not progress, transient=False)
+
+
+# ---------------------------------------------------------------------------------------------------
+# every source
+
+
+def train_adapters(
+    base: BaseModelRef,
+    data: Mapping[str, Sequence[PairLike]],
+    data_hashes: Mapping[str, str],
+    config: TrainingConfig,
+    adapters_dir: Path,
+    *,
+    retrain: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[Any] = (),
+    log: Callable[[str], None] | None = None,
+) -> dict[str, AdapterRecord]:
+    """Train (or skip when up to date) one adapter per source, in the order of ``data``.
+
+    Args:
+        base: the prepared base model (its dir is loaded once per source: peft wraps the model in place).
+        data: source → its preference pairs.
+        data_hashes: source → content hash of its pairs (recorded; compared on resume).
+        config: the DPO/LoRA hyper-parameters.
+        adapters_dir: ``RUN/adapters``; each source goes to ``adapters_dir/<source>``.
+        retrain: retrain stale adapters instead of raising `InputError`.
+        progress: rich progress bars (overall and per source) on stderr.
+        callbacks: extra ``transformers.TrainerCallback`` objects for every trainer (tests use one to
+            interrupt a run).
+        log: where one-line notes go ("flan_v2_niv2: skipped: up to date"); default: the progress console.
+
+    Returns:
+        source → `AdapterRecord` for every source, in the order of ``data``.
+
+    Stale adapters are detected for every source before anything is trained, so a bad input fails fast.
+    """
+    missing = [s for s in data if s not in data_hashes]
+    if missing:
+        raise ValueError(f"no data hash for source(s) {missing}")
+    adapters_dir = Path(adapters_dir)
+    plan = plan_adapters(adapters_dir, {s: data_hashes[s] for s in data}, config, base, retrain=retrain)
+    adapters_dir.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(adapters_dir)
+
+    records: dict[str, AdapterRecord] = {}
+    bars = training_bars(progress)
+    note = log or (lambda msg: bars.console.print(msg, highlight=False))  # prints above live bars
+    with bars:
+        overall = bars.add_task("adapters", total=len(data))
+        for source, pairs in data.items():
+            if plan.actions[source] == "skip":
+                note(f"{source}: skipped: up to date")
+                records[source] = load_adapter_record(adapters_dir, source)
+                bars.advance(overall)
+                continue
+            if plan.reasons[source].startswith("retrain"):
+                note(f"{source}: {plan.reasons[source]}")
+            task = bars.add_task(f"  {source}", total=None)
+            manifest = train_one_adapter(
+                base,
+                source,
+                pairs,
+                data_hash=data_hashes[source],
+                config=config,
+                out_dir=adapters_dir / source,
+                callbacks=[*callbacks, progress_callback(bars, task)],
+            )
+            final_loss = manifest["metrics"].get("final_loss", float("nan"))
+            bars.update(task, description=f"  {source} (loss {final_loss:.3f})")
+            records[source] = AdapterRecord(source, adapters_dir / source, manifest, "trained")
+            bars.advance(overall)
+    return records

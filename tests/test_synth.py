@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 from collections import Counter
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,13 @@ from valuation.synth import (
     write_corpus,
 )
 from valuation.synth.generate import kind_counts
-from valuation.synth.templates import MAX_ANSWER_WORDS, MAX_PROMPT_WORDS
+from valuation.synth.items import (
+    HELPFUL_FAMILIES,
+    MAX_ANSWER_WORDS,
+    MAX_PROMPT_WORDS,
+    safety_item,
+)
+from valuation.synth.template_files import TEMPLATE_DIR, TEMPLATE_PACKAGE, load_template
 
 SMALL = SynthConfig(seed=1, pairs_per_source=40, eval_pairs_per_objective=20)
 RUDE = re.compile(r"\b(idiot|idiots|stupid|damn|shut up|moron|loser)\b", re.IGNORECASE)
@@ -204,6 +212,22 @@ def test_records_are_valid_distinct_and_short(tmp_path: Path) -> None:
             triple = (rec["prompt"], rec["chosen"], rec["rejected"])
             assert triple not in triples, (path.name, triple)
             triples.add(triple)
+
+
+def test_template_files_ship_as_package_data_and_every_one_is_used() -> None:
+    """One TOML file per helpful family plus safety.toml, read through importlib.resources; every
+    family's patterns fill (no unknown placeholder) and give ≥ 2 distinct good answers."""
+    shipped = {p.name for p in (files(TEMPLATE_PACKAGE) / TEMPLATE_DIR).iterdir() if p.name.endswith(".toml")}
+    assert shipped == {f"{family}.toml" for family in HELPFUL_FAMILIES} | {"safety.toml"}
+    rng = random.Random(0)
+    for family, build in HELPFUL_FAMILIES.items():
+        assert {"good", "bad", "terse"} <= set(load_template(family)), family
+        for _ in range(50):
+            item = build(rng)
+            assert item.family == family and len(set(item.goods)) >= 2 and item.bads, item
+            assert "{" not in item.prompt + item.terse + "".join(item.goods + item.bads), item
+    categories = {safety_item(rng).category for _ in range(500)}
+    assert categories == set(load_template("safety")["categories"])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7])

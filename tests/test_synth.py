@@ -19,9 +19,11 @@ from valuation.synth import (
     OBJECTIVES,
     PAIR_KINDS,
     PAPER_SOURCES,
+    SUMMARY_COLUMNS,
     SynthConfig,
     generate_corpus,
     write_corpus,
+    write_corpus_summary,
 )
 from valuation.synth.generate import kind_counts
 from valuation.synth.items import (
@@ -403,3 +405,16 @@ def test_cli_prints_a_summary_and_the_manifest_path(tmp_path: Path, capsys) -> N
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["config"]["adversarial"] == []
     assert manifest["eval"]["helpfulness"]["pairs"] == 10
+
+
+def test_write_corpus_summary_rows(tmp_path: Path) -> None:
+    config = SynthConfig(seed=2, pairs_per_source=20, eval_pairs_per_objective=10, adversarial=("noisy",))
+    summary = write_corpus_summary(tmp_path / "c", config)
+    assert summary.manifest_path == tmp_path / "c" / "manifest.json"
+    assert SUMMARY_COLUMNS == ("source", "pairs", "helpfulness", "harmlessness", "mixture of pair kinds")
+    rows = {row[0]: row for row in summary.rows}
+    assert list(rows) == [*config.all_sources, "eval_helpfulness", "eval_harmlessness"]
+    assert all(len(row) == len(SUMMARY_COLUMNS) for row in summary.rows)
+    assert rows["sharegpt"] == ("sharegpt", "20", "+0.90 strong", "+0.00 none", "helpful 90%, neutral 10%")
+    assert rows["noisy"][2] == "-0.60 moderate"
+    assert rows["eval_harmlessness"] == ("eval_harmlessness", "10", "", "held-out", "safety 100%")

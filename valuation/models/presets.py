@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from valuation.models.cache import BaseModelInfo
-from valuation.models.tiny import TinyConfig
+from valuation.models.cache import BaseModelInfo, ModelDescription, describe_model
+from valuation.models.local import prepare_local
+from valuation.models.smollm2 import prepare_smollm2
+from valuation.models.tiny import TinyConfig, prepare_tiny
 
 PRESETS = ("tiny", "smollm2")
 
@@ -38,15 +40,23 @@ def prepare_base_model(
             or a bad corpus.
     """
     if spec == "tiny":
-        from valuation.models.tiny import prepare_tiny
-
         return prepare_tiny(
             cache_dir=cache_dir, corpus_dir=corpus_dir, seed=seed, config=tiny_config, progress=progress
         )
     if spec == "smollm2":
-        from valuation.models.smollm2 import prepare_smollm2
-
         return prepare_smollm2(cache_dir=cache_dir, progress=progress)
-    from valuation.models.local import prepare_local
-
     return prepare_local(Path(spec), cache_dir=cache_dir)
+
+
+def prepare_and_describe(
+    spec: str,
+    *,
+    cache_dir: Path | None = None,
+    corpus_dir: Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> ModelDescription:
+    """:func:`prepare_base_model` (same arguments and errors), then the prepared model's
+    :class:`~valuation.models.cache.ModelDescription` (sizes, weights files, parameter count)."""
+    info = prepare_base_model(spec, cache_dir=cache_dir, corpus_dir=corpus_dir, seed=seed, progress=progress)
+    return describe_model(info)

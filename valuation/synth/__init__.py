@@ -2,7 +2,8 @@
 
 Sources are mixtures of preference-pair kinds (helpful, weak, neutral, flipped, safety, anti-safety)
 whose planted effect on each objective is documented in the manifest, so tests can check that a
-valuation recovers it. See `profiles` for the planted profiles and `generate` for the file layout.
+valuation recovers it. See `profiles` for the planted profiles, `generate` for the file layout,
+`items` and the TOML files in `templates/` for the texts, and `summary` for what `data synth` prints.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from valuation.synth.profiles import (
     PairKind,
     SourceProfile,
 )
+from valuation.synth.summary import SUMMARY_COLUMNS, CorpusSummary, write_corpus_summary
 
 __all__ = [
     "ADVERSARIAL_SOURCES",
@@ -34,6 +36,8 @@ __all__ = [
     "OBJECTIVES",
     "PAIR_KINDS",
     "PAPER_SOURCES",
+    "SUMMARY_COLUMNS",
+    "CorpusSummary",
     "PairKind",
     "SourceProfile",
     "SynthConfig",
@@ -41,4 +45,5 @@ __all__ = [
     "SynthPair",
     "generate_corpus",
     "write_corpus",
+    "write_corpus_summary",
 ]

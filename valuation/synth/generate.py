@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from valuation.errors import InputError
+from valuation.synth.items import EVAL_KEY_FRACTION, helpful_item, is_eval_key, safety_item
 from valuation.synth.perturb import perturb_pair
 from valuation.synth.profiles import (
     ADVERSARIAL_SOURCES,
@@ -43,7 +44,6 @@ from valuation.synth.profiles import (
     noisy_profile,
     paper_profile,
 )
-from valuation.synth.templates import EVAL_KEY_FRACTION, helpful_item, is_eval_key, safety_item
 
 GENERATOR_NAME = "payoutsim.synth"
 GENERATOR_VERSION = "1"

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from valuation.files import atomic_write_text
 from valuation.games.estimators import approximate, exact_shapley
-from valuation.games.game import TableGame, all_coalitions, atomic_write_text
+from valuation.games.game import TableGame, all_coalitions
 
 
 def _median_seconds(fn, repeats: int) -> tuple[float, list[float]]:

@@ -41,12 +41,12 @@ test-slow: $(STAMP)  ## run the opt-in slow tests (real SmolLM2 model)
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check .
 
-bench: $(STAMP)  ## benchmarks, quick (~3 min): exact-Shapley micro-benchmark + payoutsim bench --quick
+bench: $(STAMP)  ## benchmarks, quick (~3 min): exact-Shapley micro-benchmark + python -m benchmarks --quick
 	$(BIN)/python benchmarks/bench_exact_shapley.py
-	$(BIN)/payoutsim bench --quick --out runs/bench/bench_quick.json
+	$(BIN)/python -m benchmarks --quick --out runs/bench/bench_quick.json
 
 bench-full: $(STAMP)  ## the full benchmark suite (~20 min on 2 cores; run it alone)
-	$(BIN)/payoutsim bench --out runs/bench/bench_full.json
+	$(BIN)/python -m benchmarks --out runs/bench/bench_full.json
 
 dashboard: $(STAMP)  ## open the dashboard on the demo ledger (http://127.0.0.1:8501)
 	$(BIN)/payoutsim dashboard --ledger $(or $(LEDGER),runs/demo/ledger.duckdb)

@@ -22,7 +22,7 @@ the stock kernel vs MKL's packed GEMM packed for exactly that many rows.
 
 Needs a PyTorch built with MKL (x86) and SmolLM2 prepared (``payoutsim models prepare smollm2``)::
 
-    .venv/bin/python benchmarks/bench_fused_decoding.py [--threads 1] [--tokens 32] [--repeats 3] [--out PATH]
+    .venv/bin/python -m benchmarks.bench_fused_decoding [--threads 1] [--tokens 32] [--repeats 3] [--out PATH]
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ import torch
 from torch import nn
 
 from benchmarks.parts import decoding
-from benchmarks.timing import load_average, torch_threads
+from benchmarks.parts.decoding_setup import Setup, load_setup
+from benchmarks.timing import interleaved, load_average, torch_threads
 from valuation.composition.multilora import MultiLoraModel
 from valuation.files import atomic_write_json
 
@@ -131,7 +132,7 @@ class FusedPackedLora:
         self._patched = []
 
 
-def _logits(model: nn.Module, multi: Any, seed: int) -> torch.Tensor:
+def composed_logits(model: nn.Module, multi: MultiLoraModel | FusedPackedLora, seed: int) -> torch.Tensor:
     """Logits of a 5-row prefill (20 tokens) and one cached decode step, rows [base, adapters 0..3]."""
     from transformers import DynamicCache
 
@@ -143,7 +144,7 @@ def _logits(model: nn.Module, multi: Any, seed: int) -> torch.Tensor:
     return torch.cat([prefill, step], dim=1)
 
 
-def _measure(setup: decoding.Setup, tokens: int, prompts: int, repeats: int, seed: int) -> dict[str, Any]:
+def _measure(setup: Setup, tokens: int, prompts: int, repeats: int, seed: int) -> dict[str, Any]:
     steps = decoding.measure_steps(setup, [SIZE], STEP_CONTEXT, repeats, seed)
     sampling = decoding.measure_sampling(setup, [SIZE], tokens, prompts, 1, 1, repeats, seed)["single"]
     one, five = steps["one_row_s"]["median_s"], steps["steps"][0]
@@ -180,7 +181,7 @@ def kernel_sweep(model: nn.Module, rows: Sequence[int] = SWEEP_ROWS, repeats: in
             for w, p, x in zip(weights, packed, inputs, strict=True):
                 torch.ops.mkl._mkl_linear(x, p, w, None, m)
 
-        timings = decoding.interleaved({"stock": stock, "packed": fast}, repeats)
+        timings = interleaved({"stock": stock, "packed": fast}, repeats)
         out.append({"rows": m, "stock_ms": round(timings["stock"].median_s * 1e3, 2),
                     "packed_ms": round(timings["packed"].median_s * 1e3, 2)})
         del packed
@@ -200,16 +201,16 @@ def main() -> None:
         raise SystemExit("this PyTorch has no MKL packed GEMM (torch.ops.mkl._mkl_linear): nothing to compare")
     load_start = load_average()
     with torch_threads(args.threads):
-        setup = decoding.load_setup("smollm2", args.seed, None, prompts=args.prompts)
+        setup = load_setup("smollm2", args.seed, None, prompts=args.prompts)
         if isinstance(setup, str):
             raise SystemExit(setup)
         sweep = kernel_sweep(setup.model, repeats=args.repeats)
-        stock_logits = _logits(setup.model, setup.multi, args.seed)
+        stock_logits = composed_logits(setup.model, setup.multi, args.seed)
         results = {"production": _measure(setup, args.tokens, args.prompts, args.repeats, args.seed)}
         setup.multi.close()
-        setup.multi = FusedPackedLora(setup.model, setup.multi)
+        setup.multi = FusedPackedLora(setup.model, setup.multi)  # stands in: same routing / decode_steps / close
         try:
-            diff = float((_logits(setup.model, setup.multi, args.seed) - stock_logits).abs().max())
+            diff = float((composed_logits(setup.model, setup.multi, args.seed) - stock_logits).abs().max())
             results["fused_packed"] = _measure(setup, args.tokens, args.prompts, args.repeats, args.seed)
         finally:
             setup.multi.close()

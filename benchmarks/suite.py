@@ -1,4 +1,4 @@
-"""The benchmark suite behind ``payoutsim bench``: a registry of parts and the runner.
+"""The benchmark suite behind ``python -m benchmarks`` (and ``payoutsim bench``): a registry of parts and the runner.
 
 A *part* is one module with one function::
 
@@ -25,7 +25,8 @@ Parts (``PARTS``; each is imported only when it runs, so importing this package 
 
 The runner (`run_suite`) records the machine (cpu count, torch threads, versions, load average at the
 start and the end), runs the chosen parts in registry order, times each, and keeps going when one fails
-(its entry gets ``status = "error"`` and the traceback's last lines).
+(its entry gets ``status = "error"`` and the traceback's last lines). torch is imported inside
+`machine_info` (for its thread count): importing it takes ~1.5 s, which ``--help`` should not pay.
 """
 
 from __future__ import annotations

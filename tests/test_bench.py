@@ -1,4 +1,5 @@
-"""The benchmark suite's machinery with tiny sizes: runner, report, CLI, and the two parts' logic.
+"""The benchmark suite's machinery with tiny sizes: runner, report, CLI (``python -m benchmarks`` and the
+``payoutsim bench`` pass-through), and the two parts' logic.
 
 No timing asserts: benchmarks measure speed, these tests check structure and correctness.
 """
@@ -15,10 +16,12 @@ import pytest
 from rich.console import Console
 
 import benchmarks.suite as bench
+import valuation.cli.bench as bench_command
+from benchmarks.cli import main
 from benchmarks.parts import estimators as est
 from benchmarks.report import part_tables, print_part, write_report
 from benchmarks.suite import BenchPart, parse_only, run_suite
-from market.cli import main
+from market.cli import main as payoutsim_main
 from valuation.errors import InputError
 from valuation.games.estimators import approximate
 
@@ -110,7 +113,7 @@ def test_cli_bench_runs_a_small_estimator_part(tmp_path: Path, monkeypatch: pyte
     small = functools.partial(est.run, sizes=((6, (40, 80)),), kinds=("unanimity", "airport"))
     monkeypatch.setattr(bench, "PARTS", {"e": _FakePart("e", "estimators (small)", small)})
     out = tmp_path / "bench.json"
-    code = main(["bench", "--quick", "--only", "e", "--out", str(out), "--repeats", "2", "--seed", "3"])
+    code = main(["--quick", "--only", "e", "--out", str(out), "--repeats", "2", "--seed", "3"])
     printed = capsys.readouterr().out
     assert code == 0
     assert "MAE vs exact" in printed and "machine" in printed and f"wrote {out}" in printed
@@ -129,14 +132,30 @@ def test_cli_bench_runs_a_small_estimator_part(tmp_path: Path, monkeypatch: pyte
 
 
 def test_cli_bench_unknown_part_is_an_input_error(capsys) -> None:
-    assert main(["bench", "--only", "q"]) == 2
+    assert main(["--only", "q"]) == 2
     assert "field 'only'" in capsys.readouterr().err
+
+
+def test_payoutsim_bench_passes_through_to_the_suite(capfd) -> None:
+    """`payoutsim bench` runs ``python -m benchmarks`` of the checkout (a subprocess) and returns its code."""
+    assert payoutsim_main(["bench", "--only", "q"]) == 2
+    assert "error: field 'only': unknown benchmark part(s) q" in capfd.readouterr().err
+
+
+def test_payoutsim_bench_without_a_checkout_says_where_benchmarks_live(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setattr(bench_command, "benchmarks_folder", lambda: tmp_path / "benchmarks")
+    assert payoutsim_main(["bench", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert "benchmarks ship with the source checkout" in err and str(tmp_path / "benchmarks") in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_cli_bench_failing_part_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setattr(bench, "PARTS", {"z": FAKE["z"]})
     out = tmp_path / "bench.json"
-    assert main(["bench", "--only", "z", "--out", str(out)]) == 1
+    assert main(["--only", "z", "--out", str(out)]) == 1
     assert "failed: z" in capsys.readouterr().err
     assert json.loads(out.read_text())["parts"]["z"]["status"] == "error"
 

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from benchmarks.parts import decoding
-from benchmarks.timing import Timing
+from benchmarks.parts.decoding_setup import random_adapters
+from benchmarks.timing import Timing, interleaved
 from valuation.models import TinyConfig
 
 SMALL = TinyConfig(vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
@@ -66,7 +67,7 @@ def test_sizes_are_validated() -> None:
 
 def test_interleaved_timing_runs_every_function_per_repeat() -> None:
     calls: list[str] = []
-    timings = decoding.interleaved(
+    timings = interleaved(
         {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2, min_s=0.0
     )
     assert set(timings) == {"a", "b"} and all(
@@ -74,7 +75,7 @@ def test_interleaved_timing_runs_every_function_per_repeat() -> None:
     )
     assert calls == ["a", "b", "a", "b", "a", "b"]  # one warm-up each, then interleaved repeats
     calls.clear()
-    decoding.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2, warmup=False)
+    interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 2, warmup=False)
     assert calls == ["a", "b", "a", "b"]
 
 
@@ -110,14 +111,14 @@ def test_fused_experiment_matches_the_production_path() -> None:
     fused_module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fused_module)
     model = tiny_llama().eval()
-    adapters = decoding.random_adapters(model, fused_module.SIZE, 0)
+    adapters = random_adapters(model, fused_module.SIZE, 0)
     stock = MultiLoraModel(model, adapters)
-    expected = fused_module._logits(model, stock, 0)
+    expected = fused_module.composed_logits(model, stock, 0)
     stock.close()
     with torch.inference_mode():
         plain = model(input_ids=torch.arange(4, 12)[None]).logits
     fused = fused_module.FusedPackedLora(model, stock)
-    got = fused_module._logits(model, fused, 0)
+    got = fused_module.composed_logits(model, fused, 0)
     fused.close()
     assert torch.allclose(got, expected, atol=1e-4)
     assert float((expected[1:] - expected[:1]).abs().max()) > 1e-3  # the adapters change the output

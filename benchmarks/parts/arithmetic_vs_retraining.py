@@ -38,6 +38,8 @@ sources and the ``noisy`` and ``harmful`` adversarial sources, ``pairs_per_sourc
 ones. The base model is the default ``tiny`` preset from the model cache (``$PAYOUTSIM_CACHE``; built once
 if missing, not timed). Each n gets its own run directory (nothing is reused between n), all inside a
 ``tempfile.TemporaryDirectory``. Torch runs on ``THREADS`` thread(s) for both ways (see `coalition_eval`).
+
+The report's tables, targets and notes are built in `benchmarks.parts.arithmetic_vs_retraining_report`.
 """
 
 from __future__ import annotations
@@ -47,10 +49,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from benchmarks.parts import arithmetic_vs_retraining_report as report
 from benchmarks.timing import load_average, torch_threads
+from valuation.pipeline.config import ValuationConfig, load_valuation_config
+from valuation.pipeline.run import ValuationRun, run_value
+from valuation.retraining.run import RetrainRun, run_retrain
+from valuation.synth import SynthConfig, write_corpus
 
 N_SOURCES = (4, 6)
 QUICK_N_SOURCES = (4,)
@@ -78,8 +88,6 @@ TRAINING: dict[str, Any] = {
 }
 EVAL_BATCH_SIZE = 16
 THREADS = 1
-TARGET_N = 6
-TARGET_RATIO = 16.0
 #: What the part keeps of `valuation.retraining.fidelity.fidelity_metrics` per objective.
 FIDELITY_KEYS = (
     "shapley_spearman",
@@ -89,6 +97,8 @@ FIDELITY_KEYS = (
     "utility_pearson_multi",
     "utility_max_abs_diff",
 )
+
+
 
 
 def run(
@@ -126,25 +136,9 @@ def run(
     train_cfg = {**TRAINING, "seed": seed, **dict(training or {})}
     show = sys.stderr.isatty() if progress is None else progress
     load_start = load_average()
-
-    results = []
-    with tempfile.TemporaryDirectory(prefix="payoutsim-bench-a-") as tmp:
-        work = Path(tmp)
-        corpus = _write_corpus(work / "corpus", seed=seed, pairs=pairs, evals=evals)
-        _import_training_libraries()  # one-off import cost, not charged to whichever way runs first
-        with torch_threads(THREADS):
-            for n in sizes:
-                path = _write_config(
-                    work / f"n{n}",
-                    corpus,
-                    SOURCES[:n],
-                    seed=seed,
-                    training=train_cfg,
-                    tiny=tiny,
-                    cache_dir=cache_dir,
-                )
-                results.append(_compare(path, n, progress=show))
-
+    results = _compare_sizes(
+        sizes, seed=seed, pairs=pairs, evals=evals, training=train_cfg, tiny=tiny, cache_dir=cache_dir, progress=show
+    )
     return {
         "title": "language-model arithmetic (n fine-tunings) vs retraining every coalition (2^n − 1), tiny preset",
         "params": {
@@ -168,10 +162,43 @@ def run(
         "load_average_start": load_start,
         "load_average_end": load_average(),
         "results": results,
-        "tables": _tables(results),
-        "targets": _targets(results),
-        "notes": _notes(results, pairs, evals, train_cfg),
+        "tables": report.tables(results),
+        "targets": report.targets(results),
+        "notes": report.notes(results, pairs, evals, train_cfg, threads=THREADS),
     }
+
+
+def _compare_sizes(
+    sizes: Sequence[int],
+    *,
+    seed: int,
+    pairs: int,
+    evals: int,
+    training: Mapping[str, Any],
+    tiny: Mapping[str, Any] | None,
+    cache_dir: Path | None,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """One corpus for every n, then per n its own config and run dir and both ways side by side (`_compare`),
+    all inside one temporary directory, torch on `THREADS` thread(s)."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="payoutsim-bench-a-") as tmp:
+        work = Path(tmp)
+        corpus = _write_corpus(work / "corpus", seed=seed, pairs=pairs, evals=evals)
+        _import_training_libraries()  # one-off import cost, not charged to whichever way runs first
+        with torch_threads(THREADS):
+            for n in sizes:
+                path = _write_config(
+                    work / f"n{n}",
+                    corpus,
+                    SOURCES[:n],
+                    seed=seed,
+                    training=training,
+                    tiny=tiny,
+                    cache_dir=cache_dir,
+                )
+                results.append(_compare(path, n, progress=progress))
+    return results
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -179,8 +206,6 @@ def run(
 
 
 def _write_corpus(folder: Path, *, seed: int, pairs: int, evals: int) -> Path:
-    from valuation.synth import SynthConfig, write_corpus
-
     adversarial = tuple(s for s in SOURCES if s in ("noisy", "duplicate", "harmful"))
     paper = tuple(s for s in SOURCES if s not in adversarial)
     write_corpus(
@@ -258,15 +283,23 @@ def _write_config(
 # one n: both ways, side by side
 
 
-def _compare(config_path: Path, n: int, *, progress: bool) -> dict[str, Any]:
-    """Run ``--mode both`` (union) for one config; return counts, times, ratio and fidelity."""
-    import numpy as np
+@dataclass(frozen=True)
+class BothWays:
+    """Both ways run on one config: the pipeline's outcomes, each call's wall and CPU seconds, and the
+    1/5/15-minute load averages before each way."""
 
-    from valuation.pipeline.config import load_valuation_config
-    from valuation.pipeline.run import run_value
-    from valuation.retraining.run import run_retrain
+    arith: ValuationRun
+    retrained: RetrainRun
+    arith_call_s: float
+    arith_cpu_s: float
+    retrain_call_s: float
+    retrain_cpu_s: float
+    load_before: list[float] | None
+    load_between: list[float] | None
 
-    config = load_valuation_config(config_path)
+
+def _run_both_ways(config: ValuationConfig, *, progress: bool) -> BothWays:
+    """`run_value` (the arithmetic), then `run_retrain` on its adapters (union retraining), each timed."""
 
     def quiet(_message: str) -> None:
         return None
@@ -279,51 +312,23 @@ def _compare(config_path: Path, n: int, *, progress: bool) -> dict[str, Any]:
     started, started_cpu = time.perf_counter(), time.process_time()
     retrained = run_retrain(config, arithmetic=arith, progress=progress, log=quiet)
     retrain_call_s, retrain_cpu_s = time.perf_counter() - started, time.process_time() - started_cpu
+    return BothWays(
+        arith, retrained, arith_call_s, arith_cpu_s, retrain_call_s, retrain_cpu_s, load_before, load_between
+    )
 
-    fidelity = retrained.fidelity
-    cost = fidelity["cost"]
-    t = arith.timings
+
+def _compare(config_path: Path, n: int, *, progress: bool) -> dict[str, Any]:
+    """Run ``--mode both`` (union) for one config; return counts, times, ratio and fidelity."""
+    config = load_valuation_config(config_path)
+    both = _run_both_ways(config, progress=progress)
+    arith, retrained = both.arith, both.retrained
     union_manifests = [
         json.loads(p.read_text(encoding="utf-8"))
         for p in sorted((arith.run_dir / "retrain" / "union").glob("*/manifest.json"))
     ]
     source_manifests = [rec.manifest for rec in arith.adapters.values()]
-    arith_pairs = sum(int(m.get("n_pairs", 0)) for m in source_manifests)
-    union_pairs = sum(int(m.get("n_pairs", 0)) for m in union_manifests)
-    arith_steps = sum(int(m.get("metrics", {}).get("steps", 0)) for m in source_manifests)
-
-    arithmetic = {
-        "fine_tunings": n,
-        "source_trainings": n,
-        "pairs_trained": arith_pairs,
-        "optimizer_steps": arith_steps,
-        "model_passes_per_eval_set": n + 1,
-        "train_s": t["train_s"],
-        "score_s": t["score_s"],
-        "coalitions_and_shapley_s": t["value_s"],
-        "total_s": round(t["train_s"] + t["score_s"] + t["value_s"], 3),
-        "fine_tuning_wall_s": cost["arithmetic"]["train_wall_time_s"],
-        "pipeline_call_s": round(arith_call_s, 3),
-        "cpu_s": round(arith_cpu_s, 3),
-        "prepare_s_not_counted": t["prepare_s"],
-    }
-    union_score_s = float(cost["union"]["score_wall_time_s"])
-    union_train_s = float(fidelity["timings"]["retrain_train_s"])
-    retraining = {
-        "fine_tunings": int(cost["union"]["fine_tunings"]),
-        "fine_tunings_trained_for_retraining": len(union_manifests),
-        "source_trainings": n * 2 ** (n - 1),
-        "pairs_trained": arith_pairs + union_pairs,
-        "optimizer_steps": arith_steps + int(cost["union"]["optimizer_steps"]),
-        "model_passes_per_eval_set": int(cost["union"]["forward_passes_per_eval_set"]),
-        "train_s": round(t["train_s"] + union_train_s, 3),
-        "score_s": round(t["score_s"] + union_score_s, 3),
-        "total_s": round(t["train_s"] + union_train_s + t["score_s"] + union_score_s, 3),
-        "fine_tuning_wall_s": cost["union"]["train_wall_time_s"],
-        "retrain_call_s": round(retrain_call_s, 3),
-        "cpu_s": round(arith_cpu_s + retrain_cpu_s, 3),
-    }
-    objectives = fidelity["variants"]["union"]["objectives"]
+    arithmetic = _arithmetic_cost(n, both, source_manifests)
+    retraining = _retraining_cost(n, both, source_manifests, union_manifests)
     players = list(retrained.players)
     return {
         "n_sources": n,
@@ -338,29 +343,88 @@ def _compare(config_path: Path, n: int, *, progress: bool) -> dict[str, Any]:
             "train_time": _ratio(retraining["train_s"], arithmetic["train_s"]),
             "score_time": _ratio(retraining["score_s"], arithmetic["score_s"]),
         },
-        "fidelity": {
-            o: {
-                k: objectives[o][k]
-                for k in FIDELITY_KEYS
-            }
-            | {"max_abs_value_arithmetic": float(np.abs(retrained.arithmetic_result.values[:, j]).max())}
-            for j, o in enumerate(retrained.objectives)
-        },
-        "values": {
-            way: {
-                o: dict(zip(players, (float(v) for v in result.values[:, j]), strict=True))
-                for j, o in enumerate(retrained.objectives)
-            }
-            for way, result in (
-                ("arithmetic", retrained.arithmetic_result),
-                ("retraining", retrained.results["union"]),
-            )
-        },
+        "fidelity": _fidelity(retrained),
+        "values": _values(retrained, players),
         "load_average": {
-            "arithmetic_start": load_before,
-            "retraining_start": load_between,
+            "arithmetic_start": both.load_before,
+            "retraining_start": both.load_between,
             "end": load_average(),
         },
+    }
+
+
+def _arithmetic_cost(n: int, both: BothWays, source_manifests: list[dict[str, Any]]) -> dict[str, Any]:
+    """The arithmetic's counts (n fine-tunings, n + 1 passes) and times from the pipeline's phase records:
+    total = train + score + value (every coalition + Shapley)."""
+    t = both.arith.timings
+    cost = both.retrained.fidelity["cost"]
+    return {
+        "fine_tunings": n,
+        "source_trainings": n,
+        "pairs_trained": sum(int(m.get("n_pairs", 0)) for m in source_manifests),
+        "optimizer_steps": sum(int(m.get("metrics", {}).get("steps", 0)) for m in source_manifests),
+        "model_passes_per_eval_set": n + 1,
+        "train_s": t["train_s"],
+        "score_s": t["score_s"],
+        "coalitions_and_shapley_s": t["value_s"],
+        "total_s": round(t["train_s"] + t["score_s"] + t["value_s"], 3),
+        "fine_tuning_wall_s": cost["arithmetic"]["train_wall_time_s"],
+        "pipeline_call_s": round(both.arith_call_s, 3),
+        "cpu_s": round(both.arith_cpu_s, 3),
+        "prepare_s_not_counted": t["prepare_s"],
+    }
+
+
+def _retraining_cost(
+    n: int, both: BothWays, source_manifests: list[dict[str, Any]], union_manifests: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Retraining's counts (2^n − 1 fine-tunings, n·2^(n−1) source-trainings; the singletons are the
+    arithmetic's adapters) and times: total = the arithmetic's train + score + the union variant's."""
+    t = both.arith.timings
+    fidelity = both.retrained.fidelity
+    cost = fidelity["cost"]
+    arith_pairs = sum(int(m.get("n_pairs", 0)) for m in source_manifests)
+    arith_steps = sum(int(m.get("metrics", {}).get("steps", 0)) for m in source_manifests)
+    union_pairs = sum(int(m.get("n_pairs", 0)) for m in union_manifests)
+    union_score_s = float(cost["union"]["score_wall_time_s"])
+    union_train_s = float(fidelity["timings"]["retrain_train_s"])
+    return {
+        "fine_tunings": int(cost["union"]["fine_tunings"]),
+        "fine_tunings_trained_for_retraining": len(union_manifests),
+        "source_trainings": n * 2 ** (n - 1),
+        "pairs_trained": arith_pairs + union_pairs,
+        "optimizer_steps": arith_steps + int(cost["union"]["optimizer_steps"]),
+        "model_passes_per_eval_set": int(cost["union"]["forward_passes_per_eval_set"]),
+        "train_s": round(t["train_s"] + union_train_s, 3),
+        "score_s": round(t["score_s"] + union_score_s, 3),
+        "total_s": round(t["train_s"] + union_train_s + t["score_s"] + union_score_s, 3),
+        "fine_tuning_wall_s": cost["union"]["train_wall_time_s"],
+        "retrain_call_s": round(both.retrain_call_s, 3),
+        "cpu_s": round(both.arith_cpu_s + both.retrain_cpu_s, 3),
+    }
+
+
+def _fidelity(retrained: RetrainRun) -> dict[str, dict[str, Any]]:
+    """Per objective: the union variant's `FIDELITY_KEYS` and the largest |φ| of the arithmetic values."""
+    objectives = retrained.fidelity["variants"]["union"]["objectives"]
+    return {
+        o: {k: objectives[o][k] for k in FIDELITY_KEYS}
+        | {"max_abs_value_arithmetic": float(np.abs(retrained.arithmetic_result.values[:, j]).max())}
+        for j, o in enumerate(retrained.objectives)
+    }
+
+
+def _values(retrained: RetrainRun, players: list[str]) -> dict[str, dict[str, dict[str, float]]]:
+    """Shapley values per way (arithmetic, retraining), objective and player."""
+    return {
+        way: {
+            o: dict(zip(players, (float(v) for v in result.values[:, j]), strict=True))
+            for j, o in enumerate(retrained.objectives)
+        }
+        for way, result in (
+            ("arithmetic", retrained.arithmetic_result),
+            ("retraining", retrained.results["union"]),
+        )
     }
 
 
@@ -373,162 +437,3 @@ def _import_training_libraries() -> None:
 
 def _ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b > 0 else None
-
-
-# ---------------------------------------------------------------------------------------------------
-# report
-
-
-def _tables(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    cost_rows, ratio_rows, fid_rows = [], [], []
-    for r in results:
-        n = r["n_sources"]
-        for way in ("arithmetic", "retraining"):
-            w = r[way]
-            cost_rows.append(
-                [
-                    n,
-                    way,
-                    w["fine_tunings"],
-                    w["source_trainings"],
-                    w["optimizer_steps"],
-                    w["model_passes_per_eval_set"],
-                    w["train_s"],
-                    w["score_s"],
-                    w["total_s"],
-                ]
-            )
-        ra = r["ratios"]
-        ratio_rows.append(
-            [
-                n,
-                f"{r['arithmetic']['fine_tunings']} vs {r['retraining']['fine_tunings']}",
-                ra["fine_tunings"],
-                ra["source_trainings"],
-                ra["train_time"],
-                ra["score_time"],
-                ra["time"],
-                ra["cpu_time"],
-            ]
-        )
-        for objective, f in r["fidelity"].items():
-            fid_rows.append(
-                [
-                    n,
-                    objective,
-                    f["shapley_spearman"],
-                    f["shapley_max_abs_diff"],
-                    f["shapley_sign_agreement"],
-                    f["max_abs_value_arithmetic"],
-                    f["utility_pearson"],
-                ]
-            )
-    return [
-        {
-            "title": "cost of each way (wall s from the pipeline's phase records; data/base loading excluded)",
-            "columns": [
-                "n",
-                "way",
-                "fine-tunings",
-                "source-trainings",
-                "optimiser steps",
-                "model passes / eval set",
-                "train s",
-                "score s",
-                "total s",
-            ],
-            "rows": cost_rows,
-        },
-        {
-            "title": "retraining / arithmetic",
-            "columns": [
-                "n",
-                "fine-tunings",
-                "fine-tunings ×",
-                "source-trainings ×",
-                "train time ×",
-                "score time ×",
-                "total time ×",
-                "CPU time ×",
-            ],
-            "rows": ratio_rows,
-        },
-        {
-            "title": "Shapley fidelity of the arithmetic values vs the retrained (union) ones",
-            "columns": [
-                "n",
-                "objective",
-                "Spearman ρ",
-                "max |Δφ|",
-                "sign agreement",
-                "max |φ arith|",
-                "utility Pearson r",
-            ],
-            "rows": fid_rows,
-        },
-    ]
-
-
-def _targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    by_n = {r["n_sources"]: r for r in results}
-    targets = []
-    for n in sorted(by_n):
-        if n == TARGET_N:
-            continue
-        ratio = by_n[n]["ratios"]["time"]
-        targets.append(
-            {
-                "name": f"n={n}: retraining / arithmetic wall time",
-                "target": "report only",
-                "measured": "n/a" if ratio is None else f"{ratio:.1f}×",
-                "met": None,
-            }
-        )
-    if TARGET_N in by_n:
-        ratio = by_n[TARGET_N]["ratios"]["time"]
-        measured = "n/a" if ratio is None else f"{ratio:.1f}×"
-        met: bool | None = ratio is not None and ratio >= TARGET_RATIO
-    else:
-        run = ", ".join(str(n) for n in sorted(by_n))
-        measured, met = f"not run (this run measured n = {run}; --quick skips n = {TARGET_N})", None
-    targets.append(
-        {
-            "name": f"n={TARGET_N}: retraining / arithmetic wall time",
-            "target": f"≥ {TARGET_RATIO:g}×",
-            "measured": measured,
-            "met": met,
-        }
-    )
-    return targets
-
-
-def _notes(results: list[dict[str, Any]], pairs: int, evals: int, training: Mapping[str, Any]) -> list[str]:
-    notes = [
-        f"{pairs} pairs per source, {evals} eval pairs per objective, {training['epochs']} epoch(s), batch "
-        f"{training['batch_size']}, max length {training['max_length']}, LoRA r={training['lora_r']} "
-        f"α={training['lora_alpha']}, β={training['beta']}; torch threads {THREADS}; each way run once",
-        "retraining = the union variant: one fresh adapter per coalition on its sources' shuffled pairs; the "
-        "n singletons are the per-source adapters (trained once, counted in both ways)",
-        "source-trainings = Σ_S |S| = n·2^(n−1) for retraining vs n: training steps grow with it, fixed "
-        "per-fine-tuning costs (loading, trainer set-up, saving) with the fine-tunings",
-        "the ways run one after the other, so a change in machine load between them moves the wall-time "
-        "ratio; the CPU-time ratio (this process's CPU seconds of each pipeline call, data and base loading "
-        "included in both; torch on one thread) is the load-robust cross-check",
-        "fidelity: exact Shapley of the arithmetic game vs of the retrained game; with these few pairs and "
-        "one epoch the adapters move little (see max |φ arith|), so ranks of near-zero values are noisy",
-    ]
-    for r in results:
-        a, b = r["arithmetic"], r["retraining"]
-        notes.append(
-            f"n={r['n_sources']}: arithmetic {a['total_s']:.1f} s (train {a['train_s']:.1f}, score "
-            f"{a['score_s']:.1f}, coalitions + Shapley {a['coalitions_and_shapley_s']:.2f}); retraining "
-            f"{b['total_s']:.1f} s (train {b['train_s']:.1f}, score {b['score_s']:.1f}); 1-min load average "
-            f"{_load1(r['load_average']['arithmetic_start'])} before the arithmetic, "
-            f"{_load1(r['load_average']['retraining_start'])} before the retraining, "
-            f"{_load1(r['load_average']['end'])} at the end"
-        )
-    return notes
-
-
-def _load1(load: list[float] | None) -> str:
-    return "n/a" if not load else f"{load[0]:.2f}"

@@ -27,6 +27,9 @@ Measured (medians over repeats):
   by `payoutsim value`.
 
 Targets (issue 7): all 65,536 coalitions at n = 16 in ≤ 3 s; ≤ 10 % of the forward-pass time at n = 8.
+
+torch and peft are imported inside `_build_market`: importing them takes ~5 s, which
+`python -m benchmarks --help` and the parts that never touch them should not pay.
 """
 
 from __future__ import annotations
@@ -35,14 +38,34 @@ import hashlib
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.special import expit
 
 from benchmarks.timing import Timing, load_average, measure, torch_threads
+from valuation.coalition_utility.preference import pair_scores
+from valuation.composition.arithmetic import coalition_margins, coalition_weights
+from valuation.composition.logprobs import (
+    EvalLogProbs,
+    EvalSet,
+    ResponseLogProbs,
+    compute_eval_logprobs,
+    score_pairs,
+    to_trl_example,
+    tokenize_example,
+)
+from valuation.files import sha256_file
+from valuation.games.coalitions import all_coalitions
+from valuation.models import TinyConfig
+from valuation.models.cache import BaseModelInfo, checksum_weights
+from valuation.models.quiet import quiet_libraries
+from valuation.models.tiny import build_model, train_tokenizer
+from valuation.pipeline.run import coalition_table
+from valuation.synth.generate import SynthConfig, generate_corpus
 
 N_SOURCES = (8, 12, 16)
 MEASURED_N = 8
@@ -77,7 +100,7 @@ def run(
     n_sources: Sequence[int] = N_SOURCES,
     measured_n: int | None = None,
     eval_pairs: int = EVAL_PAIRS,
-    tiny_config: Any = None,
+    tiny_config: TinyConfig | None = None,
 ) -> dict[str, Any]:
     """Run part (b); see the module docstring. Tests pass small sizes through the keyword arguments.
 
@@ -85,8 +108,6 @@ def run(
     extrapolated from the per-model time) and skips the end-to-end cache fill. ``repeats`` (default 1 quick
     / 3 full for forward passes, 3 / 5 for coalition tables) sets both.
     """
-    from valuation.models import TinyConfig
-
     if measured_n is None:
         measured_n = QUICK_MEASURED_N if quick else MEASURED_N
     fwd_repeats = repeats or (1 if quick else 3)
@@ -98,35 +119,9 @@ def run(
         with torch_threads(FORWARD_THREADS):
             forward = _measure_forward(market, fwd_repeats, fill=not quick)
     per_model_s = forward["forward_passes"]["median_s"] / (measured_n + 1)
-
-    rng = np.random.default_rng(seed)
-    tables_by_n = {}
-    rows = []
-    results = []
-    for n in n_sources:
-        tables, sources = _tables_for(forward["table"], market.sources, n, rng)
-        tables_by_n[n] = (tables, sources)
-        times = {m: _time_coalition_table(tables, sources, n, m, table_repeats) for m in METRICS}
-        measured = n <= measured_n
-        forward_s = forward["forward_passes"]["median_s"] if n == measured_n else per_model_s * (n + 1)
-        both = sum(t.median_s for t in times.values())
-        entry = {
-            "n_sources": n,
-            "n_coalitions": 2**n,
-            "eval_pairs": eval_pairs,
-            "coalitions_s": {m: t.as_dict() for m, t in times.items()},
-            "coalitions_both_metrics_s": round(both, 6),
-            "forward_passes_s": round(forward_s, 6),
-            "forward_passes": "measured" if n == measured_n else "extrapolated: per-model time × (n + 1)",
-            "log_probs": "measured" if measured else f"{measured_n} measured + {n - measured_n} synthetic sources",
-            "fraction_of_forward": {m: round(t.median_s / forward_s, 6) for m, t in times.items()},
-        }
-        results.append(entry)
-        rows.append([
-            n, 2**n, times["accuracy"].median_s, times["bt"].median_s, both, forward_s,
-            entry["forward_passes"].split(":")[0], both / forward_s,
-        ])
-
+    results, rows, tables_by_n = _time_tables(
+        forward, market.sources, n_sources, measured_n, eval_pairs, seed, table_repeats, per_model_s
+    )
     largest = max(n_sources)
     breakdown = _breakdown(*tables_by_n[largest], table_repeats)
     targets = _targets(results, largest)
@@ -159,18 +154,75 @@ def run(
             },
         ],
         "targets": targets,
-        "notes": [
-            f"forward passes: tiny Llama (hidden {config.hidden_size}, {config.num_layers} layers, vocab "
-            f"{config.vocab_size}) + LoRA r=8; {fwd_repeats} repeat(s); per model {per_model_s:.3f} s for "
-            f"{2 * eval_pairs} responses, torch threads {FORWARD_THREADS}; production cache fill incl. loading: "
-            + (f"{forward['fill_cache']['median_s']:.3f} s" if forward["fill_cache"] else "skipped (quick)")
-            + f"; tokenisation alone {forward['tokenize_s']:.3f} s per model (score_pairs re-tokenises for "
-            "every model)",
-            f"candidate fast path at n = {largest} (both metrics, one matmul, sums instead of std): "
-            f"{breakdown['candidate_both_s']:.3f} s vs production {breakdown['production_both_s']:.3f} s, "
-            f"max |Δ| vs production {breakdown['candidate_max_abs_diff']:.2e}",
-        ],
+        "notes": _notes(config, fwd_repeats, per_model_s, eval_pairs, forward, largest, breakdown),
     }
+
+
+def _time_tables(
+    forward: dict[str, Any],
+    sources: list[str],
+    n_sources: Sequence[int],
+    measured_n: int,
+    eval_pairs: int,
+    seed: int,
+    repeats: int,
+    per_model_s: float,
+) -> tuple[list[dict[str, Any]], list[list[Any]], dict[int, tuple[dict[str, EvalLogProbs], list[str]]]]:
+    """Per n: the log-prob tables (`_tables_for`), the median time of every coalition's utility per metric
+    and its fraction of the n + 1 forward passes (measured at ``measured_n``, else per-model time × (n + 1)).
+
+    Returns (the report's per-n results, the summary table's rows, each n's tables and source names)."""
+    rng = np.random.default_rng(seed)
+    tables_by_n = {}
+    rows = []
+    results = []
+    for n in n_sources:
+        tables, names = _tables_for(forward["table"], sources, n, rng)
+        tables_by_n[n] = (tables, names)
+        times = {m: _time_coalition_table(tables, names, n, m, repeats) for m in METRICS}
+        measured = n <= measured_n
+        forward_s = forward["forward_passes"]["median_s"] if n == measured_n else per_model_s * (n + 1)
+        both = sum(t.median_s for t in times.values())
+        entry = {
+            "n_sources": n,
+            "n_coalitions": 2**n,
+            "eval_pairs": eval_pairs,
+            "coalitions_s": {m: t.as_dict() for m, t in times.items()},
+            "coalitions_both_metrics_s": round(both, 6),
+            "forward_passes_s": round(forward_s, 6),
+            "forward_passes": "measured" if n == measured_n else "extrapolated: per-model time × (n + 1)",
+            "log_probs": "measured" if measured else f"{measured_n} measured + {n - measured_n} synthetic sources",
+            "fraction_of_forward": {m: round(t.median_s / forward_s, 6) for m, t in times.items()},
+        }
+        results.append(entry)
+        rows.append([
+            n, 2**n, times["accuracy"].median_s, times["bt"].median_s, both, forward_s,
+            entry["forward_passes"].split(":")[0], both / forward_s,
+        ])
+    return results, rows, tables_by_n
+
+
+def _notes(
+    config: TinyConfig,
+    fwd_repeats: int,
+    per_model_s: float,
+    eval_pairs: int,
+    forward: dict[str, Any],
+    largest: int,
+    breakdown: dict[str, Any],
+) -> list[str]:
+    """The forward passes' setting and times, and the candidate fast path against production."""
+    return [
+        f"forward passes: tiny Llama (hidden {config.hidden_size}, {config.num_layers} layers, vocab "
+        f"{config.vocab_size}) + LoRA r=8; {fwd_repeats} repeat(s); per model {per_model_s:.3f} s for "
+        f"{2 * eval_pairs} responses, torch threads {FORWARD_THREADS}; production cache fill incl. loading: "
+        + (f"{forward['fill_cache']['median_s']:.3f} s" if forward["fill_cache"] else "skipped (quick)")
+        + f"; tokenisation alone {forward['tokenize_s']:.3f} s per model (score_pairs re-tokenises for "
+        "every model)",
+        f"candidate fast path at n = {largest} (both metrics, one matmul, sums instead of std): "
+        f"{breakdown['candidate_both_s']:.3f} s vs production {breakdown['production_both_s']:.3f} s, "
+        f"max |Δ| vs production {breakdown['candidate_max_abs_diff']:.2e}",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -179,9 +231,9 @@ def run(
 
 @dataclass
 class _Market:
-    base: Any  # BaseModelInfo
+    base: BaseModelInfo
     adapters: dict[str, _Adapter]
-    eval_set: Any  # EvalSet
+    eval_set: EvalSet
     model: Any  # the in-memory PeftModel holding every adapter
     tokenizer: Any
 
@@ -190,18 +242,11 @@ class _Market:
         return list(self.adapters)
 
 
-def _build_market(work: Path, n: int, *, eval_pairs: int, seed: int, config: Any) -> _Market:
+def _build_market(work: Path, n: int, *, eval_pairs: int, seed: int, config: TinyConfig) -> _Market:
     """Eval pairs, a random tiny base saved to ``work/base`` and ``n`` random adapters saved to
     ``work/adapters/<source>``; also returns the in-memory peft model with every adapter loaded."""
     import torch
     from peft import LoraConfig, get_peft_model
-
-    from valuation.composition.logprobs import EvalSet
-    from valuation.files import sha256_file
-    from valuation.models.cache import BaseModelInfo, checksum_weights
-    from valuation.models.quiet import quiet_libraries
-    from valuation.models.tiny import build_model, train_tokenizer
-    from valuation.synth.generate import SynthConfig, generate_corpus
 
     corpus = generate_corpus(
         SynthConfig(seed=seed, pairs_per_source=1, eval_pairs_per_objective=eval_pairs, adversarial=())
@@ -247,15 +292,6 @@ def _adapter_dir(root: Path, source: str) -> Path:
 def _measure_forward(market: _Market, repeats: int, *, fill: bool) -> dict[str, Any]:
     """Median time of the n + 1 scoring passes (in memory) and, with ``fill``, the time of one production
     cache fill from disk (`compute_eval_logprobs`: loading, scoring, writing) and of re-reading it."""
-    from valuation.composition.logprobs import (
-        EvalLogProbs,
-        compute_eval_logprobs,
-        score_pairs,
-        to_trl_example,
-        tokenize_example,
-    )
-    from valuation.models.quiet import quiet_libraries
-
     model, tokenizer, pairs = market.model, market.tokenizer, market.eval_set.pairs
     scored: dict[str | None, Any] = {}
 
@@ -303,10 +339,10 @@ def _measure_forward(market: _Market, repeats: int, *, fill: bool) -> dict[str, 
 # coalition tables
 
 
-def _tables_for(measured: Any, sources: list[str], n: int, rng: np.random.Generator) -> tuple[dict[str, Any], list[str]]:
+def _tables_for(
+    measured: EvalLogProbs, sources: list[str], n: int, rng: np.random.Generator
+) -> tuple[dict[str, EvalLogProbs], list[str]]:
     """Eval log-prob tables with n sources: the measured ones first, then synthetic ones (see module doc)."""
-    from valuation.composition.logprobs import EvalLogProbs, ResponseLogProbs
-
     models = {s: measured.models[s] for s in sources[:n]}
     base = measured.base
     if n > len(sources):
@@ -325,9 +361,6 @@ def _tables_for(measured: Any, sources: list[str], n: int, rng: np.random.Genera
 
 
 def _coalition_table(tables: dict[str, Any], sources: list[str], metric: str) -> Any:
-    from valuation.games.coalitions import all_coalitions
-    from valuation.pipeline.run import coalition_table
-
     return coalition_table(
         tables, sources, all_coalitions(len(sources)), weighting=WEIGHTING, sizes=[1] * len(sources),
         metric=metric, beta=BETA,
@@ -340,10 +373,6 @@ def _time_coalition_table(tables: dict[str, Any], sources: list[str], n: int, me
 
 def _breakdown(tables: dict[str, Any], sources: list[str], repeats: int) -> dict[str, Any]:
     """Time of each production step for the full table, per metric, and the candidate fast path."""
-    from valuation.coalition_utility.preference import pair_scores
-    from valuation.composition.arithmetic import coalition_margins, coalition_weights
-    from valuation.games.coalitions import all_coalitions
-
     n = len(sources)
     deltas = tables["helpfulness"].deltas(sources)
     steps = ["all_coalitions + weights", "margins (matmul)", "per-pair scores", "mean + std err", "total (sum)"]
@@ -381,8 +410,6 @@ def _candidate_both_metrics(
     """Proposal (not production): ``accuracy`` and ``bt`` utilities with standard errors from ONE matmul per
     block. accuracy: counts of m > 0 and m = 0 give Σx and Σx² (x ∈ {0, ½, 1}); bt: Σσ(βm) and Σσ(βm)²;
     then mean = Σx/p and sd² = (Σx² − p·mean²)/(p − 1) (values lie in [0, 1], so no cancellation issue)."""
-    from scipy.special import expit
-
     k, p = weights.shape[0], deltas.shape[1]
     sums = {m: (np.zeros(k), np.zeros(k)) for m in METRICS}
     for start in range(0, k, _BLOCK_ROWS):
@@ -430,7 +457,5 @@ def _targets(results: list[dict[str, Any]], largest: int) -> list[dict[str, Any]
     return targets
 
 
-def _asdict(config: Any) -> dict[str, Any]:
-    from dataclasses import asdict, is_dataclass
-
+def _asdict(config: TinyConfig) -> dict[str, Any]:
     return asdict(config) if is_dataclass(config) else {}

@@ -48,26 +48,36 @@ factors into the packed matmul (an experiment): 58 %.
 
 Threads: ``THREADS`` = 1 by default, as part (b): on the shared 2-core machines torch with two threads
 ran 10-35x slower whenever other jobs were running; the load average is recorded at the start and end.
+
+The models are set up in `benchmarks.parts.decoding_setup`, the report's tables, targets and notes are built
+in `benchmarks.parts.decoding_report`. torch and transformers are imported inside the functions: importing
+them takes ~5 s, which `python -m benchmarks --help` and the parts that never touch them should not pay.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.timing import Timing, load_average, torch_threads
+from benchmarks.parts import decoding_report as report
+from benchmarks.parts.decoding_setup import (
+    B_STD,
+    LORA_ALPHA,
+    LORA_RANK,
+    LORA_TARGETS,
+    N_ADAPTERS,
+    PRESETS,
+    Setup,
+    load_setup,
+)
+from benchmarks.timing import Timing, interleaved, load_average, torch_threads
+from valuation.decoding.decoder import SamplingParams, sample_composed
 
-PRESETS = ("tiny", "smollm2")
 QUICK_PRESETS = ("tiny",)
 SIZES = (1, 2, 3, 4)
 THREADS = 1
-N_ADAPTERS = 4
-LORA_RANK = 8
-LORA_ALPHA = 16
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-B_STD = 0.02
 FORWARD_BATCH = 2
 FORWARD_TOKENS = 32
 MAX_NEW_TOKENS = 32
@@ -78,23 +88,8 @@ BATCH_PROMPTS = 6
 SAMPLES_PER_PROMPT = 2
 MAX_BATCH_ROWS = 64  # the production `[sampling] max_batch_rows`
 STEP_CONTEXT = 48
-TARGET_RATIO = 0.60
-TARGET_SIZE = 4
 LOGPROB_TOLERANCE = 1e-4
 STEPS_PER_CALL = 8
-MIN_TIMED_S = 0.05  # a timed call shorter than this is repeated in a loop (the per-call mean is kept)
-
-
-@dataclass
-class Setup:
-    """One preset ready to measure: model, tokenizer, the multi-adapter wrapper and prompts."""
-
-    name: str
-    model: Any
-    tokenizer: Any
-    multi: Any  # MultiLoraModel
-    prompts: list[str]
-    describe: str
 
 
 def run(
@@ -126,61 +121,13 @@ def run(
     sizes = sorted(set(sizes))
     if not sizes or sizes[0] < 1 or sizes[-1] > N_ADAPTERS:
         raise ValueError(f"sizes must lie in 1..{N_ADAPTERS}")
+    plan = DecodingPlan(
+        quick, seed, repeats, presets, sizes, threads, forward_batch, forward_tokens, max_new_tokens,
+        single_prompts, batch_prompts, samples_per_prompt, step_context,
+    )
     load_start = load_average()
-    per_preset: dict[str, Any] = {}
-    skipped: dict[str, str] = {}
-    with torch_threads(threads):
-        for name in presets:
-            setup = load_setup(name, seed, tiny_config, prompts=max(single_prompts, batch_prompts))
-            if isinstance(setup, str):
-                skipped[name] = setup
-                continue
-            try:
-                per_preset[name] = {
-                    "model": setup.describe,
-                    "forward": _measure_forward(setup, sizes, forward_batch, forward_tokens, repeats, seed),
-                    "sampling": measure_sampling(
-                        setup,
-                        sizes,
-                        max_new_tokens,
-                        single_prompts,
-                        batch_prompts,
-                        samples_per_prompt,
-                        repeats,
-                        seed,
-                    ),
-                    "decode_step": measure_steps(setup, sizes, step_context, repeats, seed),
-                }
-            finally:
-                setup.multi.close()
-    params = {
-        "quick": quick,
-        "seed": seed,
-        "repeats": repeats,
-        "presets": presets,
-        "sizes": sizes,
-        "threads": threads,
-        "lora": {
-            "r": LORA_RANK,
-            "alpha": LORA_ALPHA,
-            "targets": list(LORA_TARGETS),
-            "a_std": "1/sqrt(in)",
-            "b_std": B_STD,
-            "adapters": N_ADAPTERS,
-        },
-        "forward_batch": forward_batch,
-        "forward_tokens": forward_tokens,
-        "max_new_tokens": max_new_tokens,
-        "single_prompts": single_prompts,
-        "batch_prompts": batch_prompts,
-        "samples_per_prompt": samples_per_prompt,
-        "max_batch_rows": MAX_BATCH_ROWS,
-        "step_context": step_context,
-        "weighting": "mean",
-        "temperature": 1.0,
-        "top_p": 1.0,
-        "stop_tokens": "ignored (every sequence generates max_new_tokens)",
-    }
+    per_preset, skipped = _measure_presets(plan, tiny_config)
+    params = plan.params()
     load_end = load_average()
     return {
         "title": "batched multi-adapter forward (valuation.composition.multilora) and composed decoding (sample_composed)",
@@ -189,120 +136,94 @@ def run(
         "load_average_end": load_end,
         "presets": per_preset,
         "skipped": skipped,
-        "tables": _tables(per_preset),
-        "targets": _targets(per_preset, sizes),
-        "notes": _notes(per_preset, skipped, params, load_start, load_end),
+        "tables": report.tables(per_preset),
+        "targets": report.targets(per_preset, sizes),
+        "notes": report.notes(per_preset, skipped, params, load_start, load_end),
     }
 
 
-# ---------------------------------------------------------------------------------------------------
-# timing
+@dataclass(frozen=True)
+class DecodingPlan:
+    """One run's settings with the defaults resolved; `params` is what the report records of them."""
 
+    quick: bool
+    seed: int
+    repeats: int
+    presets: list[str]
+    sizes: list[int]
+    threads: int
+    forward_batch: int
+    forward_tokens: int
+    max_new_tokens: int
+    single_prompts: int
+    batch_prompts: int
+    samples_per_prompt: int
+    step_context: int
 
-def interleaved(
-    fns: dict[Any, Callable[[], object]], repeats: int, *, min_s: float = MIN_TIMED_S, warmup: bool = True
-) -> dict[Any, Timing]:
-    """Per-call seconds of every ``fns[key]``, ``repeats`` times, INTERLEAVED: each repeat times every
-    function once in turn, so a change of machine load hits all of them alike (the comparisons are ratios).
-
-    With ``warmup`` each function is first called once untimed; one whose warm-up took less than ``min_s``
-    is timed over a loop of ⌈min_s / warm-up⌉ calls (at most 1000) and the mean per call is kept. Without
-    it every timed run is one call.
-    """
-    import math
-    import time
-
-    inner: dict[Hashable, int] = dict.fromkeys(fns, 1)
-    for key, fn in fns.items() if warmup else ():
-        start = time.perf_counter()
-        fn()
-        took = time.perf_counter() - start
-        inner[key] = min(1000, max(1, math.ceil(min_s / took))) if took > 0 else 1000
-    runs: dict[Hashable, list[float]] = {key: [] for key in fns}
-    for _ in range(repeats):
-        for key, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(inner[key]):
-                fn()
-            runs[key].append((time.perf_counter() - start) / inner[key])
-    return {key: Timing(tuple(values)) for key, values in runs.items()}
-
-
-# ---------------------------------------------------------------------------------------------------
-# setup
-
-
-def load_setup(name: str, seed: int, tiny_config: Any, *, prompts: int) -> Setup | str:
-    """The preset's model with 4 random adapters, or a string saying why it was skipped."""
-    from valuation.composition.multilora import MultiLoraModel
-    from valuation.models.quiet import quiet_libraries
-    from valuation.synth.generate import SynthConfig, generate_corpus
-
-    corpus = generate_corpus(
-        SynthConfig(seed=seed, pairs_per_source=1, eval_pairs_per_objective=max(prompts, 8), adversarial=())
-    )
-    pairs = list(corpus.eval["helpfulness"])
-    prompt_texts = [p.prompt for p in pairs][:prompts]
-    with quiet_libraries():
-        if name == "tiny":
-            from valuation.models import TinyConfig
-            from valuation.models.tiny import build_model, train_tokenizer
-
-            config = tiny_config or TinyConfig()
-            texts = [t for p in pairs for t in (p.prompt, p.chosen, p.rejected)]
-            tokenizer = train_tokenizer(texts, config.vocab_size)
-            model = build_model(tokenizer, config, seed)
-            describe = (
-                f"tiny (random init): hidden {config.hidden_size}, {config.num_layers} layers, "
-                f"vocab {len(tokenizer)}"
-            )
-        elif name == "smollm2":
-            try:
-                from valuation.models import load_base_model
-                from valuation.models.cache import models_dir, read_manifest
-
-                path = models_dir(None) / "smollm2-135m-instruct"
-                if read_manifest(path) is None:
-                    return f"SmolLM2 is not prepared at {path} (run `payoutsim models prepare smollm2`)"
-                from valuation.models import prepare_base_model
-
-                model, tokenizer = load_base_model(prepare_base_model("smollm2", progress=False))
-            except Exception as err:  # a missing model must not lose the tiny figures
-                return f"SmolLM2 could not be loaded: {type(err).__name__}: {err}"
-            describe = (
-                f"SmolLM2-135M-Instruct fp32: hidden {model.config.hidden_size}, "
-                f"{model.config.num_hidden_layers} layers, vocab {model.config.vocab_size}"
-            )
-        else:
-            raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
-    model.eval()
-    multi = MultiLoraModel(model, random_adapters(model, N_ADAPTERS, seed), packed_gemm=True)  # as production
-    describe += f"; decode steps' matmuls {'packed (valuation.composition.packed)' if multi.packed else 'F.linear'}"
-    return Setup(name, model, tokenizer, multi, prompt_texts, describe)
-
-
-def random_adapters(model: Any, n: int, seed: int) -> list[Any]:
-    """``n`` in-memory LoRA adapters (r = LORA_RANK, α = LORA_ALPHA) on every ``LORA_TARGETS`` linear layer of
-    ``model``: A ~ N(0, 1/in), B ~ N(0, B_STD²) from ``torch.Generator().manual_seed(seed·1000 + i)``."""
-    import torch
-
-    from valuation.composition.multilora import LoraAdapterWeights
-
-    modules = {
-        path: m
-        for path, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and path.rsplit(".", 1)[-1] in LORA_TARGETS
-    }
-    out = []
-    for i in range(n):
-        gen = torch.Generator().manual_seed(seed * 1000 + i)
-        a = {
-            p: torch.randn(LORA_RANK, m.in_features, generator=gen) / m.in_features**0.5
-            for p, m in modules.items()
+    def params(self) -> dict[str, Any]:
+        """The report's ``params``: these settings plus the fixed LoRA, batching and sampling settings."""
+        return {
+            "quick": self.quick,
+            "seed": self.seed,
+            "repeats": self.repeats,
+            "presets": self.presets,
+            "sizes": self.sizes,
+            "threads": self.threads,
+            "lora": {
+                "r": LORA_RANK,
+                "alpha": LORA_ALPHA,
+                "targets": list(LORA_TARGETS),
+                "a_std": "1/sqrt(in)",
+                "b_std": B_STD,
+                "adapters": N_ADAPTERS,
+            },
+            "forward_batch": self.forward_batch,
+            "forward_tokens": self.forward_tokens,
+            "max_new_tokens": self.max_new_tokens,
+            "single_prompts": self.single_prompts,
+            "batch_prompts": self.batch_prompts,
+            "samples_per_prompt": self.samples_per_prompt,
+            "max_batch_rows": MAX_BATCH_ROWS,
+            "step_context": self.step_context,
+            "weighting": "mean",
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "stop_tokens": "ignored (every sequence generates max_new_tokens)",
         }
-        b = {p: torch.randn(m.out_features, LORA_RANK, generator=gen) * B_STD for p, m in modules.items()}
-        out.append(LoraAdapterWeights(f"a{i}", a, b, LORA_ALPHA / LORA_RANK))
-    return out
+
+
+def _measure_presets(plan: DecodingPlan, tiny_config: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """The three measurements per preset (torch on ``plan.threads`` threads), and the presets skipped with
+    the reason (SmolLM2 not prepared)."""
+    per_preset: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    with torch_threads(plan.threads):
+        for name in plan.presets:
+            setup = load_setup(name, plan.seed, tiny_config, prompts=max(plan.single_prompts, plan.batch_prompts))
+            if isinstance(setup, str):
+                skipped[name] = setup
+                continue
+            try:
+                per_preset[name] = {
+                    "model": setup.describe,
+                    "forward": _measure_forward(
+                        setup, plan.sizes, plan.forward_batch, plan.forward_tokens, plan.repeats, plan.seed
+                    ),
+                    "sampling": measure_sampling(
+                        setup,
+                        plan.sizes,
+                        plan.max_new_tokens,
+                        plan.single_prompts,
+                        plan.batch_prompts,
+                        plan.samples_per_prompt,
+                        plan.repeats,
+                        plan.seed,
+                    ),
+                    "decode_step": measure_steps(setup, plan.sizes, plan.step_context, plan.repeats, plan.seed),
+                }
+            finally:
+                setup.multi.close()
+    return per_preset, skipped
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -404,8 +325,6 @@ def measure_sampling(
 ) -> dict[str, list[dict[str, Any]]]:
     """Tokens/s of `sample_composed` through ``setup.multi`` for |S| = 0 and ``sizes``, in the ``single`` and
     ``batch`` regimes (module docstring, measurement 2); ratios to |S| = 0 of the same regime."""
-    from valuation.decoding.decoder import SamplingParams, sample_composed
-
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=1.0, top_p=1.0, seed=seed)
     tokenizer = IgnoreStops(setup.tokenizer)
 
@@ -550,163 +469,3 @@ def measure_steps(
             "last_logits_s": timings["prefill_last", 0].as_dict(),
         },
     }
-
-
-# ---------------------------------------------------------------------------------------------------
-# report
-
-
-def _tables(per_preset: dict[str, Any]) -> list[dict[str, Any]]:
-    tables = []
-    for name, res in per_preset.items():
-        tables.append(
-            {
-                "title": f"{name}: one batched forward (base + |S| adapters) vs |S| + 1 separate passes (median s)",
-                "columns": [
-                    "|S|",
-                    "rows",
-                    "tokens/row",
-                    "batched s",
-                    "separate s",
-                    "speedup",
-                    "max |Δ logp|",
-                ],
-                "rows": [
-                    [
-                        r["size"],
-                        r["rows"],
-                        r["tokens_per_row"],
-                        r["batched_s"]["median_s"],
-                        r["separate_s"]["median_s"],
-                        r["speedup"],
-                        f"{r['max_abs_logprob_diff']:.1e}",
-                    ]
-                    for r in res["forward"]
-                ],
-            }
-        )
-        rows = []
-        for single, batch in zip(res["sampling"]["single"], res["sampling"]["batch"], strict=True):
-            rows.append(
-                [
-                    single["size"],
-                    single["tokens_per_s"],
-                    single["ratio_to_base"],
-                    batch["rows_per_step"],
-                    batch["tokens_per_s"],
-                    batch["ratio_to_base"],
-                ]
-            )
-        tables.append(
-            {
-                "title": f"{name}: sample_composed tokens/s of π_S (|S| = 0: the base alone)",
-                "columns": [
-                    "|S|",
-                    "single tok/s",
-                    "single / base",
-                    "batch rows/step",
-                    "batch tok/s",
-                    "batch / base",
-                ],
-                "rows": rows,
-            }
-        )
-        step = res["decode_step"]
-        one = step["one_row_s"]["median_s"]
-        tables.append(
-            {
-                "title": f"{name}: one single-stream decode step (KV cache {step['context_tokens']} tokens; median ms)",
-                "columns": [
-                    "|S|",
-                    "rows",
-                    "1 row (base) ms",
-                    "rows, no LoRA ms",
-                    "rows + LoRA ms",
-                    "LoRA ms",
-                    "floor 1row/noLoRA",
-                    "1row / +LoRA",
-                ],
-                "rows": [
-                    [
-                        s["size"],
-                        s["rows"],
-                        round(one * 1e3, 2),
-                        round(s["no_lora_s"]["median_s"] * 1e3, 2),
-                        round(s["lora_s"]["median_s"] * 1e3, 2),
-                        round(s["lora_overhead_s"] * 1e3, 2),
-                        s["floor_ratio"],
-                        s["lora_step_ratio"],
-                    ]
-                    for s in step["steps"]
-                ],
-            }
-        )
-    return tables
-
-
-def _targets(per_preset: dict[str, Any], sizes: Sequence[int]) -> list[dict[str, Any]]:
-    targets = []
-    for name, res in per_preset.items():
-        at_least_two = [r for r in res["forward"] if r["size"] >= 2]
-        if at_least_two:
-            targets.append(
-                {
-                    "name": f"{name}: batched forward faster than separate passes at every |S| ≥ 2",
-                    "target": "speedup > 1",
-                    "measured": ", ".join(f"|S|={r['size']}: {r['speedup']:.2f}x" for r in at_least_two),
-                    "met": all(r["speedup"] > 1 for r in at_least_two),
-                }
-            )
-        single = {r["size"]: r for r in res["sampling"]["single"]}
-        if TARGET_SIZE in single:
-            row = single[TARGET_SIZE]
-            floor = next(s for s in res["decode_step"]["steps"] if s["size"] == TARGET_SIZE)["floor_ratio"]
-            targets.append(
-                {
-                    "name": f"{name}: single-stream sampling at |S| = {TARGET_SIZE} vs the base"
-                    + (" (the issue's target)" if name == "smollm2" else " (informative)"),
-                    "target": f"≥ {TARGET_RATIO:.0%} of the base's tokens/s",
-                    "measured": f"{row['ratio_to_base']:.1%} ({row['tokens_per_s']:.1f} vs "
-                    f"{single[0]['tokens_per_s']:.1f} tok/s); no-LoRA {TARGET_SIZE + 1}-row step floor {floor:.1%}",
-                    "met": bool(row["ratio_to_base"] >= TARGET_RATIO) if name == "smollm2" else None,
-                }
-            )
-    return targets
-
-
-def _notes(
-    per_preset: dict[str, Any],
-    skipped: dict[str, str],
-    params: dict[str, Any],
-    load_start: list[float] | None,
-    load_end: list[float] | None,
-) -> list[str]:
-    notes = [
-        f"torch threads {params['threads']}; load average {_fmt_load(load_start)} at the start, "
-        f"{_fmt_load(load_end)} at the end "
-        "(the figures are only comparable side by side within one run)",
-        "separate passes = the base alone (no LoRA rows), then each adapter alone through the same "
-        "MultiLoraModel routed to that one adapter; batched = one forward with rows (base, ℓ1..ℓ|S|) per sequence",
-        f"sampling: {params['max_new_tokens']} new tokens per sequence, stop tokens ignored; single = "
-        f"{params['single_prompts']} prompt(s) one call each (1 + |S| rows per step); batch = "
-        f"{params['batch_prompts']} prompts × {params['samples_per_prompt']} samples in one call, max_batch_rows "
-        f"{MAX_BATCH_ROWS}; the |S| = {TARGET_SIZE} target is judged on the single-stream figure",
-        "decode-step floor: exact token-level arithmetic needs the full next-token distribution of the base and "
-        "of each adapter, i.e. 1 + |S| forward rows per step; the '1row/noLoRA' column is the best ratio any "
-        "LoRA implementation could reach for one step on this machine (prefill and drawing excluded)",
-    ]
-    for name, res in per_preset.items():
-        pre = res["decode_step"]["prefill"]
-        notes.append(
-            f"{name}: prefill of {pre['rows']} rows × {res['decode_step']['context_tokens']} tokens: all logits "
-            f"{pre['all_logits_s']['median_s'] * 1e3:.1f} ms vs last position only "
-            f"{pre['last_logits_s']['median_s'] * 1e3:.1f} ms (sample_composed needs only the last: "
-            "logits_to_keep=1)"
-        )
-    for name, reason in skipped.items():
-        notes.append(f"{name}: skipped — {reason}")
-    return notes
-
-
-def _fmt_load(load: list[float] | None) -> str:
-    return "unknown" if load is None else " / ".join(f"{x:.2f}" for x in load)

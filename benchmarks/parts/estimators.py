@@ -35,6 +35,9 @@ and, outside the target, for the investigation:
 Errors per (game, n, budget, estimator), averaged over seeds: mean absolute error over players (MAE, with its
 standard error over seeds) and the largest absolute error. Target (issue 7): ``ours`` no worse than the better
 of ``shapiq_permutation`` and ``shapiq_kernelshap`` at every budget, better at some.
+
+shapiq (a dev-only dependency) is imported inside the estimator that calls it: importing it takes ~5 s
+(measured on the 2-core machine), and the games here are also used without it (tests/test_estimators.py).
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import expit, gammaln
 
+from valuation.coalition_utility.preference import preference_utility
+from valuation.composition.arithmetic import coalition_weights
+from valuation.games.estimators import approximate
 from valuation.games.game import CachedGame, FunctionGame, Game
 
 GameFn = Callable[[NDArray[np.bool_]], NDArray[np.float64]]
@@ -151,9 +157,6 @@ def majority_game(n: int, rng: np.random.Generator) -> BenchGame:
 
 def bt_preference_game(n: int, rng: np.random.Generator) -> BenchGame:
     """The payoutsim ``bt`` preference utility on random margins (no closed form)."""
-    from valuation.coalition_utility.preference import preference_utility
-    from valuation.composition.arithmetic import coalition_weights
-
     deltas = rng.normal(rng.normal(0.3, 1.0, size=(n, 1)), 3.0, size=(n, BT_PAIRS))
 
     def fn(masks: NDArray[np.bool_]) -> NDArray[np.float64]:
@@ -172,8 +175,6 @@ GAME_BUILDERS: dict[str, Callable[[int, np.random.Generator], BenchGame]] = {
 
 def reference_values(game: BenchGame) -> tuple[NDArray[np.float64], str, float | None]:
     """(exact Shapley values, where they come from, max |exact estimator − closed form| when both exist)."""
-    from valuation.games.estimators import approximate
-
     if game.n <= EXACT_MAX_N:
         exact = approximate(game.as_game(), "exact").values[:, 0]
         if game.closed_form is None:
@@ -191,8 +192,6 @@ def reference_values(game: BenchGame) -> tuple[NDArray[np.float64], str, float |
 
 
 def _ours(game: BenchGame, budget: int, seed: int) -> tuple[NDArray[np.float64], int]:
-    from valuation.games.estimators import approximate
-
     result = approximate(game.as_game(), "permutation", budget, seed=seed)
     return result.values[:, 0], int(result.n_evaluations)
 

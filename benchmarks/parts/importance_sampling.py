@@ -28,12 +28,33 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from benchmarks.timing import load_average, measure
+from valuation.coalition_utility.reward import (
+    ImportanceSettings,
+    RewardObjective,
+    reward_coalition_utilities,
+)
+from valuation.coalition_utility.scorers import score_texts
+from valuation.composition.arithmetic import coalition_weights
+from valuation.decoding.coalition_responses import CoalitionSampler
+from valuation.decoding.importance import proposal_components
+from valuation.games.coalitions import all_coalitions
+from valuation.pipeline.config import ValuationConfig, load_valuation_config
+from valuation.pipeline.run import (
+    PreparedInputs,
+    importance_settings,
+    prepare_inputs,
+    reward_objectives,
+    reward_sampler,
+    run_train,
+)
 
 SOURCES = ("flan_v2_niv2", "sharegpt", "evol_instruct", "ultrachat")
 HEAD = Path(__file__).resolve().parents[2] / "data" / "examples" / "paper" / "helpfulness-head"
@@ -80,20 +101,6 @@ dir = "run"
 def run(quick: bool, seed: int, *, repeats: int | None = None, config_text: str | None = None) -> dict[str, Any]:
     """Run part (d); see the module docstring. ``repeats`` (default 1) times each way that many times (median).
     Tests pass a small ``config_text`` (a valuation TOML with ``[utility] kind = "reward"``)."""
-    from valuation.coalition_utility.reward import ImportanceSettings
-    from valuation.coalition_utility.scorers import score_texts
-    from valuation.composition.arithmetic import coalition_weights
-    from valuation.decoding.importance import proposal_components
-    from valuation.games.coalitions import all_coalitions
-    from valuation.pipeline.config import load_valuation_config
-    from valuation.pipeline.run import (
-        importance_settings,
-        prepare_inputs,
-        reward_objectives,
-        reward_sampler,
-        run_train,
-    )
-
     q = 1 if quick else 0
     repeats = repeats or 1
     helpfulness = f"bt-minilm:{HEAD}" if HEAD.is_dir() else "profanity"
@@ -102,9 +109,74 @@ def run(quick: bool, seed: int, *, repeats: int | None = None, config_text: str 
         prompts=PROMPTS_PER_OBJECTIVE[q], samples=SAMPLES_PER_PROMPT, tokens=MAX_NEW_TOKENS[q],
     ).replace("'", '"')
     load_start = load_average()
+    measured = _measure_ways(text, repeats)
+    labels = ["".join("1" if b else "0" for b in row) for row in measured.masks]
+    names = [o.objective for o in measured.objectives]
+    ways = measured.ways
+    comparisons = {way: _compare(ways["direct"], entry, names) for way, entry in ways.items() if way != "direct"}
+    first = f"importance x{POOL_FACTORS[0]}"
+    config, prepared, default = measured.config, measured.prepared, measured.default
+    return {
+        "title": "importance-sampled reward utilities vs direct sampling (tiny, n = 4, all 16 coalitions)",
+        "params": {
+            "quick": quick, "seed": seed, "repeats": repeats, "sources": list(prepared.sources),
+            "pairs_per_source": measured.sizes, "sampling": config.sampling.model_dump(mode="json"),
+            "reward": config.reward.specs(), "pool_factors": list(POOL_FACTORS), "min_ess": default.min_ess,
+            "setup_s (corpus, base, training; not timed)": round(measured.setup_s, 3),
+        },
+        "load_average_start": load_start,
+        "load_average_end": load_average(),
+        "coalitions": labels,
+        "ways": ways,
+        "comparisons": comparisons,
+        "tables": [
+            {
+                "title": "all 16 coalitions' reward utilities (median s; z = difference / combined s.e.)",
+                "columns": ["way", "seconds", "× faster", "within 2 s.e.", "max |z|", "s.e. ratio (median)",
+                            "min ESS", "fell back"],
+                "rows": _way_rows(ways, comparisons),
+            },
+            {
+                "title": f"per coalition (bits = {', '.join(prepared.sources)}): direct vs {first}",
+                "columns": ["coalition", *[f"direct {o}" for o in names], *[f"IS {o}" for o in names],
+                            *[f"z {o}" for o in names], *[f"ESS {o}" for o in names], "method"],
+                "rows": _coalition_rows(labels, names, ways, comparisons, first),
+            },
+        ],
+        "targets": _targets(ways, comparisons, first),
+        "notes": [
+            "times exclude loading the models and scorers (loaded once before timing); no disk cache",
+            "the pool and direct sampling use independent random streams; with 32 comparisons about 1.5 exceed "
+            "2 s.e. by chance alone",
+            "s.e. ratio = importance s.e. / direct s.e. (its pool has the same or twice the responses per prompt "
+            "of one direct coalition); fell back = coalitions sampled directly because their ESS < "
+            f"{default.min_ess:g} × pool size",
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class MeasuredWays:
+    """What `_measure_ways` hands back: the run's inputs (config, prepared data, objectives, coalitions and
+    their weights), the importance settings the pools derive from, the untimed setup seconds and each
+    way's timing and estimates (see `_way`)."""
+
+    config: ValuationConfig
+    prepared: PreparedInputs
+    objectives: list[RewardObjective]
+    sizes: list[int]
+    masks: np.ndarray
+    default: ImportanceSettings
+    setup_s: float
+    ways: dict[str, dict[str, Any]]
+
+
+def _measure_ways(config_text: str, repeats: int) -> MeasuredWays:
+    """Prepare the data, train the adapters (untimed), load the models and warm the scorers once, then time
+    ``direct`` and each ``importance x<f>`` way on every coalition, in a temporary run directory."""
     with tempfile.TemporaryDirectory(prefix="payoutsim-bench-d-") as tmp:
         path = Path(tmp) / "bench.toml"
-        path.write_text(text, encoding="utf-8")
+        path.write_text(config_text, encoding="utf-8")
         config = load_valuation_config(path)
         started = time.perf_counter()
         prepared = prepare_inputs(config, progress=False)
@@ -121,9 +193,9 @@ def run(quick: bool, seed: int, *, repeats: int | None = None, config_text: str 
         for obj in objectives:  # warm the scorers (model loads) outside the timings
             score_texts(obj.scorer, ["warm up"], ["warm up"])
 
-        def sampler() -> Any:
+        def sampler() -> CoalitionSampler:
             fresh = reward_sampler(config, prepared, adapters, cache_dir=None)
-            fresh._loaded = loaded
+            fresh.share_models(loaded)
             return fresh
 
         ways: dict[str, dict[str, Any]] = {}
@@ -140,10 +212,11 @@ def run(quick: bool, seed: int, *, repeats: int | None = None, config_text: str 
             ways[f"importance x{factor}"] = _way(sampler, masks, weights, objectives, settings, repeats)
         direct_sampler.close()
         shutil.rmtree(Path(tmp) / "run", ignore_errors=True)
+    return MeasuredWays(config, prepared, objectives, sizes, masks, default, setup_s, ways)
 
-    labels = ["".join("1" if b else "0" for b in row) for row in masks]
-    names = [o.objective for o in objectives]
-    comparisons = {way: _compare(ways["direct"], entry, names) for way, entry in ways.items() if way != "direct"}
+
+def _way_rows(ways: dict[str, dict[str, Any]], comparisons: dict[str, dict[str, Any]]) -> list[list[Any]]:
+    """One row per way: median seconds, speed-up over direct and the comparison's summary (None for direct)."""
     direct_s = ways["direct"]["timing"]["median_s"]
     rows = []
     for way, entry in ways.items():
@@ -156,67 +229,39 @@ def run(quick: bool, seed: int, *, repeats: int | None = None, config_text: str 
             None if c is None else c["min_ess"],
             None if c is None else c["fallbacks"],
         ])
-    first = f"importance x{POOL_FACTORS[0]}"
-    detail = [
+    return rows
+
+
+def _coalition_rows(labels: list[str], names: list[str], ways: dict[str, dict[str, Any]],
+                    comparisons: dict[str, dict[str, Any]], first: str) -> list[list[Any]]:
+    """One row per coalition: direct and ``first``'s estimates ± s.e., z, ESS per objective, and the method."""
+    return [
         [labels[k], *[f"{ways['direct']['values'][o][k]:.3f}±{ways['direct']['std_errs'][o][k]:.3f}" for o in names],
          *[f"{ways[first]['values'][o][k]:.3f}±{ways[first]['std_errs'][o][k]:.3f}" for o in names],
          *[round(comparisons[first]["z"][o][k], 2) for o in names],
          *[round(ways[first]["ess"][o][k], 1) for o in names], ways[first]["methods"][k]]
         for k in range(len(labels))
     ]
-    ratio = direct_s / ways[first]["timing"]["median_s"]
+
+
+def _targets(ways: dict[str, dict[str, Any]], comparisons: dict[str, dict[str, Any]],
+             first: str) -> list[dict[str, Any]]:
+    """The speed target (≥ `TARGET_RATIO`× direct) and the 2-s.e. agreement target of the ``first`` way."""
+    ratio = ways["direct"]["timing"]["median_s"] / ways[first]["timing"]["median_s"]
     c1 = comparisons[first]
-    return {
-        "title": "importance-sampled reward utilities vs direct sampling (tiny, n = 4, all 16 coalitions)",
-        "params": {
-            "quick": quick, "seed": seed, "repeats": repeats, "sources": list(prepared.sources),
-            "pairs_per_source": sizes, "sampling": config.sampling.model_dump(mode="json"),
-            "reward": config.reward.specs(), "pool_factors": list(POOL_FACTORS), "min_ess": default.min_ess,
-            "setup_s (corpus, base, training; not timed)": round(setup_s, 3),
-        },
-        "load_average_start": load_start,
-        "load_average_end": load_average(),
-        "coalitions": labels,
-        "ways": ways,
-        "comparisons": comparisons,
-        "tables": [
-            {
-                "title": "all 16 coalitions' reward utilities (median s; z = difference / combined s.e.)",
-                "columns": ["way", "seconds", "× faster", "within 2 s.e.", "max |z|", "s.e. ratio (median)",
-                            "min ESS", "fell back"],
-                "rows": rows,
-            },
-            {
-                "title": f"per coalition (bits = {', '.join(prepared.sources)}): direct vs {first}",
-                "columns": ["coalition", *[f"direct {o}" for o in names], *[f"IS {o}" for o in names],
-                            *[f"z {o}" for o in names], *[f"ESS {o}" for o in names], "method"],
-                "rows": detail,
-            },
-        ],
-        "targets": [
-            {"name": f"{first} vs direct: speed", "target": f">= {TARGET_RATIO:g}x",
-             "measured": f"{ratio:.1f}x", "met": ratio >= TARGET_RATIO},
-            {"name": f"{first} vs direct: every coalition within 2 s.e.", "target": "all",
-             "measured": f"{c1['within_2se']}/{c1['comparisons']} importance estimates (max |z| "
-                         f"{c1['max_abs_z']:.2f}); {c1['fallbacks']} coalition(s) fell back to direct",
-             "met": c1["within_2se"] == c1["comparisons"]},
-        ],
-        "notes": [
-            "times exclude loading the models and scorers (loaded once before timing); no disk cache",
-            "the pool and direct sampling use independent random streams; with 32 comparisons about 1.5 exceed "
-            "2 s.e. by chance alone",
-            "s.e. ratio = importance s.e. / direct s.e. (its pool has the same or twice the responses per prompt "
-            "of one direct coalition); fell back = coalitions sampled directly because their ESS < "
-            f"{default.min_ess:g} × pool size",
-        ],
-    }
+    return [
+        {"name": f"{first} vs direct: speed", "target": f">= {TARGET_RATIO:g}x",
+         "measured": f"{ratio:.1f}x", "met": ratio >= TARGET_RATIO},
+        {"name": f"{first} vs direct: every coalition within 2 s.e.", "target": "all",
+         "measured": f"{c1['within_2se']}/{c1['comparisons']} importance estimates (max |z| "
+                     f"{c1['max_abs_z']:.2f}); {c1['fallbacks']} coalition(s) fell back to direct",
+         "met": c1["within_2se"] == c1["comparisons"]},
+    ]
 
 
-def _way(sampler: Any, masks: np.ndarray, weights: np.ndarray, objectives: list[Any], settings: Any,
-         repeats: int) -> dict[str, Any]:
+def _way(sampler: Callable[[], CoalitionSampler], masks: np.ndarray, weights: np.ndarray,
+         objectives: list[RewardObjective], settings: ImportanceSettings | None, repeats: int) -> dict[str, Any]:
     """Time ``reward_coalition_utilities`` (a fresh, cache-less sampler per repeat) and keep the last result."""
-    from valuation.coalition_utility.reward import reward_coalition_utilities
-
     out: dict[str, Any] = {}
 
     def once() -> None:

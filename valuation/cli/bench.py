@@ -1,79 +1,51 @@
-"""`payoutsim bench`: the benchmark suite (speed and accuracy figures, not tests).
+"""`payoutsim bench`: runs the benchmark suite of a source checkout (``python -m benchmarks``).
 
-Runs the parts registered in `benchmarks.suite.PARTS`, prints a rich table per part as it finishes, and
-writes one JSON report (machine facts, per-part results, medians over repeats). Heavy imports happen
-inside the command, so `payoutsim --help` stays fast.
+The benchmarks (`benchmarks/` beside `valuation/` in the repository) are development tools, outside the
+installed package; the product never imports them. This command only passes its arguments through to
+``python -m benchmarks`` of the checkout that holds this `valuation` package and returns its exit code
+(options, tables, report and exit codes are the suite's: ``payoutsim bench --help`` prints them). The
+suite runs in the caller's directory, so a relative ``--out`` lands where it always did; it finds the
+checkout through ``PYTHONPATH`` (first) and ``python -P`` (the caller's directory is not searched). Installed
+from a wheel there is no checkout beside the package: it says so and exits with 2.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
+import valuation
+
 app = typer.Typer()  # this module's commands; the root app (market.cli) composes the layers' apps
 
+#: Every argument, ``--help`` included, goes to the suite's own command line.
+PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
 
 
-@app.command("bench")
-def bench(
-    quick: Annotated[
-        bool,
-        typer.Option("--quick", help="Smaller sizes, fewer repeats and seeds, no SmolLM2, no n = 6 retraining: "
-                     "about 2 minutes in all on 2 cores (the full run: about 20)."),
-    ] = False,
-    only: Annotated[
-        str | None,
-        typer.Option(
-            "--only",
-            help="Comma-separated part keys to run (default: all). a = arithmetic vs retraining every "
-            "coalition (tiny, n = 4, 6), b = coalition evaluation from the log-prob cache, c = batched "
-            "multi-adapter forward and composed decoding (tiny, SmolLM2), d = importance-sampled vs direct "
-            "reward utilities (tiny, n = 4), e = Shapley estimators vs shapiq.",
-        ),
-    ] = None,
-    out: Annotated[
-        Path,
-        typer.Option("--out", "-o", help="Where to write the JSON report (atomically)."),
-    ] = Path("bench.json"),
-    repeats: Annotated[
-        int | None,
-        typer.Option(
-            "--repeats", "-r", min=1,
-            help="Repeats per timing (medians are reported) and seeds per estimator cell; default per part.",
-        ),
-    ] = None,
-    seed: Annotated[int, typer.Option("--seed", "-s", help="Seed of every synthetic input and sampler.")] = 0,
-) -> None:
+def benchmarks_folder() -> Path:
+    """Where a source checkout keeps the suite: ``benchmarks/`` next to the `valuation` package's folder."""
+    return Path(valuation.__file__).resolve().parents[1] / "benchmarks"
+
+
+@app.command("bench", context_settings=PASS_THROUGH)
+def bench(ctx: typer.Context) -> None:
     """Run the benchmark suite: print a table per part and write one JSON report.
 
-    Parts: (a) n fine-tunings + arithmetic vs retraining all 2^n − 1 coalitions on the tiny preset (n = 4,
-    6): wall times, ratio, Shapley fidelity; (b) all 2^n coalitions' preference utilities from cached
-    log-probs vs the n + 1 forward passes that fill the cache (n = 8, 12, 16); (c) one batched forward of
-    base + |S| adapters vs |S| + 1 separate passes, and tokens/s of composed decoding for |S| = 1..4 vs the
-    base (tiny, SmolLM2); (d) all 16 coalitions' reward utilities from one importance-sampling pool vs
-    sampling each directly (time ratio, differences in standard errors, ESS); (e) sampled Shapley (ours)
-    vs shapiq's permutation sampling and KernelSHAP at equal budgets (n = 10, 20, 50). The machine is
-    recorded (cores, torch threads, versions, load average): quote figures with it. Run it alone: other
-    torch jobs on the same cores distort every timing.
+    Source checkouts only: runs the checkout's ``python -m benchmarks`` with the same arguments.
     """
-    from rich.console import Console
-
-    from benchmarks.report import machine_table, print_part, write_report
-    from benchmarks.suite import parse_only, run_suite
-
-    keys = parse_only(only)
-    console = Console()
-    console.print(f"payoutsim bench: parts {', '.join(keys)}{' (quick)' if quick else ''}", highlight=False)
-    report = run_suite(
-        keys, quick=quick, seed=seed, repeats=repeats,
-        on_part_done=lambda key, entry: print_part(console, key, entry),
-    )
-    console.print(machine_table(report))
-    path = write_report(out, report)
-    console.print(f"wrote {path}", highlight=False)
-    failed = [key for key, entry in report["parts"].items() if entry["status"] != "ok"]
-    if failed:
-        typer.echo(f"error: benchmark part(s) failed: {', '.join(failed)} (see {path})", err=True)
-        raise typer.Exit(1)
+    folder = benchmarks_folder()
+    if not (folder / "__main__.py").is_file():
+        typer.echo(
+            f"error: the benchmarks ship with the source checkout, not the installed package (no {folder}); "
+            "run `python -m benchmarks` in a clone of the repository",
+            err=True,
+        )
+        raise typer.Exit(2)
+    root = str(folder.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+    done = subprocess.run([sys.executable, "-P", "-m", "benchmarks", *ctx.args], env=env, check=False)
+    raise typer.Exit(done.returncode)

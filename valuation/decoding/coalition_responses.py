@@ -115,6 +115,11 @@ class CoalitionSampler:
             self._loaded = (model, tokenizer, multi)
         return self._loaded
 
+    def share_models(self, loaded: tuple[Any, Any, MultiLoraModel]) -> None:
+        """Use models another sampler of the same base and adapters already loaded (`models`' result), so
+        several samplers (e.g. one per benchmark repeat, each with a fresh sample cache) load them once."""
+        self._loaded = loaded
+
     def samples(
         self, members: Sequence[int], weights: Sequence[float], prompts: Sequence[PromptLike]
     ) -> list[Sample]:

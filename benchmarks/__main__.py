@@ -1,0 +1,5 @@
+"""``python -m benchmarks``: run the benchmark suite (see `benchmarks.cli`)."""
+
+from benchmarks.cli import run
+
+run()

@@ -30,7 +30,6 @@ from valuation.adapters.config import TrainingConfig
 from valuation.adapters.store import (
     MANIFEST,
     AdapterRecord,
-    BaseModelRef,
     load_adapter_record,
     new_manifest,
     plan_adapters,
@@ -41,6 +40,7 @@ from valuation.adapters.store import (
 from valuation.composition.logprobs import PairLike, has_chat_template, to_trl_example
 from valuation.errors import InputError
 from valuation.models import load_base_model
+from valuation.models.cache import BaseModelRef
 from valuation.models.quiet import quiet_libraries
 
 if TYPE_CHECKING:

@@ -22,7 +22,6 @@ from typing import Any, Literal
 
 from valuation.composition.logprobs import (
     AdapterRef,
-    BaseRef,
     EvalSet,
     LogProbCache,
     ResponseLogProbs,
@@ -30,6 +29,7 @@ from valuation.composition.logprobs import (
 )
 from valuation.files import sha256_json
 from valuation.models import load_base_model
+from valuation.models.cache import BaseModelRef
 from valuation.models.quiet import quiet_libraries
 from valuation.progress import progress_bar
 
@@ -43,7 +43,7 @@ def merge_model_key(base_sha256: str, adapter_sha256s: Sequence[str], combinatio
 
 
 def merged_coalition_logprobs(
-    base: BaseRef,
+    base: BaseModelRef,
     adapters: Mapping[str, AdapterRef],
     coalitions: Sequence[Sequence[str]],
     eval_sets: Sequence[EvalSet],
@@ -118,7 +118,7 @@ def merged_coalition_logprobs(
     return found
 
 
-def _load_with_adapters(base: BaseRef, adapters: Mapping[str, AdapterRef]) -> tuple[Any, Any]:
+def _load_with_adapters(base: BaseModelRef, adapters: Mapping[str, AdapterRef]) -> tuple[Any, Any]:
     """The base model with every adapter of ``adapters`` loaded under its key (the first one active), in
     eval mode, and its tokenizer. peft is imported here: it costs seconds (``import transformers, peft`` ≈
     4.8 s measured) and light commands must not pay."""

@@ -24,24 +24,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from valuation.adapters.config import TrainingConfig
 from valuation.errors import InputError
 from valuation.files import sha256_file
+from valuation.models.cache import BaseModelRef
 
 MANIFEST = "manifest.json"
 ADAPTER_FORMAT = "payoutsim-adapter/1"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 LEFTOVER_PREFIXES = (".tmp-", ".trainer-", ".old-")  # hidden dirs of unfinished or replaced adapters
-
-
-class BaseModelRef(Protocol):
-    """What training needs to know about the base model (`valuation.models.BaseModelInfo` fits)."""
-
-    name: str
-    path: Path
-    sha256: str
 
 
 @dataclass(frozen=True)

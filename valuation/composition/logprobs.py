@@ -37,6 +37,7 @@ from numpy.typing import NDArray
 from valuation.composition.arithmetic import preference_deltas
 from valuation.files import atomic_path, sha256_json
 from valuation.models import load_base_model
+from valuation.models.cache import BaseModelRef
 from valuation.models.quiet import quiet_libraries
 from valuation.progress import progress_bar
 
@@ -53,14 +54,6 @@ class AdapterRef(Protocol):
 
     @property
     def sha256(self) -> str: ...
-
-
-class BaseRef(Protocol):
-    """A prepared base model (`valuation.models.BaseModelInfo` fits)."""
-
-    name: str
-    path: Path
-    sha256: str
 
 
 class PairLike(Protocol):
@@ -327,7 +320,7 @@ def adapter_model_key(base_sha256: str, adapter_sha256: str) -> str:
 
 
 def compute_eval_logprobs(
-    base: BaseRef,
+    base: BaseModelRef,
     adapters: Mapping[str, AdapterRef],
     eval_sets: Sequence[EvalSet],
     *,
@@ -382,7 +375,7 @@ def compute_eval_logprobs(
 
 @contextlib.contextmanager
 def _scoring_model(
-    base: BaseRef, adapters: Mapping[str, AdapterRef]
+    base: BaseModelRef, adapters: Mapping[str, AdapterRef]
 ) -> Iterator[tuple[Any, Any, Callable[[str | None], contextlib.AbstractContextManager[None]]]]:
     """Load the base (+ the given adapters, each once); yield (model, tokenizer, use) where ``use(name)``
     activates adapter ``name`` or, for ``None``, disables adapters (the base)."""

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from safetensors import safe_open
 
@@ -36,6 +36,15 @@ from valuation.files import atomic_write_json, sha256_file, umask_mode
 
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
+
+
+class BaseModelRef(Protocol):
+    """What training and scoring need to know about a prepared base model (`BaseModelInfo` fits; tests may
+    pass any object with these attributes)."""
+
+    name: str
+    path: Path
+    sha256: str
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,6 @@ from valuation.adapters.dpo import (
 from valuation.adapters.store import (
     MANIFEST,
     AdapterRecord,
-    BaseModelRef,
     new_manifest,
     read_adapter_manifest,
     remove_leftovers,
@@ -51,6 +50,7 @@ from valuation.composition.logprobs import PairLike
 from valuation.errors import InputError
 from valuation.files import atomic_write_json, sha256_json
 from valuation.models import load_base_model
+from valuation.models.cache import BaseModelRef
 from valuation.models.quiet import quiet_libraries
 from valuation.pipeline.run import PreparedInputs
 from valuation.retraining.plan import Kind, RetrainPlan, shuffled_union, stage_key, union_key

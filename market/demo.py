@@ -12,7 +12,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from market.cli.run import CSV_NAME, LEDGER_NAME, PLOT_NAME, VALUES_NAME, default_out_dir
+from market.cli import main as cli_main
+from market.run import CSV_NAME, LEDGER_NAME, PLOT_NAME, VALUES_NAME, default_out_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_SCENARIO = REPO_ROOT / "data" / "scenarios" / "demo.toml"
@@ -41,8 +42,6 @@ def demo_ledger(argv: list[str], out_dir: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the demo; return the exit code (0: every output written)."""
-    from market.cli import main as cli_main
-
     args = list(sys.argv[1:] if argv is None else argv)
     if not DEMO_SCENARIO.is_file():
         print(f"error: the demo scenario is missing: {DEMO_SCENARIO}", file=sys.stderr)

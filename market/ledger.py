@@ -1,5 +1,9 @@
 """The payout ledger: an append-only DuckDB file with full provenance of every run.
 
+(Over 500 lines on purpose: the schema, the writer, the readers and the verifier of one file share its
+columns and its hash chain.) duckdb is imported inside `connect`: ``import duckdb`` takes about 0.1 s, which
+commands that never open a ledger (``payoutsim --help``, the valuation commands) would pay.
+
 Tables (created on first use; ``meta`` holds the schema version):
 
 * ``runs`` — one row per (scenario, period) payout: ``run_id``, ``seq`` (1, 2, … in recording order),
@@ -46,13 +50,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from market.money import format_minor
+from market.rules import Payout, PeriodRun
+from market.scenario.inputs import ScenarioInputs
+from market.scenario.schema import scenario_config_json
 from valuation.errors import InputError, PayoutsimError
 
 if TYPE_CHECKING:
     import duckdb
-
-    from market.rules import PeriodRun
-    from market.scenario.schema import ScenarioInputs
 
 DEFAULT_LEDGER = Path("runs") / "ledger.duckdb"
 SCHEMA_VERSION = "1"
@@ -224,16 +229,49 @@ def find_run(path: str | Path, scenario_sha256: str, period: str) -> str | None:
 
 
 def record_run(path: str | Path, inputs: ScenarioInputs, run: PeriodRun, *, now: datetime | None = None) -> RecordResult:
-    """Append one period's payout to the ledger in a single transaction; idempotent on (scenario, period)."""
-    from market.scenario.schema import scenario_config_json
+    """Append one period's payout to the ledger in a single transaction; idempotent on (scenario, period).
 
+    The run row (`run_row`) and its child rows (`child_rows`) are built first; inside the transaction the
+    (scenario hash, period) key is looked up (found: nothing is written, ``added`` False), then ``seq``,
+    ``prev_hash`` and ``record_hash`` are set from the last run and every row is inserted.
+    """
+    row = run_row(inputs, run, now=now)
+    children = child_rows(inputs, run)
+    with connect(path) as con:
+        con.begin()
+        try:
+            existing = con.execute(
+                "SELECT run_id, seq FROM runs WHERE scenario_sha256 = ? AND period = ?",
+                [inputs.scenario_sha256, run.period],
+            ).fetchone()
+            if existing is not None:
+                con.rollback()
+                return RecordResult(str(existing[0]), False, int(existing[1]))
+            last = con.execute("SELECT seq, record_hash FROM runs ORDER BY seq DESC LIMIT 1").fetchone()
+            row["seq"] = 1 if last is None else int(last[0]) + 1
+            row["prev_hash"] = GENESIS_HASH if last is None else str(last[1])
+            row["record_hash"] = record_hash(row, children)
+            placeholders = ", ".join("?" for _ in RUN_COLUMNS)
+            con.execute(
+                f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({placeholders})",
+                [row[c] for c in RUN_COLUMNS],
+            )
+            _insert_children(con, row["run_id"], children)
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+    return RecordResult(row["run_id"], True, int(row["seq"]))
+
+
+def run_row(inputs: ScenarioInputs, run: PeriodRun, *, now: datetime | None = None) -> dict[str, Any]:
+    """The ``runs`` row of one period (`RUN_COLUMNS`), with ``seq``, ``prev_hash`` and ``record_hash``
+    still unset (0 and empty: `record_run` sets them inside its transaction)."""
     sc = inputs.scenario
     payout = run.payout
-    run_id = run_id_for(inputs.scenario_sha256, run.period)
     version, commit = code_version()
-    created = _created_at(now)
-    row: dict[str, Any] = {
-        "run_id": run_id,
+    return {
+        "run_id": run_id_for(inputs.scenario_sha256, run.period),
         "seq": 0,  # set inside the transaction
         "scenario_name": sc.market.name,
         "scenario_file": inputs.loaded.path.name,
@@ -253,12 +291,18 @@ def record_run(path: str | Path, inputs: ScenarioInputs, run: PeriodRun, *, now:
         "git_commit": commit,
         "stability_json": _dumps(run.stability.to_json_dict()),
         "warnings_json": _dumps(list(payout.warnings)),
-        "created_at": created,
+        "created_at": _created_at(now),
         "prev_hash": "",
         "record_hash": "",
     }
-    groups = sc.groups()
-    children: dict[str, list[tuple[Any, ...]]] = {
+
+
+def child_rows(inputs: ScenarioInputs, run: PeriodRun) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows of the child tables of one period (`_CHILD_TABLES`, without ``run_id``): the member-level
+    coalition utilities, the values per player and objective, and the payouts."""
+    payout = run.payout
+    groups = inputs.scenario.groups()
+    return {
         "coalition_utilities": [
             (i * len(run.objectives) + k, label, obj, float(run.utilities[i, k]))
             for i, label in enumerate(run.coalitions)
@@ -279,31 +323,6 @@ def record_run(path: str | Path, inputs: ScenarioInputs, run: PeriodRun, *, now:
             for i, m in enumerate(payout.members)
         ],
     }
-    with connect(path) as con:
-        con.begin()
-        try:
-            existing = con.execute(
-                "SELECT run_id, seq FROM runs WHERE scenario_sha256 = ? AND period = ?",
-                [inputs.scenario_sha256, run.period],
-            ).fetchone()
-            if existing is not None:
-                con.rollback()
-                return RecordResult(str(existing[0]), False, int(existing[1]))
-            last = con.execute("SELECT seq, record_hash FROM runs ORDER BY seq DESC LIMIT 1").fetchone()
-            row["seq"] = 1 if last is None else int(last[0]) + 1
-            row["prev_hash"] = GENESIS_HASH if last is None else str(last[1])
-            row["record_hash"] = record_hash(row, children)
-            placeholders = ", ".join("?" for _ in RUN_COLUMNS)
-            con.execute(
-                f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({placeholders})",
-                [row[c] for c in RUN_COLUMNS],
-            )
-            _insert_children(con, run_id, children)
-            con.commit()
-        except BaseException:
-            con.rollback()
-            raise
-    return RecordResult(run_id, True, int(row["seq"]))
 
 
 def _insert_children(con: duckdb.DuckDBPyConnection, run_id: str, children: dict[str, list[tuple[Any, ...]]]) -> None:
@@ -315,7 +334,7 @@ def _insert_children(con: duckdb.DuckDBPyConnection, run_id: str, children: dict
         con.executemany(f"INSERT INTO {table} (run_id, {', '.join(columns)}) VALUES ({placeholders})", rows)
 
 
-def _valuation_rows(payout: Any) -> list[tuple[Any, ...]]:
+def _valuation_rows(payout: Payout) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
     result = payout.result
     pos = 0
@@ -435,8 +454,6 @@ EXPORT_COLUMNS: tuple[str, ...] = (
 def export_rows(path: str | Path) -> list[dict[str, Any]]:
     """One row per (run, member) with `EXPORT_COLUMNS`; ``amount`` is a decimal string with the
     currency's minor digits (``amount_minor`` the integer), ``created_at`` ISO 8601 UTC."""
-    from market.money import format_minor
-
     with connect(path, read_only=True) as con:
         cur = con.execute(
             """

@@ -8,6 +8,8 @@ says whether a player helps (> 0) or hurts (< 0) each objective. Each axis is sc
 (objectives can differ in scale by an order of magnitude), so the diagonal need not be at 45°.
 
 `write_value_plane` writes the PNG atomically (temp file in the destination folder + `os.replace`).
+matplotlib is imported inside it: importing its figure and Agg canvas takes about 0.4 s, which every
+command that draws nothing would pay.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from valuation.files import atomic_path
+from valuation.games.result import ValuationResult
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 PointKind = Literal["member", "source"]
 
@@ -49,7 +55,7 @@ class PlanePoint:
     labelled: bool = True
 
 
-def points_from_result(result: Any, kind: PointKind, x_objective: str, y_objective: str) -> list[PlanePoint]:
+def points_from_result(result: ValuationResult, kind: PointKind, x_objective: str, y_objective: str) -> list[PlanePoint]:
     """One `PlanePoint` per player of a `valuation.games.result.ValuationResult` (values and std errs)."""
     out = []
     for player in result.players:
@@ -116,40 +122,9 @@ def write_value_plane(
     ax.axhline(0.0, color="black", linewidth=0.8, zorder=1)
     ax.axvline(0.0, color="black", linewidth=0.8, zorder=1)
     ax.axline((0.0, 0.0), slope=1.0, linestyle="--", color="grey", linewidth=1.0, zorder=1, label="y = x")
-    for kind in ("source", "member"):
-        group = [p for p in points if p.kind == kind]
-        if not group:
-            continue
-        style = _STYLE[kind]
-        ax.errorbar(
-            [p.x for p in group],
-            [p.y for p in group],
-            xerr=[_err(p.x_err) for p in group],
-            yerr=[_err(p.y_err) for p in group],
-            fmt=style["marker"],
-            color=style["color"],
-            markersize=style["markersize"],
-            markerfacecolor=style["color"] if kind == "member" else "white",
-            ecolor=style["color"],
-            elinewidth=1.0,
-            capsize=3,
-            linestyle="none",
-            zorder=3,
-            label=style["label"],
-        )
-        for p in group:
-            if not p.labelled:
-                continue
-            offset = (6, 6) if kind == "member" else (6, -12)
-            ax.annotate(
-                p.name,
-                (p.x, p.y),
-                textcoords="offset points",
-                xytext=offset,
-                fontsize=9,
-                color=style["color"],
-                zorder=4,
-            )
+    kinds: tuple[PointKind, ...] = ("source", "member")
+    for kind in kinds:
+        _draw_group(ax, [p for p in points if p.kind == kind], kind)
     ax.set_xlim(*x_lim)
     ax.set_ylim(*y_lim)
     ax.set_xlabel(f"{x_label} Shapley value")
@@ -168,6 +143,42 @@ def write_value_plane(
     return path
 
 
+def _draw_group(ax: Axes, group: Sequence[PlanePoint], kind: PointKind) -> None:
+    """Draw one kind of points (`_STYLE`) with their error bars and name labels; nothing when empty."""
+    if not group:
+        return
+    style = _STYLE[kind]
+    ax.errorbar(
+        [p.x for p in group],
+        [p.y for p in group],
+        xerr=[_err(p.x_err) for p in group],
+        yerr=[_err(p.y_err) for p in group],
+        fmt=style["marker"],
+        color=style["color"],
+        markersize=style["markersize"],
+        markerfacecolor=style["color"] if kind == "member" else "white",
+        ecolor=style["color"],
+        elinewidth=1.0,
+        capsize=3,
+        linestyle="none",
+        zorder=3,
+        label=style["label"],
+    )
+    for p in group:
+        if not p.labelled:
+            continue
+        offset = (6, 6) if kind == "member" else (6, -12)
+        ax.annotate(
+            p.name,
+            (p.x, p.y),
+            textcoords="offset points",
+            xytext=offset,
+            fontsize=9,
+            color=style["color"],
+            zorder=4,
+        )
+
+
 def _limits(values: Sequence[float]) -> tuple[float, float]:
     """Axis limits covering `values` and 0, with a margin (each axis is scaled on its own)."""
     lo, hi = min(0.0, *values), max(0.0, *values)
@@ -179,6 +190,3 @@ def _err(value: float) -> float:
     """A standard error as a bar half-length: NaN / negative → 0."""
     return value if math.isfinite(value) and value > 0 else 0.0
 
-
-# ---------------------------------------------------------------------------------------------------
-# error bars: the evaluation-sampling standard error of exact Shapley values (preference utility)

@@ -19,12 +19,19 @@ Under this model a payout in the core of the game is exactly one no structure be
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
+from pathlib import Path
 
-from market.rules import RuleContext, compute_payout
+import numpy as np
+
+from market.rules import RuleContext, compute_payout, run_period
+from market.scenario.inputs import load_inputs
+from market.scenario.schema import load_scenario
 from valuation.errors import InputError
+
+Partition = tuple[tuple[str, ...], ...]
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,11 @@ class StructureOutcome:
 
 @dataclass(frozen=True)
 class PoolComparison:
-    """All compared structures (the grand pool first) and the period's money terms."""
+    """All compared structures (the grand pool first) and the period's money terms.
+
+    ``rule`` is the rule every pool is split with; ``scenario`` the scenario's name (empty when the
+    comparison was not made from a scenario file).
+    """
 
     period: str
     currency: str
@@ -59,6 +70,8 @@ class PoolComparison:
     members: tuple[str, ...]
     structures: tuple[StructureOutcome, ...]
     warnings: tuple[str, ...] = field(default=())
+    rule: str = ""
+    scenario: str = ""
 
     @property
     def grand(self) -> StructureOutcome:
@@ -120,16 +133,7 @@ def compare_pools(
     members = tuple(members)
     if not members:
         raise InputError("no members to compare", field="members")
-    scalar = ctx.scalar_game(members)
-    import numpy as np
-
-    n = len(members)
-    empty = float(scalar(np.zeros((1, n), dtype=bool))[0, 0])
-
-    def created(pool: Sequence[str]) -> float:
-        mask = np.array([[m in pool for m in members]], dtype=bool)
-        return float(scalar(mask)[0, 0]) - empty
-
+    created = value_created(ctx, members)
     grand_value = created(members)
     warnings: list[str] = []
     if grand_value <= 0:
@@ -143,20 +147,10 @@ def compare_pools(
         share = Fraction(max(0.0, created(pool))) / Fraction(grand_value)
         return round(pool_minor * share)  # Fraction rounds half to even
 
-    named: list[tuple[str, tuple[tuple[str, ...], ...]]] = [("grand pool", (members,))]
-    if n > 1:
-        named.append(("everyone alone", tuple((m,) for m in members)))
-        for m in members:
-            rest = tuple(x for x in members if x != m)
-            named.append((f"without {m}", (rest, (m,))))
-    for partition in partitions:
-        full = complete_partition(partition, members)
-        named.append((describe(full), full))
-
     structures: list[StructureOutcome] = []
     grand_pay: dict[str, int] = {}
     cache: dict[tuple[str, ...], PoolOutcome] = {}
-    for name, partition in named:
+    for name, partition in named_structures(members, partitions):
         pools = []
         pay: dict[str, int] = {}
         for pool in partition:
@@ -170,17 +164,7 @@ def compare_pools(
             pay.update(zip(outcome.members, outcome.amounts, strict=True))
         if not grand_pay:
             grand_pay = dict(pay)
-        delta = {m: pay[m] - grand_pay[m] for m in members}
-        structures.append(
-            StructureOutcome(
-                name=name,
-                pools=tuple(pools),
-                value_created=sum(p.value_created for p in pools),
-                payouts={m: pay[m] for m in members},
-                delta=delta,
-                better_off=tuple(m for m in members if delta[m] > 0),
-            )
-        )
+        structures.append(structure_outcome(name, pools, pay, grand_pay, members))
     return PoolComparison(
         period=period,
         currency=currency,
@@ -188,4 +172,76 @@ def compare_pools(
         members=members,
         structures=tuple(structures),
         warnings=tuple(dict.fromkeys(warnings)),
+        rule=ctx.rule,
     )
+
+
+def value_created(ctx: RuleContext, members: tuple[str, ...]) -> Callable[[Sequence[str]], float]:
+    """``pool -> v'(pool) = v(pool) − v(∅)`` on the objective-weighted member game of `members`."""
+    scalar = ctx.scalar_game(members)
+    empty = float(scalar(np.zeros((1, len(members)), dtype=bool))[0, 0])
+
+    def created(pool: Sequence[str]) -> float:
+        mask = np.array([[m in pool for m in members]], dtype=bool)
+        return float(scalar(mask)[0, 0]) - empty
+
+    return created
+
+
+def named_structures(
+    members: tuple[str, ...], partitions: Sequence[Sequence[Sequence[str]]]
+) -> list[tuple[str, Partition]]:
+    """The structures to compare, named: the grand pool, then (with more than one member) everyone alone
+    and ``without <m>`` for each member, then each of `partitions` completed (`complete_partition`)."""
+    named: list[tuple[str, Partition]] = [("grand pool", (members,))]
+    if len(members) > 1:
+        named.append(("everyone alone", tuple((m,) for m in members)))
+        for m in members:
+            rest = tuple(x for x in members if x != m)
+            named.append((f"without {m}", (rest, (m,))))
+    for partition in partitions:
+        full = complete_partition(partition, members)
+        named.append((describe(full), full))
+    return named
+
+
+def structure_outcome(
+    name: str,
+    pools: Sequence[PoolOutcome],
+    pay: dict[str, int],
+    grand_pay: dict[str, int],
+    members: tuple[str, ...],
+) -> StructureOutcome:
+    """A structure's outcome from its pools' outcomes: value created, payouts and the change from the
+    grand pool (``delta``; ``better_off`` lists the members whose payout grows)."""
+    delta = {m: pay[m] - grand_pay[m] for m in members}
+    return StructureOutcome(
+        name=name,
+        pools=tuple(pools),
+        value_created=sum(p.value_created for p in pools),
+        payouts={m: pay[m] for m in members},
+        delta=delta,
+        better_off=tuple(m for m in members if delta[m] > 0),
+    )
+
+
+def compare_scenario_pools(
+    scenario: str | Path, *, period: str | None = None, partitions: Sequence[str] = ()
+) -> PoolComparison:
+    """`compare_pools` for one period of a scenario file (default: its first period).
+
+    The pot is the period's pool (revenue − platform fee, `market.rules.run_period`); the compared
+    partitions are the scenario's ``[pool] partitions`` and `partitions` (texts for `parse_partition`),
+    each restricted to the members in the pool during the period.
+    """
+    inputs = load_inputs(load_scenario(scenario))
+    sc = inputs.scenario
+    p = sc.check_period(period) if period is not None else sc.period_names()[0]
+    members = [m.name for m in sc.members_in(p)]
+    ctx = RuleContext.from_inputs(inputs)
+    run = run_period(inputs, p, ctx)
+    given = [*sc.pool.partitions, *(parse_partition(t, members) for t in partitions)]
+    present = [tuple(tuple(m for m in pool if m in members) for pool in part) for part in given]
+    present = [tuple(pool for pool in part if pool) for part in present]
+    comparison = compare_pools(ctx, members, run.pool_minor, sc.market.currency, partitions=present, period=p)
+    return replace(comparison, scenario=sc.market.name)

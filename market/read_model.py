@@ -1,5 +1,8 @@
 """The market layer's read API for exploring a ledger (used by the dashboard; no training code).
 
+(Over 500 lines on purpose: the dashboard's one read API, which its pages and tests call as
+``read_model.X``: the ledger's runs and the what-ifs computed from a loaded `RunData` belong together.)
+
 Everything here reads the ledger read-only (`market.ledger.connect(..., read_only=True)`) and builds on
 the market modules' public functions: `market.rules` (`RuleContext`, `rule_values`, `compute_payout`,
 `allocate`), `valuation.games.stability.check_stability`, `market.ledger` (`list_runs`, `export_rows`) and
@@ -36,8 +39,15 @@ from typing import Any, Literal
 
 import numpy as np
 
+from market.export import write_csv, write_parquet
 from market.ledger import DEFAULT_LEDGER, EXPORT_COLUMNS, LedgerBusyError, connect, export_rows, list_runs
+from market.rules import Payout, RuleContext, allocate, compute_payout, rule_values
 from valuation.errors import InputError, PayoutsimError
+from valuation.games.coalitions import all_coalitions
+from valuation.games.estimators import approximate, exact_shapley
+from valuation.games.game import TableGame
+from valuation.games.players import null_players
+from valuation.games.stability import StabilityReport, check_stability
 
 LEDGER_ENV = "PAYOUTSIM_LEDGER"
 WEIGHTED = "weighted"
@@ -210,60 +220,14 @@ class RunData:
 
 def load_run(path: str | os.PathLike[str], run_id: str) -> RunData:
     """Read one run with its payouts, per-objective values and coalition table (`InputError` if unknown)."""
-    with connect(path, read_only=True) as con:
-        row = con.execute(
-            "SELECT seq, scenario_name, period, rule, negative, currency, revenue_minor, fee_minor, pool_minor, "
-            "weights_json, config_json, stability_json, warnings_json FROM runs WHERE run_id = ?",
-            [run_id],
-        ).fetchone()
-        if row is None:
-            raise InputError(f"no run {run_id!r} in the ledger", file=path, field="run")
-        pay = con.execute(
-            "SELECT member, sources, value, std_err, share, amount_minor FROM payouts WHERE run_id = ? ORDER BY position",
-            [run_id],
-        ).fetchall()
-        vals = con.execute(
-            "SELECT player, objective, value, std_err FROM valuations WHERE run_id = ? ORDER BY position", [run_id]
-        ).fetchall()
-        coal = con.execute(
-            "SELECT coalition, objective, utility FROM coalition_utilities WHERE run_id = ? ORDER BY position",
-            [run_id],
-        ).fetchall()
+    row, pay, vals, coal = _stored_rows(path, run_id)
     (seq, scen, period, rule, negative, currency, rev, fee, pool, weights_json, config_json, stab_json, warn_json) = row
     members = tuple(str(p[0]) for p in pay)
     index = {m: i for i, m in enumerate(members)}
-    n = len(members)
-
-    objectives = tuple(dict.fromkeys(str(v[1]) for v in vals if v[1] != WEIGHTED))
-    phi = np.zeros((n, len(objectives)))
-    phi_se = np.zeros((n, len(objectives)))
-    for player, obj, value, se in vals:
-        if obj != WEIGHTED and player in index:
-            k = objectives.index(obj)
-            phi[index[player], k] = float(value)
-            phi_se[index[player], k] = np.nan if se is None else float(se)
-
-    table_objectives = tuple(dict.fromkeys(str(c[1]) for c in coal))
-    table: np.ndarray | None = None
-    if coal and n <= 20:
-        table = np.full((2**n, len(table_objectives)), np.nan)
-        for label, obj, utility in coal:
-            idx = sum(1 << index[m] for m in json.loads(label))
-            table[idx, table_objectives.index(obj)] = float(utility)
-        if np.isnan(table).any():
-            table = None
-
+    objectives, phi, phi_se = _stored_values(vals, index)
+    table_objectives, table = _stored_table(coal, index)
     config = json.loads(config_json)
-    sizes: dict[str, int] | None = None
-    src_sizes = config.get("sizes")
     member_sources = tuple(tuple(json.loads(p[1])) for p in pay)
-    if src_sizes:
-        sizes = {}
-        for m, srcs in zip(members, member_sources, strict=True):
-            if all(s in src_sizes for s in srcs):
-                sizes[m] = int(sum(int(src_sizes[s]) for s in srcs))
-        if len(sizes) != n:
-            sizes = None
     valuation = config.get("valuation", {})
     return RunData(
         run_id=run_id,
@@ -288,7 +252,7 @@ def load_run(path: str | os.PathLike[str], run_id: str) -> RunData:
         phi_se=phi_se,
         table_objectives=table_objectives,
         table=table,
-        sizes=sizes,
+        sizes=_member_sizes(config.get("sizes"), members, member_sources),
         stability=json.loads(stab_json),
         warnings=tuple(json.loads(warn_json)),
         seed=int(valuation.get("seed") or 0),
@@ -297,20 +261,93 @@ def load_run(path: str | os.PathLike[str], run_id: str) -> RunData:
     )
 
 
+def _stored_rows(
+    path: str | os.PathLike[str], run_id: str
+) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The run's row of ``runs`` and its rows of ``payouts``, ``valuations`` and ``coalition_utilities``
+    (in position order), read in one read-only connection; `InputError` for an unknown run id."""
+    with connect(path, read_only=True) as con:
+        row = con.execute(
+            "SELECT seq, scenario_name, period, rule, negative, currency, revenue_minor, fee_minor, pool_minor, "
+            "weights_json, config_json, stability_json, warnings_json FROM runs WHERE run_id = ?",
+            [run_id],
+        ).fetchone()
+        if row is None:
+            raise InputError(f"no run {run_id!r} in the ledger", file=path, field="run")
+        pay = con.execute(
+            "SELECT member, sources, value, std_err, share, amount_minor FROM payouts WHERE run_id = ? ORDER BY position",
+            [run_id],
+        ).fetchall()
+        vals = con.execute(
+            "SELECT player, objective, value, std_err FROM valuations WHERE run_id = ? ORDER BY position", [run_id]
+        ).fetchall()
+        coal = con.execute(
+            "SELECT coalition, objective, utility FROM coalition_utilities WHERE run_id = ? ORDER BY position",
+            [run_id],
+        ).fetchall()
+    return row, pay, vals, coal
+
+
+def _stored_values(
+    vals: Sequence[tuple[Any, ...]], index: Mapping[str, int]
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """``(objectives, phi, phi_se)`` from the ``valuations`` rows: the per-objective values of the members
+    in `index` (the ``weighted`` rows are the payout's claims, not an objective; a missing std err is NaN)."""
+    objectives = tuple(dict.fromkeys(str(v[1]) for v in vals if v[1] != WEIGHTED))
+    phi = np.zeros((len(index), len(objectives)))
+    phi_se = np.zeros((len(index), len(objectives)))
+    for player, obj, value, se in vals:
+        if obj != WEIGHTED and player in index:
+            k = objectives.index(obj)
+            phi[index[player], k] = float(value)
+            phi_se[index[player], k] = np.nan if se is None else float(se)
+    return objectives, phi, phi_se
+
+
+def _stored_table(
+    coal: Sequence[tuple[Any, ...]], index: Mapping[str, int]
+) -> tuple[tuple[str, ...], np.ndarray | None]:
+    """``(table_objectives, table)`` from the ``coalition_utilities`` rows: ``float[2^n, m]`` in
+    coalition-index order (member j = bit j), or None when there are none, n > 20 or a cell is missing."""
+    n = len(index)
+    table_objectives = tuple(dict.fromkeys(str(c[1]) for c in coal))
+    table: np.ndarray | None = None
+    if coal and n <= 20:
+        table = np.full((2**n, len(table_objectives)), np.nan)
+        for label, obj, utility in coal:
+            idx = sum(1 << index[m] for m in json.loads(label))
+            table[idx, table_objectives.index(obj)] = float(utility)
+        if np.isnan(table).any():
+            table = None
+    return table_objectives, table
+
+
+def _member_sizes(
+    source_sizes: Mapping[str, Any] | None, members: Sequence[str], member_sources: Sequence[Sequence[str]]
+) -> dict[str, int] | None:
+    """member -> Σ pairs of its sources (the scenario's ``[sizes]``), or None unless every member's
+    sources all have a size."""
+    if not source_sizes:
+        return None
+    sizes = {}
+    for m, srcs in zip(members, member_sources, strict=True):
+        if all(s in source_sizes for s in srcs):
+            sizes[m] = int(sum(int(source_sizes[s]) for s in srcs))
+    return sizes if len(sizes) == len(members) else None
+
+
 # ---------------------------------------------------------------------------------------------------
 # the member game from the stored table
 
 
-def member_context(run: RunData, rule: str | None = None, weights: Mapping[str, float] | None = None) -> Any:
+def member_context(
+    run: RunData, rule: str | None = None, weights: Mapping[str, float] | None = None
+) -> RuleContext:
     """A `market.rules.RuleContext` whose game is the run's stored member-level table.
 
     Players are positional aliases ``#0 … #n−1`` (member i owns source ``#i``); sizes are the members'
     pair counts. `InputError` when the run has no stored table.
     """
-    from market.rules import RuleContext
-    from valuation.games.coalitions import all_coalitions
-    from valuation.games.game import TableGame
-
     if run.table is None:
         raise InputError(
             "this run has no stored coalition table (more than 16 members): what-ifs need one", field="run"
@@ -341,8 +378,6 @@ def objective_values(run: RunData) -> tuple[tuple[str, ...], np.ndarray, np.ndar
         return run.objectives, run.phi, np.nan_to_num(run.phi_se), run.rule
     if run.table is None:
         return (), np.zeros((run.n, 0)), np.zeros((run.n, 0)), run.rule
-    from valuation.games.estimators import exact_shapley
-
     values = np.asarray(exact_shapley(run.table), dtype=float)
     return run.table_objectives, values, np.zeros_like(values), "shapley"
 
@@ -386,9 +421,6 @@ def linear_values(run: RunData, weights: Mapping[str, float]) -> tuple[np.ndarra
 
 def weighted_payout(run: RunData, weights: Mapping[str, float]) -> WeightedPayout:
     """Split the run's pool with objective weights `weights` (module docstring: re-weighting by linearity)."""
-    from market.rules import allocate, rule_values
-    from valuation.games.players import null_players
-
     weights = {str(k): float(v) for k, v in weights.items()}
     notes: list[str] = []
     if run.rule in ("proportional", "equal") or (not run.objectives and run.rule != "least_core"):
@@ -455,8 +487,8 @@ class WhatIf:
     value_created: float
     grand_value: float
     revenue_minor: int
-    payout: Any
-    stability: Any
+    payout: Payout
+    stability: StabilityReport
 
 
 def what_if_rules(run: RunData) -> list[str]:
@@ -466,11 +498,6 @@ def what_if_rules(run: RunData) -> list[str]:
 
 def what_if(run: RunData, members: Sequence[str], rule: str | None = None) -> WhatIf:
     """Pool only `members` (a subset of the run's) under `rule` (default: the run's); see module docstring."""
-    from market.rules import compute_payout
-    from valuation.games.coalitions import all_coalitions
-    from valuation.games.estimators import approximate
-    from valuation.games.stability import check_stability
-
     chosen = tuple(m for m in run.members if m in set(members))
     unknown = [m for m in members if m not in run.members]
     if unknown:
@@ -594,8 +621,6 @@ def ledger_rows(
 def export_bytes(rows: Sequence[Mapping[str, Any]], fmt: Literal["csv", "parquet"]) -> bytes:
     """`rows` as the CLI's safe export (`market.export.write_csv` with formula escaping, or
     `write_parquet`), returned as bytes (written to a temporary folder first)."""
-    from market.export import write_csv, write_parquet
-
     writer = {"csv": write_csv, "parquet": write_parquet}[fmt]
     with tempfile.TemporaryDirectory(prefix="payoutsim-export-") as tmp:
         out = writer(rows, Path(tmp) / f"payouts.{fmt}", EXPORT_COLUMNS)

@@ -25,6 +25,9 @@ natural-language corpora (shared vocabulary) from being penalised.
 **Why it holds.** In the additive regime a member that duplicates its source k times claims
 k · φ · exp(−λ (k − 1)) instead of φ (each copy is similar, s' = 1, to the k − 1 others), which is ≤ φ for
 every k ≥ 2 as soon as λ ≥ ln 2 ≈ 0.69; the default λ = 1 leaves a margin (2/e ≈ 0.74 for one duplicate).
+
+scikit-learn is imported inside `similarity_matrix`: importing its TF-IDF vectoriser and cosine
+similarity takes about 1.1 s, and only ``robust_shapley`` needs them.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from valuation.errors import InputError
+from valuation.sources import PreferencePair
 
 DEFAULT_STRENGTH = 1.0
 DEFAULT_THRESHOLD = 0.5
@@ -61,6 +65,20 @@ def similarity_matrix(documents: Sequence[str]) -> np.ndarray:
     sim = np.clip(cosine_similarity(matrix), 0.0, 1.0)
     sim = (sim + sim.T) / 2.0
     return sim
+
+
+def pair_text(pair: PreferencePair) -> str:
+    """One preference pair as the plain text the similarity reads: the prompt (chat messages' contents
+    joined by newlines), the chosen and the rejected response, one per line."""
+
+    def flat(x: object) -> str:
+        if isinstance(x, str):
+            return x
+        if isinstance(x, list):
+            return "\n".join(str(m.get("content", "")) if isinstance(m, Mapping) else str(m) for m in x)
+        return str(x)
+
+    return "\n".join((flat(pair.prompt), flat(pair.chosen), flat(pair.rejected)))
 
 
 def member_similarity(

@@ -47,9 +47,14 @@ import numpy as np
 
 from market.money import fee_minor, largest_remainder, to_minor
 from market.robust import DEFAULT_STRENGTH, DEFAULT_THRESHOLD, member_similarity, robust_values
-from market.scenario.schema import NEGATIVE_POLICIES, RULES, ScenarioInputs
+from market.scenario.inputs import ScenarioInputs
+from market.scenario.schema import NEGATIVE_POLICIES, RULES
 from valuation.errors import InputError
+from valuation.games.coalitions import all_coalitions
+from valuation.games.estimators import approximate
+from valuation.games.game import FunctionGame, Game, GroupedGame, scalarised_game
 from valuation.games.players import SNAP_RELATIVE, null_players, symmetrise
+from valuation.games.result import ValuationResult
 from valuation.games.stability import CORE_MAX_MEMBERS, StabilityReport, check_stability
 
 
@@ -71,7 +76,7 @@ class RuleContext:
         file: the scenario file, for error messages.
     """
 
-    game: Any
+    game: Game
     groups: Mapping[str, Sequence[str]]
     weights: Mapping[str, float]
     rule: str = "shapley"
@@ -114,20 +119,16 @@ class RuleContext:
             file=str(inputs.loaded.path),
         )
 
-    def member_game(self, members: Sequence[str]) -> Any:
+    def member_game(self, members: Sequence[str]) -> GroupedGame:
         """The member-level game of `members` (sources of anybody else are absent).
 
         Its players are positional aliases ``#0, #1, …`` (member names may contain characters a game's
         player names may not, such as ``+``); everything downstream works by position.
         """
-        from valuation.games.game import GroupedGame
-
         return GroupedGame(self.game, {f"#{i}": tuple(self.groups[m]) for i, m in enumerate(members)})
 
-    def scalar_game(self, members: Sequence[str]) -> Any:
+    def scalar_game(self, members: Sequence[str]) -> FunctionGame:
         """The objective-weighted one-objective member game ``Σ_k a_k v_k``."""
-        from valuation.games.game import scalarised_game
-
         return scalarised_game(self.member_game(members), self.weights)
 
 
@@ -147,14 +148,21 @@ class RuleValues:
     members: tuple[str, ...]
     values: np.ndarray
     std_errs: np.ndarray
-    result: Any = None
+    result: ValuationResult | None = None
     info: dict = field(default_factory=dict)
+
+
+def shapley_result(game: Game, ctx: RuleContext) -> ValuationResult:
+    """Shapley values of every player of `game`, per objective: exact (`approximate(game, "exact")`) up to
+    ``ctx.max_exact_members`` players, antithetic permutation sampling with ``ctx.budget`` evaluations and
+    ``ctx.seed`` above (with standard errors)."""
+    if len(game.players) <= ctx.max_exact_members:
+        return approximate(game, "exact")
+    return approximate(game, "permutation", ctx.budget, seed=ctx.seed)
 
 
 def rule_values(ctx: RuleContext, members: Sequence[str]) -> RuleValues:
     """Compute the claims of `members` under ``ctx.rule`` on their member game."""
-    from valuation.games.estimators import approximate
-
     members = tuple(members)
     n = len(members)
     if n == 0:
@@ -167,10 +175,8 @@ def rule_values(ctx: RuleContext, members: Sequence[str]) -> RuleValues:
             result = approximate(game, "banzhaf", ctx.budget if n > ctx.max_exact_members else None, seed=ctx.seed)
         elif rule == "loo":
             result = approximate(game, "loo")
-        elif n <= ctx.max_exact_members:
-            result = approximate(game, "exact")
         else:
-            result = approximate(game, "permutation", ctx.budget, seed=ctx.seed)
+            result = shapley_result(game, ctx)
         values, std_errs = result.scalarised(ctx.weights)
         if rule == "robust_shapley":
             sim = member_similarity(members, ctx.groups, ctx.texts, file=ctx.file)
@@ -191,8 +197,6 @@ def rule_values(ctx: RuleContext, members: Sequence[str]) -> RuleValues:
         info["epsilon"] = float(result.info["epsilon"][0])
         values = result.values[:, 0].copy()
         if n <= ctx.max_exact_members:
-            from valuation.games.coalitions import all_coalitions
-
             values = symmetrise(values, scalar(all_coalitions(n))[:, 0])
         return RuleValues(members, values, result.std_errs[:, 0].copy(), result, info)
     if rule == "proportional":
@@ -313,7 +317,7 @@ class Payout:
     std_errs: np.ndarray
     shares: np.ndarray
     amounts: tuple[int, ...]
-    result: Any
+    result: ValuationResult | None
     warnings: tuple[str, ...]
     info: dict
 
@@ -324,8 +328,6 @@ def compute_payout(ctx: RuleContext, members: Sequence[str], pool_minor: int, cu
     scale = None
     null = None
     if ctx.rule not in ("proportional", "equal") and len(members) <= 20:
-        from valuation.games.coalitions import all_coalitions
-
         table = ctx.scalar_game(members)(all_coalitions(len(members)))[:, 0]
         scale = float(np.max(np.abs(table - table[0])))
         null = null_players(table)
@@ -377,9 +379,6 @@ class PeriodRun:
 
 def run_period(inputs: ScenarioInputs, period: str, ctx: RuleContext | None = None) -> PeriodRun:
     """Pay out one period of a loaded scenario: members present, revenue − fee, rule, stability."""
-    from valuation.games.coalitions import all_coalitions
-    from valuation.games.estimators import approximate
-
     sc = inputs.scenario
     ctx = ctx or RuleContext.from_inputs(inputs)
     sc.check_period(period)

@@ -18,7 +18,8 @@ import pytest
 from market import ledger
 from market.export import escape_cell, export_ledger
 from market.rules import run_period
-from market.scenario.schema import load_inputs, load_scenario
+from market.scenario.inputs import load_inputs
+from market.scenario.schema import load_scenario
 from valuation.games.coalitions import all_coalitions
 from valuation.games.game import TableGame
 
@@ -98,7 +99,8 @@ CRASH_SCRIPT = textwrap.dedent(
     import os, signal, sys
     import market.ledger as L
     from market.rules import run_period
-    from market.scenario.schema import load_inputs, load_scenario
+    from market.scenario.inputs import load_inputs
+    from market.scenario.schema import load_scenario
 
     original = L._insert_children
 

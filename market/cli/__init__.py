@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from market.cli import dashboard, payout
+from market.cli import dashboard, ledger, payout, pool
 from market.cli import run as run_command
 from valuation.cli import app as valuation_app
 from valuation.errors import PayoutsimError
@@ -33,7 +33,7 @@ app = typer.Typer(
 
 # The layers' commands in the order `payoutsim --help` lists them: the pipeline's order of work.
 app.add_typer(valuation_app)
-for _module in (payout, run_command, dashboard):
+for _module in (payout, pool, ledger, run_command, dashboard):
     app.add_typer(_module.app)
 
 

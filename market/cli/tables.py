@@ -1,20 +1,21 @@
-"""Rich tables the market commands share."""
+"""The rich tables the market commands print: payouts, pool comparisons, the ledger's runs."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
 from market.money import format_minor
+from market.pooling import PoolComparison
+from market.read_model import RunSummary
+from market.rules import PeriodRun
 
 
-def payout_table(run: Any, *, title: str, caption: str | None = None) -> Table:
-    """One period's payout table: member, value, std err, share, amount, and a total row equal to the pool.
-
-    Args:
-        run: a `market.rules.PeriodRun`.
-    """
+def payout_table(run: PeriodRun, *, title: str, caption: str | None = None) -> Table:
+    """One period's payout table: member, value, std err, share, amount, and a total row equal to the pool."""
     pay = run.payout
     cur = pay.currency
     table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
@@ -33,4 +34,63 @@ def payout_table(run: Any, *, title: str, caption: str | None = None) -> Table:
         )
     table.add_section()
     table.add_row("total", "", "", "100.00%" if run.pool_minor else "", format_minor(sum(pay.amounts), cur))
+    return table
+
+
+def pool_table(comparison: PoolComparison) -> Table:
+    """One row per compared structure: the value it creates and every member's payout, with the change
+    from the grand pool in parentheses and who is better off than in the grand pool."""
+    cur = comparison.currency
+    members = comparison.members
+    table = Table(
+        title=f"{comparison.scenario} — period {comparison.period} — rule {comparison.rule} — pool "
+        f"{format_minor(comparison.pool_minor, cur)} {cur}",
+        title_justify="left",
+    )
+    table.add_column("structure", no_wrap=True)
+    table.add_column("value created", justify="right")
+    for m in members:
+        table.add_column(m, justify="right", no_wrap=True)
+    table.add_column("better off than in the grand pool")
+    for s in comparison.structures:
+        cells = []
+        for m in members:
+            cell = format_minor(s.payouts[m], cur)
+            if s is not comparison.grand and s.delta[m]:
+                cell += f" ({'+' if s.delta[m] > 0 else ''}{format_minor(s.delta[m], cur)})"
+            cells.append(cell)
+        better = ", ".join(s.better_off) if s is not comparison.grand else ""
+        table.add_row(s.name, f"{s.value_created:.6g}", *cells, better or ("—" if s is not comparison.grand else ""))
+    return table
+
+
+def runs_table(ledger: Path, runs: Sequence[RunSummary]) -> Table:
+    """The ledger's runs: seq, run id, creation time, scenario, period, rule, pool, stable."""
+    table = Table(title=f"{ledger}: {len(runs)} run(s)", title_justify="left")
+    for col in ("seq", "run_id", "created (UTC)", "scenario", "period", "rule", "pool", "stable"):
+        table.add_column(col, no_wrap=True)
+    for r in runs:
+        table.add_row(
+            str(r.seq),
+            r.run_id,
+            r.created_at,
+            r.scenario,
+            r.period,
+            r.rule,
+            f"{format_minor(r.pool_minor, r.currency)} {r.currency}",
+            {True: "yes", False: "no", None: "?"}[r.stable],
+        )
+    return table
+
+
+def run_payouts_table(run_id: str, rows: Sequence[Mapping[str, Any]]) -> Table:
+    """One run's payout rows (`market.ledger.run_payouts`): member, value, share, amount, currency."""
+    table = Table(title=f"run {run_id}", title_justify="left")
+    for col in ("member", "value", "share", "amount", "currency"):
+        table.add_column(col, justify="left" if col in ("member", "currency") else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(
+            r["member"], f"{r['value']:.6g}", f"{100 * r['share']:.2f}%",
+            format_minor(r["amount_minor"], r["currency"]), r["currency"],
+        )
     return table

@@ -1,0 +1,24 @@
+"""What the market commands share: option types, the default ledger and warnings on stderr.
+
+Light on purpose: every market command module imports it at module top, so it imports only typer (see
+`market.cli.payout` for the measured cost of importing the market library at module top).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+DEFAULT_LEDGER_PATH = Path("runs") / "ledger.duckdb"  # = market.ledger.DEFAULT_LEDGER, without importing it
+
+LedgerOpt = Annotated[Path, typer.Option("--ledger", help="The ledger file (DuckDB); created on first use.")]
+ScenarioArg = Annotated[
+    Path, typer.Argument(help="The scenario TOML (a pooling agreement; see market/scenario.py).", show_default=False)
+]
+
+
+def warn(message: str) -> None:
+    """Print ``warning: message`` on stderr."""
+    typer.echo(f"warning: {message}", err=True)

@@ -1,0 +1,340 @@
+"""A scenario end to end: scenario → valuation → payouts → ledger → exports → values → plot.
+
+`run_scenario` (the ``payoutsim run`` command) does every stage, one step of the progress display
+(`market.console.RunProgress`) each:
+
+1. read the scenario (`market.scenario.schema.load_scenario`);
+2. valuation (`market.scenario.inputs.load_inputs`): with ``[valuation] config`` the pipeline runs (data →
+   base model → one DPO adapter per source, resumable → cached log-probs → coalition utilities → Shapley
+   values); with ``utilities`` the given coalition table is read;
+3. payouts: every period of the schedule (or ``period``): the rule's values, the pool split into minor
+   units, the stability verdict (`market.rules.run_period`);
+4. ledger: each period appended to the DuckDB ledger, idempotent on scenario hash + period
+   (`market.ledger.record_run`);
+5. export: the ledger's payout rows as CSV (formula-escaped) and Parquet (`market.export.export_ledger`);
+6. values: ``values.json``, member and source Shapley values per objective with standard errors
+   (`plane_values`) and the payouts (`write_values`);
+7. plot: ``value_plane.png``, the paper's Figure 2 layout (`write_plot`, `market.plots`).
+
+Outputs go to ``out`` (default ``runs/<scenario name>/``); the ledger defaults to ``OUT/ledger.duckdb``.
+Re-running with unchanged inputs retrains nothing and adds no ledger row. `pay_scenario` (the ``payoutsim
+payout`` command) does stages 1–4 only, one period at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from market.console import RunProgress
+from market.export import export_ledger
+from market.ledger import RecordResult, record_run
+from market.money import format_minor
+from market.plots import plane_objectives, points_from_result, write_value_plane
+from market.rules import PeriodRun, RuleContext, run_period, shapley_result
+from market.scenario.inputs import ScenarioInputs, load_inputs
+from market.scenario.schema import LoadedScenario, Scenario, load_scenario
+from valuation.files import atomic_write_text
+from valuation.games.result import ValuationResult
+from valuation.pipeline.run import MAX_GROUPS_FOR_STD_ERRS, ValuationRun, eval_sampling_values
+
+STAGES: tuple[str, ...] = ("scenario", "valuation", "payouts", "ledger", "export", "values", "plot")
+LEDGER_NAME = "ledger.duckdb"
+CSV_NAME = "payouts.csv"
+PARQUET_NAME = "payouts.parquet"
+VALUES_NAME = "values.json"
+PLOT_NAME = "value_plane.png"
+VALUES_FORMAT = "payoutsim-run-values/1"
+
+
+@dataclass
+class RunOutputs:
+    """What `run_scenario` produced: output paths, per-period results and what was reused.
+
+    Attributes:
+        out_dir, ledger, csv, parquet, values, plot: where the outputs are (``plot`` None: not drawn).
+        periods: one `market.rules.PeriodRun` per paid period.
+        records: the ledger's `RecordResult` per period (``added`` False: already recorded).
+        adapters_trained, adapters_reused: source names (empty without a valuation config).
+        logprobs_computed, logprobs_cached: log-prob tables computed vs read from the cache.
+        valuation_dir: the valuation run directory, or None.
+        notes: one-line remarks for the summary (why no plot, …).
+    """
+
+    out_dir: Path
+    ledger: Path
+    csv: Path
+    parquet: Path
+    values: Path
+    plot: Path | None
+    periods: list[PeriodRun] = field(default_factory=list)
+    records: list[RecordResult] = field(default_factory=list)
+    adapters_trained: list[str] = field(default_factory=list)
+    adapters_reused: list[str] = field(default_factory=list)
+    logprobs_computed: int = 0
+    logprobs_cached: int = 0
+    valuation_dir: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def rows_added(self) -> int:
+        return sum(1 for r in self.records if r.added)
+
+
+def default_out_dir(scenario_name: str) -> Path:
+    """``runs/<scenario name>/`` (characters other than letters, digits, ``-``, ``_``, ``.`` become ``_``)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in scenario_name).strip(".") or "scenario"
+    return Path("runs") / safe
+
+
+def planned_outputs(scenario: Scenario, out: str | Path | None, ledger: str | Path | None) -> RunOutputs:
+    """Where a run of `scenario` writes: ``out`` (default `default_out_dir`) and the ledger (default
+    ``OUT/ledger.duckdb``); nothing produced yet."""
+    out_dir = Path(out) if out is not None else default_out_dir(scenario.market.name)
+    return RunOutputs(
+        out_dir=out_dir,
+        ledger=Path(ledger) if ledger is not None else out_dir / LEDGER_NAME,
+        csv=out_dir / CSV_NAME,
+        parquet=out_dir / PARQUET_NAME,
+        values=out_dir / VALUES_NAME,
+        plot=out_dir / PLOT_NAME,
+    )
+
+
+def scenario_periods(scenario: Scenario, period: str | None) -> list[str]:
+    """The periods to pay: `period` (checked against the schedule), else every period of the schedule."""
+    return [scenario.check_period(period)] if period is not None else scenario.period_names()
+
+
+def run_scenario(
+    scenario: str | Path,
+    *,
+    ledger: str | Path | None = None,
+    out: str | Path | None = None,
+    period: str | None = None,
+    retrain: bool = False,
+    progress: bool = True,
+) -> RunOutputs:
+    """Run every stage of the module docstring and return where everything is (see `RunOutputs`).
+
+    Raises:
+        InputError: a bad scenario, valuation config, data or period (nothing is recorded then).
+        LedgerBusyError: another process writes the ledger.
+    """
+    with RunProgress(STAGES, enabled=progress) as display:
+        display.step(0, "reading the scenario")
+        loaded = load_scenario(scenario)
+        periods = scenario_periods(loaded.scenario, period)
+        outputs = planned_outputs(loaded.scenario, out, ledger)
+        display.advance()
+
+        inputs = valued_inputs(loaded, display, retrain=retrain)
+        if inputs.valuation is not None:
+            note_valuation(inputs.valuation, outputs)
+        display.advance()
+
+        ctx = RuleContext.from_inputs(inputs)
+        for i, p in enumerate(periods, start=1):
+            display.step(2, f"payouts: period {p} ({i}/{len(periods)}), rule {ctx.rule}")
+            outputs.periods.append(run_period(inputs, p, ctx))
+        display.advance()
+
+        display.step(3, f"ledger: {outputs.ledger}")
+        for run in outputs.periods:
+            outputs.records.append(record_run(outputs.ledger, inputs, run))
+        display.advance()
+
+        display.step(4, "export: CSV + Parquet")
+        export_ledger(outputs.ledger, csv=outputs.csv, parquet=outputs.parquet)
+        display.advance()
+
+        display.step(5, "values: member and source values per objective")
+        members_result, sources_result, error_note = plane_values(inputs, ctx)
+        write_values(outputs, inputs, members_result, sources_result, error_note)
+        display.advance()
+
+        display.step(6, "plot: the value plane (Figure 2)")
+        write_plot(outputs, inputs, members_result, sources_result, error_note)
+        display.step(len(STAGES), "done")
+        display.advance()
+    return outputs
+
+
+def valued_inputs(loaded: LoadedScenario, display: RunProgress, *, retrain: bool) -> ScenarioInputs:
+    """Stage 2: `load_inputs`, with the valuation pipeline's log lines and adapter training shown on
+    `display` (the pipeline's own progress bars would be a second live display, so they are off)."""
+    runs_pipeline = loaded.scenario.valuation.utilities is None
+    what = "data → base model → adapters → log-probs → coalitions → values" if runs_pipeline else "coalition table"
+    display.step(1, f"valuation: {what}")
+    inputs = load_inputs(
+        loaded,
+        retrain=retrain,
+        progress=False,
+        log=display.log,
+        callbacks=[display.training_callback()] if runs_pipeline else (),
+    )
+    display.finish_training()
+    return inputs
+
+
+def note_valuation(valuation: ValuationRun, outputs: RunOutputs) -> None:
+    """Record in `outputs` the valuation run's dir, which adapters were trained or reused, and how many
+    log-prob tables were computed or read from the cache (from its ``run.json``)."""
+    outputs.valuation_dir = valuation.run_dir
+    for source, record in valuation.adapters.items():
+        (outputs.adapters_trained if record.status == "trained" else outputs.adapters_reused).append(source)
+    run_json = valuation.files.get("run")
+    if run_json is not None and Path(run_json).is_file():
+        tables = json.loads(Path(run_json).read_text(encoding="utf-8")).get("logprob_tables", {})
+        outputs.logprobs_computed = int(tables.get("computed", 0))
+        outputs.logprobs_cached = int(tables.get("cached", 0))
+
+
+# ---------------------------------------------------------------------------------------------------
+# the payout command: stages 1-4, one period at a time
+
+
+@dataclass(frozen=True)
+class PaidPeriod:
+    """One period paid by `pay_scenario`: the scenario, the period's payout and its ledger record (None:
+    not recorded)."""
+
+    scenario: Scenario
+    run: PeriodRun
+    record: RecordResult | None
+
+
+def pay_scenario(
+    scenario: str | Path, *, period: str | None = None, ledger: str | Path | None = None
+) -> Iterator[PaidPeriod]:
+    """Pay out `period` (default: every period of the schedule) of a scenario and append each period to
+    `ledger` (None: record nothing). A generator: each period is yielded as soon as it is paid and
+    recorded, before the next one is computed (a failing period leaves the earlier ones recorded)."""
+    inputs = load_inputs(load_scenario(scenario))
+    sc = inputs.scenario
+    periods = scenario_periods(sc, period)
+    ctx = RuleContext.from_inputs(inputs)
+    for p in periods:
+        run = run_period(inputs, p, ctx)
+        record = None if ledger is None else record_run(ledger, inputs, run)
+        yield PaidPeriod(sc, run, record)
+
+
+# ---------------------------------------------------------------------------------------------------
+# values and plot
+
+
+def plane_values(inputs: ScenarioInputs, ctx: RuleContext) -> tuple[ValuationResult, ValuationResult, str]:
+    """Per-objective Shapley values of every member of the scenario and of every source, plus a note on
+    what the standard errors mean.
+
+    With a valuation run (``preference`` utility) the values are exact and their standard errors come
+    from the finite eval sets (`valuation.pipeline.run.eval_sampling_values`); with a given coalition table
+    they are the estimator's (`market.rules.shapley_result`: 0 for exact Shapley). Members' values are on
+    the member game of all members.
+    """
+    sc = inputs.scenario
+    groups = {m.name: list(m.sources) for m in sc.members}
+    sources = {s: [s] for s in inputs.game.players}
+    run = inputs.valuation
+    if (
+        run is not None
+        and run.prepared.config.utility.kind == "preference"
+        and len(groups) <= MAX_GROUPS_FOR_STD_ERRS
+        and len(sources) <= MAX_GROUPS_FOR_STD_ERRS
+    ):
+        members_result = eval_sampling_values(run, groups)
+        sources_result = eval_sampling_values(run, sources)
+        return members_result, sources_result, "error bars: ±1 standard error from the finite eval sets"
+    member_game = ctx.member_game(list(groups))
+    # the member game's players are #0, #1, …: rename them by position
+    members_result = replace(shapley_result(member_game, ctx), players=tuple(groups))
+    sources_result = shapley_result(inputs.game, ctx)
+    exact = len(groups) <= ctx.max_exact_members and len(sources) <= ctx.max_exact_members
+    note = (
+        "exact Shapley values of the given coalition table (no error bars)"
+        if exact
+        else "error bars: ±1 standard error of the permutation-sampling estimate"
+    )
+    return members_result, sources_result, note
+
+
+def write_values(
+    outputs: RunOutputs, inputs: ScenarioInputs, members: ValuationResult, sources: ValuationResult, error_note: str
+) -> None:
+    """Write ``values.json`` (format `VALUES_FORMAT`): the scenario, its weights, member and source values
+    per objective (`ValuationResult.to_json_dict`), each member's sources and every period's payout."""
+    sc = inputs.scenario
+    doc = {
+        "format": VALUES_FORMAT,
+        "scenario": sc.market.name,
+        "scenario_file": str(inputs.loaded.path),
+        "scenario_sha256": inputs.scenario_sha256,
+        "weights": dict(sorted(inputs.weights.items())),
+        "std_errs": error_note,
+        "members": members.to_json_dict(),
+        "sources": sources.to_json_dict(),
+        "owners": {m.name: list(m.sources) for m in sc.members},
+        "valuation_dir": None if outputs.valuation_dir is None else str(outputs.valuation_dir),
+        "periods": [period_json(run, record) for run, record in zip(outputs.periods, outputs.records, strict=True)],
+    }
+    atomic_write_text(outputs.values, json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+
+
+def period_json(run: PeriodRun, record: RecordResult) -> dict[str, object]:
+    """One period of ``values.json``: money terms (decimal strings and minor units), the stability
+    verdict and one payout row per member."""
+    pay = run.payout
+    return {
+        "period": run.period,
+        "run_id": record.run_id,
+        "rule": pay.rule,
+        "currency": pay.currency,
+        "revenue": format_minor(run.revenue_minor, pay.currency),
+        "fee": format_minor(run.fee_minor, pay.currency),
+        "pool": format_minor(run.pool_minor, pay.currency),
+        "pool_minor": run.pool_minor,
+        "stable": run.stability.stable,
+        "payouts": [
+            {
+                "member": m,
+                "value": float(pay.values[i]),
+                "std_err": _finite(pay.std_errs[i]),
+                "share": float(pay.shares[i]),
+                "amount": format_minor(pay.amounts[i], pay.currency),
+                "amount_minor": int(pay.amounts[i]),
+            }
+            for i, m in enumerate(pay.members)
+        ],
+    }
+
+
+def write_plot(
+    outputs: RunOutputs, inputs: ScenarioInputs, members: ValuationResult, sources: ValuationResult, error_note: str
+) -> None:
+    """Draw the value plane (`market.plots.write_value_plane`) of sources and members to ``outputs.plot``;
+    with fewer than two objectives set ``outputs.plot`` to None and add a note instead."""
+    axes = plane_objectives(members.objectives)
+    if axes is None:
+        outputs.plot = None
+        outputs.notes.append("no plot: the value plane needs two objectives, the game has one")
+        return
+    x, y = axes
+    owners = {m.name: list(m.sources) for m in inputs.scenario.members}
+    sole = {srcs[0]: name for name, srcs in owners.items() if len(srcs) == 1}  # source -> its one-source owner
+    points = [
+        replace(p, labelled=p.name not in sole) for p in points_from_result(sources, "source", x, y)
+    ] + [
+        replace(p, name=f"{p.name} ({', '.join(owners[p.name])})") for p in points_from_result(members, "member", x, y)
+    ]
+    title = f"{inputs.scenario.market.name}: Shapley values, {x} vs {y}"
+    assert outputs.plot is not None
+    write_value_plane(points, outputs.plot, x_label=x, y_label=y, title=title, note=error_note)
+
+
+def _finite(x: float) -> float | None:
+    value = float(x)
+    return value if math.isfinite(value) else None

@@ -224,7 +224,7 @@ def test_continued_stage_uses_the_base_as_reference(env: Env, retrained: Retrain
     from valuation.composition.logprobs import score_pairs
     from valuation.models import load_base_model
     from valuation.pipeline.config import load_valuation_config
-    from valuation.pipeline.run import prepare_inputs
+    from valuation.pipeline.inputs import prepare_inputs
     from valuation.retraining.run import train_stage
 
     prepared = prepare_inputs(load_valuation_config(retrained.folder / "valuation.toml"), progress=False)
@@ -315,7 +315,7 @@ def test_cat_merge_of_a_singleton_equals_the_adapter(env: Env, retrained: Retrai
     from valuation.adapters.training import load_adapter_record
     from valuation.composition.logprobs import compute_eval_logprobs
     from valuation.pipeline.config import load_valuation_config
-    from valuation.pipeline.run import prepare_inputs
+    from valuation.pipeline.inputs import prepare_inputs
 
     prepared = prepare_inputs(load_valuation_config(retrained.folder / "valuation.toml"), progress=False)
     adapters = {s: load_adapter_record(retrained.run / "adapters", s) for s in SOURCES}

@@ -325,7 +325,7 @@ def _tables_for(measured: Any, sources: list[str], n: int, rng: np.random.Genera
 
 def _coalition_table(tables: dict[str, Any], sources: list[str], metric: str) -> Any:
     from valuation.games.game import all_coalitions
-    from valuation.pipeline.run import coalition_table
+    from valuation.pipeline.tables import coalition_table
 
     return coalition_table(
         tables, sources, all_coalitions(len(sources)), weighting=WEIGHTING, sizes=[1] * len(sources),

@@ -86,13 +86,9 @@ def run(quick: bool, seed: int, *, repeats: int | None = None, config_text: str 
     from valuation.decoding.importance import proposal_components
     from valuation.games.game import all_coalitions
     from valuation.pipeline.config import load_valuation_config
-    from valuation.pipeline.run import (
-        importance_settings,
-        prepare_inputs,
-        reward_objectives,
-        reward_sampler,
-        run_train,
-    )
+    from valuation.pipeline.inputs import prepare_inputs
+    from valuation.pipeline.reward_tables import importance_settings, reward_objectives, reward_sampler
+    from valuation.pipeline.run import run_train
 
     q = 1 if quick else 0
     repeats = repeats or 1

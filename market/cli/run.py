@@ -295,7 +295,7 @@ def plane_values(inputs: Any, ctx: Any) -> tuple[Any, Any, str]:
     are the estimator's (0 for exact Shapley). Members' values are on the member game of all members.
     """
     from valuation.games.estimators import approximate
-    from valuation.pipeline.run import MAX_GROUPS_FOR_STD_ERRS, eval_sampling_values
+    from valuation.pipeline.eval_sampling import MAX_GROUPS_FOR_STD_ERRS, eval_sampling_values
 
     sc = inputs.scenario
     groups = {m.name: list(m.sources) for m in sc.members}

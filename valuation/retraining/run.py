@@ -85,7 +85,9 @@ if TYPE_CHECKING:
     from valuation.composition.logprobs import EvalLogProbs, ResponseLogProbs
     from valuation.games.result import ValuationResult
     from valuation.pipeline.config import ValuationConfig
-    from valuation.pipeline.run import CoalitionTable, PreparedInputs, ValuationRun
+    from valuation.pipeline.inputs import PreparedInputs
+    from valuation.pipeline.outcome import ValuationRun
+    from valuation.pipeline.tables import CoalitionTable
 
 FIDELITY_FORMAT = "payoutsim-fidelity/1"
 Kind = Literal["sequential", "union"]
@@ -630,7 +632,9 @@ def run_retrain(
     from valuation.composition.logprobs import compute_eval_logprobs
     from valuation.games.estimators import approximate
     from valuation.games.game import TableGame, all_coalitions
-    from valuation.pipeline.run import coalition_table, prepare_inputs, run_train
+    from valuation.pipeline.inputs import prepare_inputs
+    from valuation.pipeline.run import run_train
+    from valuation.pipeline.tables import coalition_table
 
     rcfg = config.retrain
     started = time.perf_counter()

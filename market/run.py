@@ -39,7 +39,8 @@ from market.scenario.inputs import ScenarioInputs, load_inputs
 from market.scenario.schema import LoadedScenario, Scenario, load_scenario
 from valuation.files import atomic_write_text
 from valuation.games.result import ValuationResult
-from valuation.pipeline.run import MAX_GROUPS_FOR_STD_ERRS, ValuationRun, eval_sampling_values
+from valuation.pipeline.eval_sampling import MAX_GROUPS_FOR_STD_ERRS, eval_sampling_values
+from valuation.pipeline.outcome import ValuationRun
 
 STAGES: tuple[str, ...] = ("scenario", "valuation", "payouts", "ledger", "export", "values", "plot")
 LEDGER_NAME = "ledger.duckdb"

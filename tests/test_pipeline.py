@@ -7,14 +7,22 @@ import io
 import json
 import shutil
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
 from tiny_lm import TINY_PRESET_TOML as TINY_TOML
 
 from market.cli import main
+from valuation.composition.arithmetic import WEIGHTINGS
 from valuation.errors import InputError
-from valuation.pipeline.config import load_valuation_config
+from valuation.games.estimators import METHODS
+from valuation.games.game import TableGame
+from valuation.pipeline.config import ArithmeticSection, ShapleySection, load_valuation_config
+from valuation.pipeline.eval_sampling import eval_sampling_values
+from valuation.pipeline.run import run_value, value_coalitions
+from valuation.pipeline.tables import CoalitionTable
+from valuation.synth import SynthConfig, write_corpus
 
 SOURCES = ["flan_v2_niv2", "sharegpt", "noisy"]
 
@@ -22,8 +30,6 @@ SOURCES = ["flan_v2_niv2", "sharegpt", "noisy"]
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic corpus and a model cache shared by the tests of this module."""
-    from valuation.synth import SynthConfig, write_corpus
-
     root = tmp_path_factory.mktemp("pipeline")
     write_corpus(root / "corpus", SynthConfig(seed=1, pairs_per_source=16, eval_pairs_per_objective=12))
     return root
@@ -86,8 +92,6 @@ def test_value_writes_the_run_directory(valued: tuple[Path, Path, str]) -> None:
 
 
 def test_game_table_is_complete_and_the_base_is_the_reference_point(valued: tuple[Path, Path, str]) -> None:
-    from valuation.games.game import TableGame
-
     _, run, _ = valued
     game = TableGame.from_csv(run / "game.csv", players=SOURCES)
     assert game.objectives == ("helpfulness", "harmlessness")
@@ -98,8 +102,6 @@ def test_game_table_is_complete_and_the_base_is_the_reference_point(valued: tupl
 
 
 def test_values_are_exact_shapley_and_efficient(valued: tuple[Path, Path, str]) -> None:
-    from valuation.games.game import TableGame
-
     _, run, _ = valued
     values = json.loads((run / "values.json").read_text())
     assert values["method"] == "exact"
@@ -117,8 +119,6 @@ def test_values_are_exact_shapley_and_efficient(valued: tuple[Path, Path, str]) 
 def test_eval_sampling_values_match_the_exact_values_and_carry_std_errs(
     valued: tuple[Path, Path, str], tmp_path: Path
 ) -> None:
-    from valuation.pipeline.run import eval_sampling_values, run_value
-
     config, run_dir, _ = valued
     copy = shutil.copytree(run_dir, tmp_path / "run")  # a re-run rewrites run.json: keep the fixture's intact
     run = run_value(load_valuation_config(config, output_dir=copy), progress=False)  # all cached
@@ -255,9 +255,13 @@ def test_example_configs_parse() -> None:
         assert cfg.output.dir.is_absolute()
 
 
-def test_sampled_path_tabulates_only_the_coalitions_the_estimator_asks_for() -> None:
-    from valuation.pipeline.run import CoalitionTable, value_coalitions
+def test_config_choices_are_the_engines_names() -> None:
+    """The config's ``shapley.method`` and ``arithmetic.weighting`` choices are the engine's lists."""
+    assert get_args(ShapleySection.model_fields["method"].annotation) == METHODS
+    assert get_args(ArithmeticSection.model_fields["weighting"].annotation) == WEIGHTINGS
 
+
+def test_sampled_path_tabulates_only_the_coalitions_the_estimator_asks_for() -> None:
     weights = np.arange(16, dtype=float).reshape(8, 2) / 10 - 0.3  # an additive game over 8 players
     players = [f"s{i}" for i in range(8)]
 

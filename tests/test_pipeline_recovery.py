@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from market.cli import main
+from valuation.games.game import TableGame
 
 PAPER = ["flan_v2_niv2", "sharegpt", "evol_instruct", "ultrachat"]
 SOURCES = [*PAPER, "noisy"]
@@ -44,8 +45,6 @@ dir = "run"
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_planted_profile_is_recovered(seed: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from valuation.games.game import TableGame
-
     config = _config(tmp_path, seed)
     assert main(["value", str(config), "--no-progress"]) == 0
     run = tmp_path / "run"

@@ -26,7 +26,8 @@ from valuation.games.estimators import approximate
 from valuation.games.game import TableGame
 from valuation.models import load_base_model
 from valuation.pipeline.config import load_valuation_config
-from valuation.pipeline.run import prepare_inputs, run_train
+from valuation.pipeline.inputs import prepare_inputs
+from valuation.pipeline.run import run_train
 from valuation.retraining.fidelity import fidelity_metrics, shapley_fidelity, utility_fidelity
 from valuation.retraining.plan import plan_retrain, random_orders, restrict
 from valuation.retraining.run import run_retrain

@@ -193,7 +193,8 @@ def test_reward_utility_end_to_end(
 ) -> None:
     import polars as pl
 
-    from valuation.pipeline.run import efficiency_gap, run_value
+    from valuation.pipeline.outcome import efficiency_gap
+    from valuation.pipeline.run import run_value
 
     (tmp_path / "toy_rewards.py").write_text(
         "def length(texts, prompts):\n    return [min(len(t), 40) / 40 for t in texts]\n", encoding="utf-8"

@@ -58,7 +58,8 @@ import numpy as np
 from benchmarks.parts import arithmetic_vs_retraining_report as report
 from benchmarks.timing import load_average, torch_threads
 from valuation.pipeline.config import ValuationConfig, load_valuation_config
-from valuation.pipeline.run import ValuationRun, run_value
+from valuation.pipeline.outcome import ValuationRun
+from valuation.pipeline.run import run_value
 from valuation.retraining.run import RetrainRun, run_retrain
 from valuation.synth import SynthConfig, write_corpus
 

@@ -64,7 +64,7 @@ from valuation.models import TinyConfig
 from valuation.models.cache import BaseModelInfo, checksum_weights
 from valuation.models.quiet import quiet_libraries
 from valuation.models.tiny import build_model, train_tokenizer
-from valuation.pipeline.run import coalition_table
+from valuation.pipeline.tables import coalition_table
 from valuation.synth.generate import SynthConfig, generate_corpus
 
 N_SOURCES = (8, 12, 16)

@@ -47,14 +47,9 @@ from valuation.decoding.coalition_responses import CoalitionSampler
 from valuation.decoding.importance import proposal_components
 from valuation.games.coalitions import all_coalitions
 from valuation.pipeline.config import ValuationConfig, load_valuation_config
-from valuation.pipeline.run import (
-    PreparedInputs,
-    importance_settings,
-    prepare_inputs,
-    reward_objectives,
-    reward_sampler,
-    run_train,
-)
+from valuation.pipeline.inputs import PreparedInputs, prepare_inputs
+from valuation.pipeline.reward_tables import importance_settings, reward_objectives, reward_sampler
+from valuation.pipeline.run import run_train
 
 SOURCES = ("flan_v2_niv2", "sharegpt", "evol_instruct", "ultrachat")
 HEAD = Path(__file__).resolve().parents[2] / "data" / "examples" / "paper" / "helpfulness-head"

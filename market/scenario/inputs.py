@@ -33,7 +33,7 @@ from valuation.games.game import TableGame
 from valuation.sources import load_preferences
 
 if TYPE_CHECKING:
-    from valuation.pipeline.run import ValuationRun
+    from valuation.pipeline.outcome import ValuationRun
 
 SCENARIO_HASH_HEADER = b"payoutsim-scenario-v1\n"
 

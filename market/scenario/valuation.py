@@ -24,7 +24,8 @@ from valuation.errors import InputError
 from valuation.files import sha256_file, sha256_json
 from valuation.games.game import TableGame
 from valuation.pipeline.config import ValuationConfig, load_valuation_config, parse_valuation_config
-from valuation.pipeline.run import ValuationRun, run_value
+from valuation.pipeline.outcome import ValuationRun
+from valuation.pipeline.run import run_value
 
 
 @dataclass(frozen=True)

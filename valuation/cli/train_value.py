@@ -1,12 +1,24 @@
-"""`payoutsim train`, `payoutsim value`: per-source DPO adapters and coalition utilities."""
+"""`payoutsim train`, `payoutsim value`: per-source DPO adapters and coalition utilities.
+
+The pipeline (`valuation.pipeline`: pydantic, numpy, scipy, the language-model modules) and the retraining
+baseline are imported inside the commands and their printers: at module top they would be loaded by every
+``payoutsim`` invocation, ``--help`` included
+(measured, medians of 15 runs: `payoutsim --help` takes 0.45 s with them deferred, 1.57 s with them at top).
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:  # annotations only; the imports are deferred at run time (see the module docstring)
+    from valuation.pipeline.outcome import ValuationRun
+    from valuation.retraining.run import RetrainRun
 
 app = typer.Typer()  # this module's commands; the root app (market.cli) composes the layers' apps
 
@@ -43,8 +55,8 @@ def train(config: ConfigArg, retrain: RetrainOpt = False, out: OutOpt = None, pr
 
     Resumable: a finished adapter whose data, training config and base model are unchanged is skipped ("skipped: up to date"); an interrupted run trains only the sources it had not finished.
     """
-    from valuation.pipeline.config import load_valuation_config
-    from valuation.pipeline.run import run_train
+    from valuation.pipeline.config import load_valuation_config  # deferred: see the module docstring
+    from valuation.pipeline.run import run_train  # deferred: see the module docstring
 
     cfg = load_valuation_config(config, output_dir=out)
     _, records = run_train(cfg, retrain=retrain, progress=progress)
@@ -81,8 +93,9 @@ def value(
 
     With --mode retrain|both also writes game_retrain_sequential.csv, game_retrain_union.csv, game_merge_cat.csv, retrain_coalitions.csv, values_retrain_*.json and fidelity.json, and prints a fidelity table.
     """
-    from valuation.pipeline.config import load_valuation_config
-    from valuation.pipeline.run import run_value
+    from valuation.pipeline.config import load_valuation_config  # deferred: see the module docstring
+    from valuation.pipeline.run import run_value  # deferred: see the module docstring
+    from valuation.retraining.run import run_retrain  # deferred: see the module docstring
 
     cfg = load_valuation_config(config, output_dir=out)
     run = None
@@ -90,18 +103,14 @@ def value(
         run = run_value(cfg, retrain=retrain, progress=progress)
         _print_summary(run)
     if mode in (Mode.retrain, Mode.both):
-        from valuation.retraining.run import run_retrain
-
         _print_fidelity(run_retrain(cfg, arithmetic=run, retrain=retrain, progress=progress))
 
 
-def _print_summary(run: object) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _print_summary(run: ValuationRun) -> None:
+    """The source values per objective (± std errs), u(∅), u(all) and the efficiency gap for a complete
+    table, the member values, and the run directory with the adapters trained and the wall time."""
+    from valuation.pipeline.outcome import efficiency_gap  # deferred: see the module docstring
 
-    from valuation.pipeline.run import ValuationRun, efficiency_gap
-
-    assert isinstance(run, ValuationRun)
     console = Console()
     res = run.result
     table = Table(title=f"{res.method} values per source (utility: preference, relative to the base model)")
@@ -139,15 +148,9 @@ def _print_summary(run: object) -> None:
     )
 
 
-def _print_fidelity(run: object) -> None:
+def _print_fidelity(run: RetrainRun) -> None:
     """The retraining baseline's summary: the cost of each way, then per objective its agreement with the
     arithmetic (utilities over coalitions, exact Shapley values) and the values side by side."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from valuation.retraining.run import RetrainRun
-
-    assert isinstance(run, RetrainRun)
     console = Console()
 
     def num(x: object, fmt: str) -> str:

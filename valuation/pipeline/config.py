@@ -83,10 +83,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from valuation.adapters.config import TrainingConfig
-from valuation.composition.arithmetic import WEIGHTINGS
+from valuation.coalition_utility.scorers import SPEC_HELP, parse_reward_spec
 from valuation.errors import InputError
 
-SHAPLEY_METHODS = ("exact", "permutation", "banzhaf", "loo", "least_core")
 DEFAULT_OBJECTIVES = ("helpfulness", "harmlessness")
 
 
@@ -146,7 +145,7 @@ class ModelSection(_Section):
 class ArithmeticSection(_Section):
     """How adapters combine in a coalition (`valuation.composition.arithmetic`)."""
 
-    weighting: Literal["sum", "mean", "size"] = "sum"
+    weighting: Literal["sum", "mean", "size"] = "sum"  # valuation.composition.arithmetic.WEIGHTINGS (a test checks)
 
 
 class UtilitySection(_Section):
@@ -191,7 +190,7 @@ class EvalSection(BaseModel):
 class ShapleySection(_Section):
     """The estimator (`valuation.games.estimators.approximate`)."""
 
-    method: Literal["exact", "permutation", "banzhaf", "loo", "least_core"] = "exact"
+    method: Literal["exact", "permutation", "banzhaf", "loo", "least_core"] = "exact"  # estimators.METHODS (tested)
     budget: int | None = Field(None, ge=1)
     seed: int = Field(0, ge=0)
 
@@ -217,7 +216,7 @@ class RetrainSection(_Section):
 # --- end [retrain] -----------------------------------------------------------------------------------
 
 
-# --- [reward] / [sampling]: the `reward` utility (valuation.rewards, valuation.sampling) -------------
+# --- [reward] / [sampling]: the `reward` utility (valuation.coalition_utility.scorers, valuation.decoding.sampling)
 DEFAULT_REWARD_SCORERS = {"harmlessness": "profanity"}
 
 
@@ -245,13 +244,14 @@ class SamplingSection(_Section):
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     seed: int = Field(0, ge=0, description="Seed of the common random numbers (same for every coalition).")
     weighting: Literal["sum", "mean", "size"] = Field(
-        "mean", description="Token-level weighting; 'sum' overshoots at |S| >= 2 (see valuation.sampling)."
+        "mean", description="Token-level weighting; 'sum' overshoots at |S| >= 2 (see valuation.decoding.next_token)."
     )
     max_batch_rows: int = Field(64, ge=1, description="Max forward rows (sequences x (1 + |S|)) per batch.")
     max_prompt_tokens: int = Field(256, ge=1, description="Keep only the last N prompt tokens.")
     packed_gemm: bool = Field(
         True, description="Decode steps' matmuls through MKL's packed GEMM where it helps (fp32 CPU models with "
-        "64 MiB to 1 GiB of linear weights; valuation.packed); costs up to four extra copies of the linear weights."
+        "64 MiB to 1 GiB of linear weights; valuation.composition.packed); costs up to four extra copies of the "
+        "linear weights."
     )
     importance: bool = Field(
         True, description="Estimate all coalitions from one proposal pool by importance sampling "
@@ -400,8 +400,6 @@ def _resolve_reward(config: ValuationConfig, base_dir: Path, file: Path | None) 
     Every key must be an objective of ``utility.objectives``; with ``kind = "reward"`` every objective gets
     a scorer (``harmlessness`` defaults to ``profanity``) or the error names ``reward.<objective>``.
     """
-    from valuation.coalition_utility.scorers import SPEC_HELP, parse_reward_spec
-
     given = config.reward.specs()
     objectives = config.utility.objectives
     for key in given:
@@ -433,8 +431,6 @@ def _resolve_reward(config: ValuationConfig, base_dir: Path, file: Path | None) 
 
 __all__ = [
     "DEFAULT_OBJECTIVES",
-    "SHAPLEY_METHODS",
-    "WEIGHTINGS",
     "RewardSection",
     "SamplingSection",
     "ValuationConfig",

@@ -59,7 +59,10 @@ from valuation.games.estimators import approximate
 from valuation.games.game import TableGame
 from valuation.games.result import ValuationResult
 from valuation.pipeline.config import ValuationConfig
-from valuation.pipeline.run import PreparedInputs, ValuationRun, coalition_table, prepare_inputs, run_train
+from valuation.pipeline.inputs import PreparedInputs, prepare_inputs
+from valuation.pipeline.outcome import ValuationRun
+from valuation.pipeline.run import run_train
+from valuation.pipeline.tables import coalition_table
 from valuation.retraining.fidelity import (
     FIDELITY_FORMAT,
     VariantTable,

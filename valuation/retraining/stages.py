@@ -52,7 +52,7 @@ from valuation.files import atomic_write_json, sha256_json
 from valuation.models import load_base_model
 from valuation.models.cache import BaseModelRef
 from valuation.models.quiet import quiet_libraries
-from valuation.pipeline.run import PreparedInputs
+from valuation.pipeline.inputs import PreparedInputs
 from valuation.retraining.plan import Kind, RetrainPlan, shuffled_union, stage_key, union_key
 
 

@@ -19,7 +19,9 @@ All objectives are valued in one pass.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -51,6 +53,7 @@ __all__ = [
     "exact_shapley",
     "semivalue_from_table",
     "shapley_weights",
+    "value_table_file",
 ]
 
 
@@ -104,6 +107,25 @@ def approximate(
         return banzhaf_msr(game, rule, budget=budget, seed=seed, progress=progress)
     rule = make_rule(budget, stopping, n, method)
     return permutation_shapley(game, rule, budget=budget, seed=seed, progress=progress)
+
+
+def value_table_file(
+    path: str | Path,
+    method: str = "exact",
+    budget: int | None = None,
+    *,
+    players: Sequence[str] | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> ValuationResult:
+    """``approximate`` on the game stored in ``path`` (GAME.csv, or Parquet for ``*.parquet`` / ``*.pq``;
+    `TableGame.from_file`): ``payoutsim shapley``. ``players`` fixes the player set and order.
+
+    Raises:
+        InputError: a bad table (naming the row) or a method/budget ``approximate`` refuses.
+    """
+    game = TableGame.from_file(path, players=players)
+    return approximate(game, method, budget, seed=seed, progress=progress)
 
 
 def _with_budget(result: ValuationResult, budget: int | None) -> ValuationResult:

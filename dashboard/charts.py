@@ -5,11 +5,11 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from market.currencies import minor_units
+
 
 def payout_bars(frame: pd.DataFrame, currency: str) -> alt.Chart:
     """Bar per member of its payout (``amount_minor`` shown in major units) with the share as tooltip."""
-    from market.currencies import minor_units
-
     data = frame.assign(amount=frame["amount_minor"] / 10 ** minor_units(currency))
     return (
         alt.Chart(data)

@@ -7,7 +7,7 @@ next interaction and nothing is recomputed otherwise.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -165,14 +165,9 @@ def amounts_frame(
     )
 
 
-def verdict(stability: dict[str, Any]) -> None:
-    """Show a stored stability verdict (`StabilityReport.to_json_dict`)."""
-    eps = stability.get("least_core_epsilon")
-    eps_text = "" if eps is None else f" Least-core ε = {eps:.4g}."
-    if stability.get("stable") is True:
-        st.success(f"Stable: individually rational and in the core.{eps_text}")
-    elif stability.get("stable") is None:
-        st.info(f"Core not checked (too many members).{eps_text}")
-    else:
-        n = stability.get("n_blocking", len(stability.get("blocking", [])))
-        st.error(f"Unstable: {n} blocking coalition(s).{eps_text}")
+def verdict(stability: Mapping[str, Any] | read_model.StabilityReport) -> None:
+    """Show a stability verdict (stored `StabilityReport.to_json_dict` or a fresh report) in the words
+    `payoutsim payout` prints: green when stable, red when not, blue when the core was not checked."""
+    stable, text = read_model.stability_verdict(stability)
+    show = st.success if stable is True else st.info if stable is None else st.error
+    show(text.replace("\n", "  \n"))  # a Markdown line break keeps the worst blocking coalitions on their own line

@@ -41,17 +41,16 @@ import numpy as np
 
 from market.export import write_csv, write_parquet
 from market.ledger import DEFAULT_LEDGER, EXPORT_COLUMNS, LedgerBusyError, connect, export_rows, list_runs
-from market.rules import Payout, RuleContext, allocate, compute_payout, rule_values
+from market.rules import LINEAR_RULES, Payout, RuleContext, allocate, compute_payout, rule_values
 from valuation.errors import InputError, PayoutsimError
 from valuation.games.coalitions import all_coalitions
 from valuation.games.estimators import approximate, exact_shapley
 from valuation.games.game import TableGame
 from valuation.games.players import null_players
-from valuation.games.stability import StabilityReport, check_stability
+from valuation.games.stability import StabilityReport, check_stability, verdict_text
 
 LEDGER_ENV = "PAYOUTSIM_LEDGER"
 WEIGHTED = "weighted"
-LINEAR_RULES = frozenset({"shapley", "banzhaf", "loo"})
 WHAT_IF_RULES: tuple[str, ...] = ("shapley", "banzhaf", "loo", "least_core", "proportional", "equal")
 EXAMPLE_COMMAND = "payoutsim payout data/scenarios/example.toml"
 
@@ -60,6 +59,14 @@ LedgerState = Literal["ok", "missing", "empty", "busy", "invalid"]
 
 # ---------------------------------------------------------------------------------------------------
 # the ledger file
+
+
+def stability_verdict(stability: Mapping[str, Any] | StabilityReport) -> tuple[bool | None, str]:
+    """``(stable, text)`` of a stored stability verdict (`StabilityReport.to_json_dict`, as the ledger keeps
+    it) or of a fresh `StabilityReport`: ``stable`` is True, False or None (core not checked); ``text`` is
+    the same words `payoutsim payout` prints (`valuation.games.stability.verdict_text`)."""
+    summary = stability.to_json_dict() if isinstance(stability, StabilityReport) else stability
+    return summary.get("stable"), verdict_text(summary)
 
 
 def ledger_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -211,7 +218,7 @@ class RunData:
     @property
     def is_linear(self) -> bool:
         """The payout re-weights by linearity (Σ a_k φ_k) rather than by re-solving."""
-        return self.rule in LINEAR_RULES or self.rule == "robust_shapley"
+        return self.rule in LINEAR_RULES
 
     @property
     def has_table(self) -> bool:

@@ -53,9 +53,17 @@ from valuation.errors import InputError
 from valuation.games.coalitions import all_coalitions
 from valuation.games.estimators import approximate
 from valuation.games.game import FunctionGame, Game, GroupedGame, scalarised_game
+from valuation.games.methods import LINEAR_METHODS
 from valuation.games.players import SNAP_RELATIVE, null_players, symmetrise
 from valuation.games.result import ValuationResult
 from valuation.games.stability import CORE_MAX_MEMBERS, StabilityReport, check_stability
+
+#: The game-engine method behind each value-based rule (``robust_shapley`` rescales the Shapley value by
+#: fixed, data-similarity factors, so it keeps Shapley's linearity).
+RULE_METHODS: dict[str, str] = {"shapley": "exact", "robust_shapley": "exact", "banzhaf": "banzhaf", "loo": "loo"}
+#: Rules whose value of a weighted game Σ a_k u_k is Σ a_k φ_k (re-weighting needs no re-solving); derived
+#: from the engine's `LINEAR_METHODS`, the one home of linearity.
+LINEAR_RULES: frozenset[str] = frozenset(rule for rule, method in RULE_METHODS.items() if method in LINEAR_METHODS)
 
 
 @dataclass(frozen=True)
@@ -169,7 +177,7 @@ def rule_values(ctx: RuleContext, members: Sequence[str]) -> RuleValues:
         raise InputError("no members in the pool", file=ctx.file, field="members")
     rule = ctx.rule
     info: dict[str, Any] = {}
-    if rule in ("shapley", "robust_shapley", "banzhaf", "loo"):
+    if rule in RULE_METHODS:
         game = ctx.member_game(members)
         if rule == "banzhaf":
             result = approximate(game, "banzhaf", ctx.budget if n > ctx.max_exact_members else None, seed=ctx.seed)

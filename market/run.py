@@ -233,12 +233,12 @@ def plane_values(inputs: ScenarioInputs, ctx: RuleContext) -> tuple[ValuationRes
     what the standard errors mean.
 
     With a valuation run (``preference`` utility) the values are exact and their standard errors come
-    from the finite eval sets (`valuation.pipeline.run.eval_sampling_values`); with a given coalition table
+    from the finite eval sets (`valuation.pipeline.eval_sampling.eval_sampling_values`); with a given coalition table
     they are the estimator's (`market.rules.shapley_result`: 0 for exact Shapley). Members' values are on
     the member game of all members.
     """
     sc = inputs.scenario
-    groups = {m.name: list(m.sources) for m in sc.members}
+    groups = sc.groups()
     sources = {s: [s] for s in inputs.game.players}
     run = inputs.valuation
     if (

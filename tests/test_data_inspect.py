@@ -107,7 +107,7 @@ BAD_CASES = {
                    [], "line 1", "chosen", "got a number (42)"),
     "wrong type in messages": (write("d.jsonl", line({"prompt": [{"role": "user", "content": 7}],
                                                        "chosen": "a", "rejected": "b"})),
-                               [], "line 1", "prompt[0].content", "expected message content"),
+                               [], "line 1", "prompt[1].content", "expected message content"),
     "invalid utf-8": (write("d.jsonl", (GOOD + "\n" + GOOD + "\n").encode() + BAD_PREFIX + b'\xe9"}\n'),
                       [], "line 3", None,
                       f"invalid UTF-8 at byte offset {2 * (len(GOOD) + 1) + len(BAD_PREFIX)} of the file "
@@ -142,7 +142,7 @@ BAD_CASES = {
     "ultrafeedback last message not assistant": (
         write("u.jsonl", line({"chosen": [{"role": "user", "content": "q"}],
                                "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})),
-        [], "line 1", "chosen[0].role", "must be the assistant's response"),
+        [], "line 1", "chosen[1].role", "must be the assistant's response"),
     "ultrafeedback different prompts": (
         write("u.jsonl", line({"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
                                "rejected": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "b"}]})),
@@ -151,7 +151,7 @@ BAD_CASES = {
         write("s.json", "[\n" + line({"conversations": [{"from": "bot", "value": "q"}],
                                       "chosen": {"from": "gpt", "value": "a"},
                                       "rejected": {"from": "gpt", "value": "b"}}) + "\n]"),
-        [], "record 1 (line 2)", "conversations[0].from", "unknown speaker 'bot'"),
+        [], "record 1 (line 2)", "conversations[1].from", "unknown speaker 'bot'"),
     "sharegpt empty response": (
         write("s.json", "[\n" + line({"conversations": [{"from": "human", "value": "q"}],
                                       "chosen": {"from": "gpt", "value": " "},

@@ -201,7 +201,7 @@ def test_changed_data_under_a_finished_adapter_exits_2(
         ('[utility]\nobjectives = ["helpfulness", "honesty"]', None, "eval.honesty", "no eval set for objective"),
         ("[training]\nlr = 1", None, "training.lr", "unknown key"),
         ('[shapley]\nmethod = "magic"', None, "shapley.method", "Input should be"),
-        ('[[members]]\nname = "eve"\nsources = ["nosuch"]', None, "members[0].sources", "unknown source"),
+        ('[[members]]\nname = "eve"\nsources = ["nosuch"]', None, "members[1].sources", "unknown source"),
     ],
 )
 def test_bad_configs_exit_2_naming_the_field_and_write_nothing(

@@ -2,11 +2,13 @@
 
 `InputError` is raised for bad user input (data files, game tables, configs, scenarios). The CLI turns
 it into a one-line message on stderr and exit code 2. The message names the file, the row/line and the
-field whenever they are known, e.g. ``pairs.jsonl: line 7: field 'chosen': empty response``.
+field whenever they are known, e.g. ``pairs.jsonl: line 7: field 'chosen': empty response``. Positions
+are counted from 1 everywhere a person reads them (rows, lines, list items in a field path: `field_path`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -49,3 +51,18 @@ class InputError(PayoutsimError):
             parts.append(f"field '{self.field}'")
         parts.append(self.message)
         return ": ".join(parts)
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """A field's path as a person reads it in the file: ``("members", 0, "sources")`` → ``members[1].sources``.
+
+    List positions count from 1 (the first ``[[members]]`` table is ``members[1]``), like rows and lines.
+    Takes a pydantic error location or any sequence of keys and 0-based list indices.
+    """
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part + 1}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard.common import amounts_frame, cached_what_if, money, pick_run, require_ledger
+from dashboard.common import amounts_frame, cached_what_if, money, pick_run, require_ledger, verdict
 from market import read_model
 
 st.header("Pooling what-if")
@@ -52,11 +52,7 @@ for w in pay.warnings:
     st.warning(w)
 
 rep = wi.stability
-eps = "" if rep.least_core_epsilon is None else f" Least-core ε = {rep.least_core_epsilon:.4g}."
-if rep.stable:
-    st.success(f"Stable: the payout is individually rational and in the core.{eps}")
-else:
-    st.error(f"Unstable: {len(rep.blocking)} blocking coalition(s).{eps}")
+verdict(rep)
 if rep.blocking:
     st.subheader("Blocking coalitions (would do better on their own)")
     st.dataframe(

@@ -30,6 +30,7 @@ from market.robust import pair_text
 from market.scenario.schema import LoadedScenario, Scenario
 from valuation.errors import InputError
 from valuation.games.game import TableGame
+from valuation.members import check_sources_known
 from valuation.sources import load_preferences
 
 if TYPE_CHECKING:
@@ -146,15 +147,7 @@ def check_game(loaded: LoadedScenario, game: TableGame, table_name: str) -> None
     weights are given when the game has several objectives. `table_name` names the game in messages."""
     sc = loaded.scenario
     file = str(loaded.path)
-    sources = set(game.players)
-    for i, member in enumerate(sc.members):
-        for src in member.sources:
-            if src not in sources:
-                raise InputError(
-                    f"unknown source {src!r} (sources in {table_name}: {', '.join(game.players)})",
-                    file=file,
-                    field=f"members[{i + 1}].sources",
-                )
+    check_sources_known(sc.members, game.players, file=file, listed_as=f"sources in {table_name}")
     for name in sc.objectives:
         if name not in game.objectives:
             raise InputError(

@@ -72,7 +72,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from market.currencies import MINOR_UNITS
 from market.money import parse_decimal, to_minor
-from valuation.errors import InputError
+from valuation import members
+from valuation.errors import InputError, field_path
+from valuation.members import member_groups
 
 RULES: tuple[str, ...] = (
     "shapley",
@@ -148,31 +150,12 @@ class MarketSection(_Strict):
         return self
 
 
-class Member(_Strict):
-    """``[[members]]``: one data owner and the sources it owns."""
+class Member(members.Member):
+    """``[[members]]``: one data owner and the sources it owns (`valuation.members.Member`), and, with a
+    ``[[periods]]`` schedule, the period it joins and the period it leaves."""
 
-    name: str = Field(min_length=1)
-    sources: tuple[str, ...] = Field(min_length=1)
     joins: str | None = None
     leaves: str | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value.strip()
-
-    @field_validator("sources")
-    @classmethod
-    def _sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        cleaned = tuple(s.strip() for s in value)
-        if any(not s for s in cleaned):
-            raise ValueError("empty source name")
-        dup = [s for i, s in enumerate(cleaned) if s in cleaned[:i]]
-        if dup:
-            raise ValueError(f"source {dup[0]!r} listed twice")
-        return cleaned
 
 
 class ValuationSection(_Strict):
@@ -287,43 +270,43 @@ class Scenario(_Strict):
         names = [m.name for m in self.members]
         for i, name in enumerate(names):
             if name in names[:i]:
-                raise _FieldError(f"members[{i + 1}].name", f"duplicate member {name!r}")
+                raise _FieldError(field_path(("members", i, "name")), f"duplicate member {name!r}")
         owner: dict[str, str] = {}
         for i, member in enumerate(self.members):
             for src in member.sources:
                 if src in owner:
                     raise _FieldError(
-                        f"members[{i + 1}].sources",
+                        field_path(("members", i, "sources")),
                         f"source {src!r} is owned by both {owner[src]!r} and {member.name!r}",
                     )
                 owner[src] = member.name
         period_names = [p.name for p in self.periods]
         for i, name in enumerate(period_names):
             if name in period_names[:i]:
-                raise _FieldError(f"periods[{i + 1}].name", f"duplicate period {name!r}")
+                raise _FieldError(field_path(("periods", i, "name")), f"duplicate period {name!r}")
         for i, period in enumerate(self.periods):
             if period.revenue is not None:
                 try:
                     _check_digits(period.revenue, self.market.currency, "revenue")
                 except ValueError as err:
-                    raise _FieldError(f"periods[{i + 1}].revenue", str(err)) from None
+                    raise _FieldError(field_path(("periods", i, "revenue")), str(err)) from None
         for i, member in enumerate(self.members):
             for key in ("joins", "leaves"):
                 when = getattr(member, key)
                 if when is None:
                     continue
                 if not self.periods:
-                    raise _FieldError(f"members[{i + 1}].{key}", "needs a [[periods]] schedule")
+                    raise _FieldError(field_path(("members", i, key)), "needs a [[periods]] schedule")
                 if when not in period_names:
                     raise _FieldError(
-                        f"members[{i + 1}].{key}", f"unknown period {when!r} (periods: {', '.join(period_names)})"
+                        field_path(("members", i, key)), f"unknown period {when!r} (periods: {', '.join(period_names)})"
                     )
             if (
                 member.joins is not None
                 and member.leaves is not None
                 and period_names.index(member.leaves) <= period_names.index(member.joins)
             ):
-                raise _FieldError(f"members[{i + 1}].leaves", "must be a period after 'joins'")
+                raise _FieldError(field_path(("members", i, "leaves")), "must be a period after 'joins'")
         for k, partition in enumerate(self.pool.partitions):
             flat = [m for block in partition for m in block]
             for m in flat:
@@ -373,8 +356,8 @@ class Scenario(_Strict):
         return out
 
     def groups(self, members: Sequence[Member] | None = None) -> dict[str, tuple[str, ...]]:
-        """member name -> owned sources, for `valuation.games.game.GroupedGame`."""
-        return {m.name: m.sources for m in (self.members if members is None else members)}
+        """member name -> owned sources, for `valuation.games.game.GroupedGame` (`valuation.members.member_groups`)."""
+        return member_groups(self.members if members is None else members)
 
     def weights(self) -> dict[str, float]:
         """Objective weights as floats (utility math; money math never uses them)."""
@@ -458,12 +441,12 @@ def parse_scenario(data: Mapping[str, Any], *, file: str | None = None) -> Scena
         ctx_error = (first.get("ctx") or {}).get("error")
         if isinstance(ctx_error, _FieldError):
             raise InputError(ctx_error.message, file=file, field=ctx_error.field) from None
-        loc = _field_path(first["loc"])
+        loc = field_path(first["loc"])
         message = first["msg"]
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         if first["type"] == "extra_forbidden":
-            message = "unknown key (check the spelling; see the scenario format in market/scenario.py)"
+            message = "unknown key (check the spelling; see the scenario format in market/scenario/schema.py)"
         elif first["type"] == "too_short" and loc.endswith("sources"):
             message = "a member needs at least one source"
         elif first["type"] == "missing":
@@ -473,16 +456,6 @@ def parse_scenario(data: Mapping[str, Any], *, file: str | None = None) -> Scena
         elif first["type"] == "literal_error" and loc.endswith("negative"):
             message = f"unknown policy {first.get('input')!r}: expected one of {', '.join(NEGATIVE_POLICIES)}"
         raise InputError(message, file=file, field=loc or None) from None
-
-
-def _field_path(loc: Sequence[int | str]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part + 1}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
 
 
 def scenario_config_json(scenario: Scenario) -> str:

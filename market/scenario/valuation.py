@@ -23,6 +23,7 @@ from market.scenario.schema import LoadedScenario
 from valuation.errors import InputError
 from valuation.files import sha256_file, sha256_json
 from valuation.games.game import TableGame
+from valuation.members import check_sources_known
 from valuation.pipeline.config import ValuationConfig, load_valuation_config, parse_valuation_config
 from valuation.pipeline.outcome import ValuationRun
 from valuation.pipeline.run import run_value
@@ -87,14 +88,7 @@ def check_against_config(loaded: LoadedScenario, config: ValuationConfig) -> Non
     sc = loaded.scenario
     file = str(loaded.path)
     if config.data.sources is not None:
-        for i, member in enumerate(sc.members):
-            for src in member.sources:
-                if src not in config.data.sources:
-                    raise InputError(
-                        f"unknown source {src!r} (the valuation config values: {', '.join(config.data.sources)})",
-                        file=file,
-                        field=f"members[{i + 1}].sources",
-                    )
+        check_sources_known(sc.members, config.data.sources, file=file, listed_as="the valuation config values")
     for name in sc.objectives:
         if name not in config.utility.objectives:
             raise InputError(

@@ -21,8 +21,9 @@ checked exhaustively over the ``2^n`` coalitions up to `CORE_MAX_MEMBERS` member
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -69,17 +70,8 @@ class StabilityReport:
         return self.in_core
 
     def verdict(self, top: int = 3) -> str:
-        """One or two human lines: stable / unstable with the worst blocking coalitions and ε."""
-        eps = "" if self.least_core_epsilon is None else f"; least-core ε = {self.least_core_epsilon:.6g}"
-        if self.stable is True:
-            return f"stable: the payout is individually rational and in the core{eps}"
-        if not self.core_checked:
-            ir = "individually rational" if self.individually_rational else "NOT individually rational"
-            return f"{ir}; core not checked (more than {CORE_MAX_MEMBERS} members){eps}"
-        lines = [f"UNSTABLE: {len(self.blocking)} blocking coalition(s){eps}"]
-        worst = ", ".join(f"{'+'.join(c)} (excess {e:.6g})" for c, e in self.blocking[:top])
-        lines.append(f"  would do better on their own: {worst}")
-        return "\n".join(lines)
+        """One or two human lines: stable / unstable with the worst blocking coalitions and ε (`verdict_text`)."""
+        return verdict_text(self.to_json_dict(max_blocking=top), top)
 
     def to_json_dict(self, max_blocking: int = 50) -> dict:
         """JSON-safe summary (at most `max_blocking` blocking coalitions, the largest excesses)."""
@@ -173,3 +165,22 @@ def check_stability(
         tolerance=tol,
         notes=tuple(notes),
     )
+
+
+def verdict_text(summary: Mapping[str, Any], top: int = 3) -> str:
+    """The stability verdict in words, from a `StabilityReport.to_json_dict` summary (the form the ledger
+    stores, so the command line and the dashboard say the same thing): ``stable: …``, ``UNSTABLE: k blocking
+    coalition(s)`` with the ``top`` largest excesses on a second line, or ``core not checked``; with the
+    least-core ε when it was computed."""
+    epsilon = summary.get("least_core_epsilon")
+    eps = "" if epsilon is None else f"; least-core ε = {epsilon:.6g}"
+    if summary.get("stable") is True:
+        return f"stable: the payout is individually rational and in the core{eps}"
+    if not summary.get("core_checked", summary.get("stable") is not None):
+        ir = "individually rational" if summary.get("individually_rational") else "NOT individually rational"
+        return f"{ir}; core not checked (more than {CORE_MAX_MEMBERS} members){eps}"
+    blocking = summary.get("blocking", [])
+    lines = [f"UNSTABLE: {summary.get('n_blocking', len(blocking))} blocking coalition(s){eps}"]
+    worst = ", ".join(f"{'+'.join(b['coalition'])} (excess {b['excess']:.6g})" for b in blocking[:top])
+    lines.append(f"  would do better on their own: {worst}")
+    return "\n".join(lines)

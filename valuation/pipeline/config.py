@@ -84,7 +84,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from valuation.adapters.config import TrainingConfig
 from valuation.coalition_utility.scorers import SPEC_HELP, parse_reward_spec
-from valuation.errors import InputError
+from valuation.errors import InputError, field_path
+from valuation.members import Member
 
 DEFAULT_OBJECTIVES = ("helpfulness", "harmlessness")
 
@@ -268,13 +269,6 @@ class SamplingSection(_Section):
 # --- end [reward] / [sampling] -----------------------------------------------------------------------
 
 
-class MemberSection(_Section):
-    """One member (data owner) and the sources it owns."""
-
-    name: str = Field(min_length=1)
-    sources: list[str] = Field(min_length=1)
-
-
 class ValuationConfig(_Section):
     """A parsed, validated valuation config; paths are absolute (resolved against the config's folder)."""
 
@@ -290,7 +284,7 @@ class ValuationConfig(_Section):
     retrain: RetrainSection = RetrainSection()  # [retrain] (valuation.retraining.run)
     reward: RewardSection = RewardSection()  # [reward] (valuation.coalition_utility.scorers)
     sampling: SamplingSection = SamplingSection()  # [sampling] (valuation.decoding)
-    members: list[MemberSection] = Field(default_factory=list)
+    members: list[Member] = Field(default_factory=list)  # [[members]] (valuation.members)
     config_path: Path | None = None
 
     @model_validator(mode="after")
@@ -344,7 +338,7 @@ def parse_valuation_config(
         config = ValuationConfig.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
-        loc = _dotted(first["loc"])
+        loc = field_path(first["loc"])
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             message = "unknown key"
@@ -352,17 +346,6 @@ def parse_valuation_config(
             message = "required key is missing"
         raise InputError(message, file=file, field=loc or None) from None
     return _resolve(config, Path(base_dir), None if file is None else Path(file))
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    """``("members", 0, "sources")`` → ``"members[0].sources"``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
 
 
 def _resolve(config: ValuationConfig, base_dir: Path, file: Path | None) -> ValuationConfig:

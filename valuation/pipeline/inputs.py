@@ -18,6 +18,7 @@ from typing import Any
 from valuation.composition.logprobs import EvalSet
 from valuation.errors import InputError
 from valuation.files import sha256_file, sha256_json
+from valuation.members import check_sources_known
 from valuation.models import BaseModelInfo, TinyConfig, prepare_base_model
 from valuation.pipeline.config import ValuationConfig
 from valuation.sources import PreferencePair, load_corpus_eval_sets, load_preferences
@@ -112,14 +113,7 @@ def _chosen_sources(config: ValuationConfig, available: list[str], origin: Path)
 
 def _check_members(config: ValuationConfig, sources: list[str]) -> None:
     """Every ``[[members]]`` source must be one of the valued sources."""
-    for i, member in enumerate(config.members):
-        for src in member.sources:
-            if src not in sources:
-                raise InputError(
-                    f"member {member.name!r} owns unknown source {src!r} (sources: {', '.join(sources)})",
-                    file=config.config_path,
-                    field=f"members[{i}].sources",
-                )
+    check_sources_known(config.members, sources, file=config.config_path, listed_as="sources")
 
 
 def load_eval_sets(config: ValuationConfig, corpus_dir: Path | None) -> list[EvalSet]:

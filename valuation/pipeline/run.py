@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,8 +44,9 @@ from valuation.adapters.store import AdapterRecord
 from valuation.coalition_utility.preference import LOGLIK_WARNING
 from valuation.games.coalitions import all_coalitions
 from valuation.games.estimators import approximate
-from valuation.games.game import FunctionGame, Game, GroupedGame, TableGame
+from valuation.games.game import FunctionGame, Game, TableGame
 from valuation.games.result import ValuationResult
+from valuation.members import member_groups, member_values
 from valuation.pipeline.config import ValuationConfig
 from valuation.pipeline.inputs import PreparedInputs, prepare_inputs
 from valuation.pipeline.outcome import ValuationRun
@@ -126,7 +127,7 @@ def run_value(
             if log is not None:
                 log(f"warning: {LOGLIK_WARNING}")
 
-    groups = {m.name: list(m.sources) for m in config.members} or None
+    groups = member_groups(config.members) or None
     table, game, result, member_result = value_coalitions(
         tabulate,
         prepared.sources,
@@ -163,7 +164,7 @@ def value_coalitions(
     tabulate: Callable[[np.ndarray], CoalitionTable],
     players: Sequence[str],
     objectives: Sequence[str],
-    groups: dict[str, list[str]] | None,
+    groups: Mapping[str, Sequence[str]] | None,
     *,
     method: str,
     budget: int | None,
@@ -198,7 +199,7 @@ def value_coalitions(
         game = TableGame(players, table.objectives, table.coalitions, table.values)
     member_result = None
     if groups:
-        member_result = approximate(GroupedGame(source_game, groups), method, budget, seed=seed, progress=progress)
+        member_result = member_values(source_game, groups, method, budget, seed=seed, progress=progress)
     return table, game, result, member_result
 
 

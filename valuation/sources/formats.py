@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from valuation.errors import InputError
+from valuation.errors import InputError, field_path
 from valuation.sources.schema import ROLES, Prompt
 
 FORMATS = ("auto", "columns", "ultrafeedback", "hh-rlhf", "sharegpt", "hf-dataset")
@@ -143,7 +143,7 @@ def _messages(value: Any, ctx: RecordContext, name: str) -> list[dict[str, str]]
         raise ctx.error(f"expected a list of chat messages, got {_type_name(value)}", field=name)
     out: list[dict[str, str]] = []
     for i, msg in enumerate(value):
-        where = f"{name}[{i}]"
+        where = field_path((name, i))
         if not isinstance(msg, Mapping):
             raise ctx.error(f"expected a message object {{role, content}}, got {_type_name(msg)}", field=where)
         if "role" not in msg:
@@ -241,7 +241,7 @@ def _parse_ultrafeedback(record: Mapping[str, Any], ctx: RecordContext) -> Parse
         if messages[-1]["role"] != "assistant":
             raise ctx.error(
                 f"the last message must be the assistant's response, got role {messages[-1]['role']!r}",
-                field=f"{side}[{len(messages) - 1}].role",
+                field=field_path((side, len(messages) - 1, "role")),
             )
         sides[side] = messages
     prefix = sides["chosen"][:-1]
@@ -257,7 +257,7 @@ def _parse_ultrafeedback(record: Mapping[str, Any], ctx: RecordContext) -> Parse
     rejected = sides["rejected"][-1]["content"]
     n_c, n_r = len(sides["chosen"]) - 1, len(sides["rejected"]) - 1
     _check_pair(prompt, chosen, rejected, ctx, prompt_field=prompt_field,
-                chosen_field=f"chosen[{n_c}].content", rejected_field=f"rejected[{n_r}].content")
+                chosen_field=field_path(("chosen", n_c, "content")), rejected_field=field_path(("rejected", n_r, "content")))
     return ParsedRecord(prompt, chosen, rejected)
 
 
@@ -334,12 +334,12 @@ def _parse_sharegpt(record: Mapping[str, Any], ctx: RecordContext) -> ParsedReco
     turns = _get(record, "conversations", ctx)
     if not isinstance(turns, list | tuple):
         raise ctx.error(f"expected a list of turns, got {_type_name(turns)}", field="conversations")
-    prompt = [_sharegpt_turn(t, ctx, f"conversations[{i}]") for i, t in enumerate(turns)]
+    prompt = [_sharegpt_turn(t, ctx, field_path(("conversations", i))) for i, t in enumerate(turns)]
     if not prompt:
         raise ctx.error("empty prompt (no turns)", field="conversations")
     if prompt[-1]["role"] != "user":
         raise ctx.error("the last turn must be from 'human' (the responses answer it)",
-                        field=f"conversations[{len(prompt) - 1}].from")
+                        field=field_path(("conversations", len(prompt) - 1, "from")))
     responses: dict[str, str] = {}
     for side in ("chosen", "rejected"):
         turn = _sharegpt_turn(_get(record, side, ctx), ctx, side)

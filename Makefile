@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## run the main job on the bundled default and print where the outputs are
 	$(BIN)/python -m market.demo
 
-test: $(STAMP) chromium  ## run the test suite (what CI runs)
+test: $(STAMP) chromium lint  ## lint (ruff + import contracts), then the test suite (what CI runs)
 	$(BIN)/python -m pytest
 
 # Debian's Chromium drives the dashboard's real-browser test (Playwright never downloads a browser here).
@@ -38,8 +38,9 @@ chromium:
 test-slow: $(STAMP)  ## run the opt-in slow tests (real SmolLM2 model)
 	$(BIN)/python -m pytest -m slow
 
-lint: $(STAMP)  ## ruff
+lint: $(STAMP)  ## ruff, and the import contracts of ARCHITECTURE.md (import-linter)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: $(STAMP)  ## benchmarks, quick (~3 min): exact-Shapley micro-benchmark + python -m benchmarks --quick
 	$(BIN)/python benchmarks/bench_exact_shapley.py

@@ -2,7 +2,7 @@
 
 What `payoutsim value` does for the ``preference`` utility: n + 1 forward passes over the eval pairs (the
 base and each adapter; `valuation.composition.logprobs`) fill a cache of per-model summed response log-probs; then
-every coalition's utility is matrix arithmetic on Δ[n, pairs] (`valuation.pipeline.run.coalition_table` →
+every coalition's utility is matrix arithmetic on Δ[n, pairs] (`valuation.pipeline.tables.coalition_table` →
 `valuation.composition.arithmetic` + `valuation.coalition_utility.preference.preference_utility`). The floor of the whole valuation is the
 forward passes; this part measures how far above it the 2^n coalitions are.
 

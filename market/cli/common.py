@@ -15,7 +15,7 @@ DEFAULT_LEDGER_PATH = Path("runs") / "ledger.duckdb"  # = market.ledger.DEFAULT_
 
 LedgerOpt = Annotated[Path, typer.Option("--ledger", help="The ledger file (DuckDB); created on first use.")]
 ScenarioArg = Annotated[
-    Path, typer.Argument(help="The scenario TOML (a pooling agreement; see market/scenario.py).", show_default=False)
+    Path, typer.Argument(help="The scenario TOML (a pooling agreement; see market/scenario/schema.py).", show_default=False)
 ]
 
 

@@ -27,7 +27,7 @@ def run_cmd(
     scenario: Annotated[
         Path,
         typer.Argument(
-            help="The scenario TOML (a pooling agreement; see market/scenario.py). With \\[valuation] config = "
+            help="The scenario TOML (a pooling agreement; see market/scenario/schema.py). With \\[valuation] config = "
             "\"VALUATION.toml\" the valuation pipeline runs first.",
             show_default=False,
         ),

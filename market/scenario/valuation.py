@@ -34,7 +34,7 @@ class ScenarioValuation:
     """The valuation pipeline's output as a scenario uses it.
 
     Attributes:
-        run: the `valuation.pipeline.run.ValuationRun` (run dir, adapters, table, values, files).
+        run: the `valuation.pipeline.outcome.ValuationRun` (run dir, adapters, table, values, files).
         game: its source-level coalition table (``RUN/game.csv``).
         hashes: ``valuation_config`` (SHA-256 of the config file's bytes, or of the inline table) and
             ``game`` (SHA-256 of ``game.csv``): what the scenario hash covers, so a changed valuation is a

@@ -63,7 +63,7 @@ class RetrainPlan:
 
 
 def plan_retrain(sources: Sequence[str], orders: Sequence[Sequence[str]]) -> RetrainPlan:
-    """Coalitions of size ≥ 2 (in `valuation.games.game.all_coalitions` order), their sequences, the stages."""
+    """Coalitions of size ≥ 2 (in `valuation.games.coalitions.all_coalitions` order), their sequences, the stages."""
     sources = tuple(sources)
     for order in orders:
         if sorted(order) != sorted(sources):

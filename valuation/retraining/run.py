@@ -215,7 +215,7 @@ def _score_arithmetic(
     score_kwargs: Mapping[str, Any],
 ) -> tuple[dict[str, EvalLogProbs], VariantTable]:
     """The log-prob tables of the base and the per-source adapters (from the cache when there), and the
-    arithmetic utilities of every coalition (`valuation.pipeline.run.coalition_table`)."""
+    arithmetic utilities of every coalition (`valuation.pipeline.tables.coalition_table`)."""
     sources = prepared.sources
     report = compute_eval_logprobs(prepared.base, source_adapters, prepared.eval_sets, **score_kwargs)  # type: ignore[arg-type]
     ctable = coalition_table(

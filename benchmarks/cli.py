@@ -18,7 +18,7 @@ from rich.console import Console
 
 from benchmarks.report import machine_table, print_part, write_report
 from benchmarks.suite import parse_only, run_suite
-from valuation.errors import PayoutsimError
+from valuation.cli.exit_codes import run_app
 
 PROG_NAME = "python -m benchmarks"
 
@@ -88,15 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
     0 ok; 1 a part failed; 2 bad input or usage (`PayoutsimError` becomes ``error: <message>`` on stderr).
     """
-    try:
-        app(args=argv, prog_name=PROG_NAME, standalone_mode=True)
-    except PayoutsimError as err:
-        typer.echo(f"error: {err}", err=True)
-        return err.exit_code
-    except SystemExit as ex:  # click's standalone mode exits with the command's / usage error's code
-        code = ex.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    return 0
+    return run_app(app, argv, PROG_NAME)
 
 
 def run() -> None:

@@ -16,7 +16,7 @@ import typer
 from market.cli import dashboard, ledger, payout, pool
 from market.cli import run as run_command
 from valuation.cli import app as valuation_app
-from valuation.errors import PayoutsimError
+from valuation.cli.exit_codes import run_app
 
 app = typer.Typer(
     name="payoutsim",
@@ -39,15 +39,7 @@ for _module in (payout, pool, ledger, run_command, dashboard):
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point. Returns the process exit code (0 ok, 2 bad input or usage)."""
-    try:
-        app(args=argv, prog_name="payoutsim", standalone_mode=True)
-    except PayoutsimError as err:
-        typer.echo(f"error: {err}", err=True)
-        return err.exit_code
-    except SystemExit as ex:  # click's standalone mode exits with the command's / usage error's code
-        code = ex.code
-        return code if isinstance(code, int) else (0 if code is None else 1)
-    return 0
+    return run_app(app, argv, "payoutsim")
 
 
 def run() -> None:

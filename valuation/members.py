@@ -20,6 +20,14 @@ from valuation.games.game import Game, GroupedGame
 from valuation.games.result import ValuationResult
 
 
+def nonblank_name(value: str) -> str:
+    """A name with surrounding blanks stripped; `ValueError` ("must not be empty") when nothing is left
+    (a pydantic validator's contract, shared by members and other named sections)."""
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value.strip()
+
+
 class Member(BaseModel):
     """One data owner and the sources it owns: a non-empty name, at least one source, none listed twice
     (names and sources are stripped of surrounding blanks)."""
@@ -32,9 +40,7 @@ class Member(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value.strip()
+        return nonblank_name(value)
 
     @field_validator("sources")
     @classmethod

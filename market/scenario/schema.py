@@ -74,7 +74,7 @@ from market.currencies import MINOR_UNITS
 from market.money import parse_decimal, to_minor
 from valuation import members
 from valuation.errors import InputError, field_path
-from valuation.members import member_groups
+from valuation.members import member_groups, nonblank_name
 
 RULES: tuple[str, ...] = (
     "shapley",
@@ -110,9 +110,7 @@ class MarketSection(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be empty")
-        return value.strip()
+        return nonblank_name(value)
 
     @field_validator("currency")
     @classmethod

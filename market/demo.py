@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from market.cli import main as cli_main
-from market.run import CSV_NAME, LEDGER_NAME, PLOT_NAME, VALUES_NAME, default_out_dir
+from market.run import CSV_NAME, LEDGER_NAME, PLOT_NAME, RECEIPT_NAME, VALUES_NAME, default_out_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_SCENARIO = REPO_ROOT / "data" / "scenarios" / "demo.toml"
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     print("payoutsim demo: done.")
     print("  payout table:  printed above (also in the CSV and the ledger)")
     print(f"  ledger:        {ledger}")
+    print(f"  receipt:       {out_dir / RECEIPT_NAME}  (keep it: payoutsim ledger verify --receipt checks the ledger)")
     print(f"  payouts CSV:   {out_dir / CSV_NAME}")
     print(f"  values JSON:   {out_dir / VALUES_NAME}")
     print(f"  plot (PNG):    {out_dir / PLOT_NAME}")

@@ -17,6 +17,8 @@ Tables (created on first use; ``meta`` holds the schema version):
 * ``valuations`` — value and standard error per player and objective (``objective = "weighted"`` is the
   rule's objective-weighted claim the payout was split by).
 * ``payouts`` — ``(run_id, position, member, sources, value, std_err, share, amount_minor, currency)``.
+* ``run_macs`` — ``(run_id, mac)``: the optional keyed MAC of a run's record hash (`market.ledger_mac`;
+  absent in ledgers written before it, created empty when one is opened for writing).
 
 Guarantees:
 
@@ -26,9 +28,12 @@ Guarantees:
 * **Idempotent.** The key is (scenario hash, period): ``scenario_sha256`` covers the scenario file and
   the content of the files it references, so re-running the same scenario and period adds nothing,
   and any change to the scenario or its inputs is a new run.
-* **Tamper-evident.** ``record_hash = sha256(prev_hash ‖ canonical JSON of the run row and all its child
+* **Hash-chained.** ``record_hash = sha256(prev_hash ‖ canonical JSON of the run row and all its child
   rows)``, chained through ``prev_hash`` (the previous run's ``record_hash``; 64 zeros for the first), so
-  `verify` detects an edited, deleted or re-ordered row.
+  `verify` detects an edited, deleted or re-ordered row *that was not re-hashed*. The chain alone proves
+  nothing against whoever can write the file (they can recompute every hash): tamper evidence comes from
+  outside the file — receipts and head hashes members keep (`market.receipts`) and the optional keyed MAC
+  (`market.ledger_mac`, ``key=`` of `record_run`).
 * **One writer at a time.** DuckDB locks the file across processes; a second writer gets `LedgerBusyError`.
 
 ``created_at`` is the current UTC time, or ``SOURCE_DATE_EPOCH`` (seconds) when that variable is set, so
@@ -50,6 +55,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from market.ledger_mac import MAC_SCHEMA, check_writer_key, insert_mac, read_macs
 from market.money import format_minor
 from market.rules import Payout, PeriodRun
 from market.scenario.inputs import ScenarioInputs
@@ -143,7 +149,7 @@ CREATE TABLE IF NOT EXISTS payouts (
     amount_minor BIGINT NOT NULL,
     currency VARCHAR NOT NULL
 );
-"""
+""" + MAC_SCHEMA
 
 _CHILD_TABLES: dict[str, tuple[str, ...]] = {
     "coalition_utilities": ("position", "coalition", "objective", "utility"),
@@ -228,12 +234,16 @@ def find_run(path: str | Path, scenario_sha256: str, period: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-def record_run(path: str | Path, inputs: ScenarioInputs, run: PeriodRun, *, now: datetime | None = None) -> RecordResult:
+def record_run(
+    path: str | Path, inputs: ScenarioInputs, run: PeriodRun, *, now: datetime | None = None, key: bytes | None = None
+) -> RecordResult:
     """Append one period's payout to the ledger in a single transaction; idempotent on (scenario, period).
 
     The run row (`run_row`) and its child rows (`child_rows`) are built first; inside the transaction the
     (scenario hash, period) key is looked up (found: nothing is written, ``added`` False), then ``seq``,
-    ``prev_hash`` and ``record_hash`` are set from the last run and every row is inserted.
+    ``prev_hash`` and ``record_hash`` are set from the last run and every row is inserted. With `key` the
+    run's MAC is stored too (`market.ledger_mac`); a ledger that holds MACs takes a run only with the
+    key that made them (`market.ledger_mac.LedgerKeyError` otherwise, nothing written).
     """
     row = run_row(inputs, run, now=now)
     children = child_rows(inputs, run)
@@ -247,6 +257,7 @@ def record_run(path: str | Path, inputs: ScenarioInputs, run: PeriodRun, *, now:
             if existing is not None:
                 con.rollback()
                 return RecordResult(str(existing[0]), False, int(existing[1]))
+            check_writer_key(con, key, path)
             last = con.execute("SELECT seq, record_hash FROM runs ORDER BY seq DESC LIMIT 1").fetchone()
             row["seq"] = 1 if last is None else int(last[0]) + 1
             row["prev_hash"] = GENESIS_HASH if last is None else str(last[1])
@@ -257,6 +268,8 @@ def record_run(path: str | Path, inputs: ScenarioInputs, run: PeriodRun, *, now:
                 [row[c] for c in RUN_COLUMNS],
             )
             _insert_children(con, row["run_id"], children)
+            if key is not None:
+                insert_mac(con, row["run_id"], row["record_hash"], key)
             con.commit()
         except BaseException:
             con.rollback()
@@ -490,12 +503,28 @@ def export_rows(path: str | Path) -> list[dict[str, Any]]:
 # verification
 
 
+@dataclass(frozen=True)
+class ChainLink:
+    """One run as `verify` found it: its stored ``seq``, ``run_id`` and ``record_hash``; ``intact``: its
+    record hash recomputes from its rows, its ``prev_hash`` is the previous run's hash and its seq is its
+    position (1, 2, …)."""
+
+    seq: int
+    run_id: str
+    record_hash: str
+    intact: bool
+
+
 @dataclass
 class VerifyReport:
-    """What `verify` found: the number of runs checked and every broken invariant (empty: all good)."""
+    """What `verify` found: the number of runs checked, every broken invariant (empty: all good), the
+    chain run by run and the stored MACs, ``run_id → mac`` (what receipts and the key are checked
+    against: `market.receipts`)."""
 
     n_runs: int = 0
     problems: list[str] = field(default_factory=list)
+    chain: list[ChainLink] = field(default_factory=list)
+    macs: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -517,6 +546,7 @@ def verify(path: str | Path) -> VerifyReport:
             for r in con.execute(f"SELECT {', '.join(RUN_COLUMNS)} FROM runs ORDER BY seq").fetchall()
         ]
         report.n_runs = len(runs)
+        report.macs = read_macs(con)
         children: dict[str, dict[str, list[tuple[Any, ...]]]] = {r["run_id"]: {t: [] for t in _CHILD_TABLES} for r in runs}
         for table, columns in _CHILD_TABLES.items():
             for rec in con.execute(f"SELECT run_id, {', '.join(columns)} FROM {table} ORDER BY run_id, position").fetchall():
@@ -530,6 +560,7 @@ def verify(path: str | Path) -> VerifyReport:
     for expected_seq, run in enumerate(runs, start=1):
         rid = run["run_id"]
         where = f"run {rid} (seq {run['seq']}, period {run['period']!r})"
+        before = len(report.problems)
         if run["seq"] != expected_seq:
             report.problems.append(f"{where}: seq should be {expected_seq} (a run is missing)")
         key = (run["scenario_sha256"], run["period"])
@@ -554,5 +585,6 @@ def verify(path: str | Path) -> VerifyReport:
             report.problems.append(f"{where}: shares do not sum to 1")
         if record_hash(run, children[rid]) != run["record_hash"]:
             report.problems.append(f"{where}: record_hash does not match the stored rows (edited?)")
+        report.chain.append(ChainLink(int(run["seq"]), rid, str(run["record_hash"]), len(report.problems) == before))
         prev = run["record_hash"]
     return report

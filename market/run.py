@@ -10,7 +10,8 @@
 3. payouts: every period of the schedule (or ``period``): the rule's values, the pool split into minor
    units, the stability verdict (`market.rules.run_period`);
 4. ledger: each period appended to the DuckDB ledger, idempotent on scenario hash + period
-   (`market.ledger.record_run`);
+   (`market.ledger.record_run`; with a key, each run's MAC too), and the receipt of the run's periods
+   written to ``OUT/receipt.json`` (`market.receipts`);
 5. export: the ledger's payout rows as CSV (formula-escaped) and Parquet (`market.export.export_ledger`);
 6. values: ``values.json``, member and source Shapley values per objective with standard errors
    (`plane_values`) and the payouts (`write_values`);
@@ -34,6 +35,7 @@ from market.export import export_ledger
 from market.ledger import RecordResult, record_run
 from market.money import format_minor
 from market.plots import plane_objectives, points_from_result, write_value_plane
+from market.receipts import Receipt, check_key, save_receipt
 from market.rules import PeriodRun, RuleContext, run_period, shapley_result
 from market.scenario.inputs import ScenarioInputs, load_inputs
 from market.scenario.schema import LoadedScenario, Scenario, load_scenario
@@ -48,6 +50,7 @@ CSV_NAME = "payouts.csv"
 PARQUET_NAME = "payouts.parquet"
 VALUES_NAME = "values.json"
 PLOT_NAME = "value_plane.png"
+RECEIPT_NAME = "receipt.json"
 VALUES_FORMAT = "payoutsim-run-values/1"
 
 
@@ -59,6 +62,7 @@ class RunOutputs:
         out_dir, ledger, csv, parquet, values, plot: where the outputs are (``plot`` None: not drawn).
         periods: one `market.rules.PeriodRun` per paid period.
         records: the ledger's `RecordResult` per period (``added`` False: already recorded).
+        receipt, receipt_file: the receipt of those runs (`market.receipts.Receipt`) and where it was written.
         adapters_trained, adapters_reused: source names (empty without a valuation config).
         logprobs_computed, logprobs_cached: log-prob tables computed vs read from the cache.
         valuation_dir: the valuation run directory, or None.
@@ -73,6 +77,8 @@ class RunOutputs:
     plot: Path | None
     periods: list[PeriodRun] = field(default_factory=list)
     records: list[RecordResult] = field(default_factory=list)
+    receipt: Receipt | None = None
+    receipt_file: Path | None = None
     adapters_trained: list[str] = field(default_factory=list)
     adapters_reused: list[str] = field(default_factory=list)
     logprobs_computed: int = 0
@@ -118,11 +124,18 @@ def run_scenario(
     period: str | None = None,
     retrain: bool = False,
     progress: bool = True,
+    key: bytes | None = None,
+    receipt: str | Path | None = None,
 ) -> RunOutputs:
     """Run every stage of the module docstring and return where everything is (see `RunOutputs`).
 
+    `key`: the ledger's MAC key (`market.ledger_mac`); `receipt`: where the receipt goes (default
+    ``OUT/receipt.json``).
+
     Raises:
-        InputError: a bad scenario, valuation config, data or period (nothing is recorded then).
+        InputError: a bad scenario, valuation config, data or period (nothing is recorded then); a key that
+            is not the one of the ledger's MACs (before any work); no key for a ledger that holds MACs (when
+            a new run would be recorded: the valuation is cached, re-run with the key).
         LedgerBusyError: another process writes the ledger.
     """
     with RunProgress(STAGES, enabled=progress) as display:
@@ -130,6 +143,7 @@ def run_scenario(
         loaded = load_scenario(scenario)
         periods = scenario_periods(loaded.scenario, period)
         outputs = planned_outputs(loaded.scenario, out, ledger)
+        check_key(outputs.ledger, key)
         display.advance()
 
         inputs = valued_inputs(loaded, display, retrain=retrain)
@@ -145,7 +159,10 @@ def run_scenario(
 
         display.step(3, f"ledger: {outputs.ledger}")
         for run in outputs.periods:
-            outputs.records.append(record_run(outputs.ledger, inputs, run))
+            outputs.records.append(record_run(outputs.ledger, inputs, run, key=key))
+        outputs.receipt, outputs.receipt_file = save_receipt(
+            outputs.ledger, [r.run_id for r in outputs.records], outputs.out_dir / RECEIPT_NAME if receipt is None else receipt
+        )
         display.advance()
 
         display.step(4, "export: CSV + Parquet")
@@ -209,18 +226,21 @@ class PaidPeriod:
 
 
 def pay_scenario(
-    scenario: str | Path, *, period: str | None = None, ledger: str | Path | None = None
+    scenario: str | Path, *, period: str | None = None, ledger: str | Path | None = None, key: bytes | None = None
 ) -> Iterator[PaidPeriod]:
     """Pay out `period` (default: every period of the schedule) of a scenario and append each period to
-    `ledger` (None: record nothing). A generator: each period is yielded as soon as it is paid and
-    recorded, before the next one is computed (a failing period leaves the earlier ones recorded)."""
+    `ledger` (None: record nothing; `key`: the ledger's MAC key, checked against its MACs before any
+    work). A generator: each period is yielded as soon as it is paid and recorded, before the next one
+    is computed (a failing period leaves the earlier ones recorded)."""
+    if ledger is not None:
+        check_key(ledger, key)
     inputs = load_inputs(load_scenario(scenario))
     sc = inputs.scenario
     periods = scenario_periods(sc, period)
     ctx = RuleContext.from_inputs(inputs)
     for p in periods:
         run = run_period(inputs, p, ctx)
-        record = None if ledger is None else record_run(ledger, inputs, run)
+        record = None if ledger is None else record_run(ledger, inputs, run, key=key)
         yield PaidPeriod(sc, run, record)
 
 

@@ -14,6 +14,15 @@ import typer
 DEFAULT_LEDGER_PATH = Path("runs") / "ledger.duckdb"  # = market.ledger.DEFAULT_LEDGER, without importing it
 
 LedgerOpt = Annotated[Path, typer.Option("--ledger", help="The ledger file (DuckDB); created on first use.")]
+KeyFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--key-file",
+        help="A file holding the ledger's MAC key (at least 16 bytes; trailing newlines ignored). Default: the "
+        "environment variable PAYOUTSIM_LEDGER_KEY; neither: no MAC. The key is never stored in the ledger.",
+        show_default=False,
+    ),
+]
 ScenarioArg = Annotated[
     Path, typer.Argument(help="The scenario TOML (a pooling agreement; see market/scenario/schema.py).", show_default=False)
 ]

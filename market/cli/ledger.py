@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from market.cli.common import DEFAULT_LEDGER_PATH, LedgerOpt
+from market.cli.common import DEFAULT_LEDGER_PATH, KeyFileOpt, LedgerOpt
 from valuation.errors import InputError
 
 app = typer.Typer()  # this module's commands; the root app (market.cli) composes the layers' apps
@@ -58,18 +58,50 @@ def ledger_export_cmd(
 
 
 @ledger_app.command("verify")
-def ledger_verify_cmd(ledger: LedgerOpt = DEFAULT_LEDGER_PATH) -> None:
-    """Re-check the ledger's invariants: payout sums, hashes and their chain, no orphan rows.
+def ledger_verify_cmd(
+    ledger: LedgerOpt = DEFAULT_LEDGER_PATH,
+    receipt: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--receipt",
+            help="A receipt a member kept (repeatable): its runs and head must still be in the ledger with the "
+            "same record hashes, and the chain from the first run to them must recompute.",
+            show_default=False,
+        ),
+    ] = None,
+    head: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--head",
+            help="A record hash (64 hex digits; repeatable) that must still be the hash of some run, with the "
+            "chain up to it intact.",
+            show_default=False,
+        ),
+    ] = None,
+    key_file: KeyFileOpt = None,
+) -> None:
+    """Re-check the ledger's invariants: payout sums, hashes and their chain, no orphan rows; then the
+    receipts and head hashes given, and every run's MAC when the key is given.
 
-    Exit code 0 when everything holds, 1 when a problem is found (each one is listed).
+    The chain alone shows only that the file is self-consistent: whoever can write it can rewrite history
+    and recompute every hash. A receipt or head hash detects any change to the runs up to it (and their
+    deletion); the MAC detects changes by anyone without the key (not the deletion of the latest runs).
+
+    Exit code 0 when everything holds, 1 when a problem is found (each one is listed), 2 for a bad receipt,
+    head hash or key.
     """
-    from market.ledger import verify  # deferred: --help speed (module docstring)
+    from market.ledger_mac import ledger_key  # deferred: --help speed (module docstring)
+    from market.receipts import check_ledger, load_receipt, parse_hash
 
-    report = verify(ledger)
-    if report.ok:
-        typer.echo(f"ok: {report.n_runs} run(s) verified in {ledger}")
+    receipts = [load_receipt(p) for p in receipt or []]
+    heads = [parse_hash(h) for h in head or []]
+    check = check_ledger(ledger, receipts=receipts, heads=heads, key=ledger_key(key_file))
+    for note in check.notes:
+        typer.echo(note)
+    if check.ok:
+        typer.echo(f"ok: {check.report.n_runs} run(s) verified in {ledger}")
         return
-    for problem in report.problems:
+    for problem in check.problems:
         typer.echo(f"problem: {problem}", err=True)
-    typer.echo(f"FAILED: {len(report.problems)} problem(s) in {report.n_runs} run(s) of {ledger}", err=True)
+    typer.echo(f"FAILED: {len(check.problems)} problem(s) in {check.report.n_runs} run(s) of {ledger}", err=True)
     raise typer.Exit(1)

@@ -8,11 +8,13 @@ of 0.23 s; user + system CPU time, the minimum of 9 runs, measured with everythi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from market.cli.common import DEFAULT_LEDGER_PATH, LedgerOpt, ScenarioArg, warn
+from market.cli.common import DEFAULT_LEDGER_PATH, KeyFileOpt, LedgerOpt, ScenarioArg, warn
+from valuation.errors import InputError
 
 app = typer.Typer()  # this module's commands; the root app (market.cli) composes the layers' apps
 
@@ -26,19 +28,37 @@ def payout_cmd(
     ] = None,
     ledger: LedgerOpt = DEFAULT_LEDGER_PATH,
     no_ledger: Annotated[bool, typer.Option("--no-ledger", help="Compute and print only; write nothing.")] = False,
+    receipt: Annotated[
+        Path | None,
+        typer.Option(
+            "--receipt",
+            help="Write the receipt (run ids, seqs, record hashes, the ledger's head hash) here. Default: "
+            "receipts/<ledger name>-seq<head seq>.json in the ledger's folder.",
+            show_default=False,
+        ),
+    ] = None,
+    key_file: KeyFileOpt = None,
 ) -> None:
     """Split the pool of a scenario among its members, check the agreement's stability, record it.
 
     Prints the payout table (member, value, share, amount) and the stability verdict for each period,
-    then appends the run to the ledger (re-running the same scenario and period adds nothing).
+    then appends the run to the ledger (re-running the same scenario and period adds nothing) and prints
+    and writes a receipt: members keep it and check the ledger against it with `payoutsim ledger verify
+    --receipt`. With a key (--key-file or PAYOUTSIM_LEDGER_KEY) each new run also carries a keyed MAC.
     """
     from market.cli.tables import payout_table  # deferred: --help speed (module docstring)
     from market.console import wide_console
+    from market.ledger_mac import ledger_key
     from market.money import format_minor
+    from market.receipts import receipt_lines, save_receipt
     from market.run import pay_scenario
 
+    if no_ledger and receipt is not None:
+        raise InputError("--receipt needs a ledger: drop --no-ledger", field="--receipt")
     out = wide_console()
-    for paid in pay_scenario(scenario, period=period, ledger=None if no_ledger else ledger):
+    key = None if no_ledger else ledger_key(key_file)
+    run_ids: list[str] = []
+    for paid in pay_scenario(scenario, period=period, ledger=None if no_ledger else ledger, key=key):
         run, record, p = paid.run, paid.record, paid.run.period
         pay = run.payout
         cur = paid.scenario.market.currency
@@ -50,6 +70,7 @@ def payout_cmd(
             warn(f"period {p}: {w}")
         if record is None:
             continue
+        run_ids.append(record.run_id)
         if record.added:
             out.print(f"ledger: recorded run {record.run_id} (seq {record.seq}) in {ledger}", markup=False)
         else:
@@ -58,3 +79,7 @@ def payout_cmd(
                 "nothing added",
                 markup=False,
             )
+    if run_ids:
+        issued, path = save_receipt(ledger, run_ids, receipt)
+        for line in receipt_lines(issued, path, keyed=key is not None):
+            out.print(line, markup=False, soft_wrap=True)

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from market.cli.common import KeyFileOpt
+
 if TYPE_CHECKING:
     from market.run import RunOutputs
 
@@ -56,24 +58,42 @@ def run_cmd(
         ),
     ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress display on stderr.")] = True,
+    receipt: Annotated[
+        Path | None,
+        typer.Option(
+            "--receipt",
+            help="Write the receipt (run ids, seqs, record hashes, the ledger's head hash) here; default "
+            "OUT/receipt.json.",
+            show_default=False,
+        ),
+    ] = None,
+    key_file: KeyFileOpt = None,
 ) -> None:
     """Run a scenario end to end: valuation → payouts → ledger → CSV/Parquet → values JSON → PNG plot.
 
     The valuation is resumable (adapters that are up to date are not retrained; log-probs are cached) and the ledger is idempotent, so running the same scenario again changes nothing and says so.
 
-    Ends with the payout table, where the outputs are and the command that opens the dashboard.
+    Ends with the payout table, the receipt (members keep it: `payoutsim ledger verify --receipt` checks the
+    ledger against it), where the outputs are and the command that opens the dashboard. With a key
+    (--key-file or PAYOUTSIM_LEDGER_KEY) each new run also carries a keyed MAC.
     """
-    from market.run import run_scenario  # deferred: --help speed (module docstring)
+    from market.ledger_mac import ledger_key  # deferred: --help speed (module docstring)
+    from market.run import run_scenario
 
-    outputs = run_scenario(scenario, ledger=ledger, out=out, period=period, retrain=retrain, progress=progress)
-    print_summary(outputs)
+    key = ledger_key(key_file)
+    outputs = run_scenario(
+        scenario, ledger=ledger, out=out, period=period, retrain=retrain, progress=progress, key=key, receipt=receipt
+    )
+    print_summary(outputs, keyed=key is not None)
 
 
-def print_summary(outputs: RunOutputs) -> None:
-    """The payout table per period, what was reused, where the outputs are, and the dashboard command."""
+def print_summary(outputs: RunOutputs, *, keyed: bool = False) -> None:
+    """The payout table per period, the receipt, what was reused, where the outputs are, and the dashboard
+    command (`keyed`: the runs were recorded with a MAC key)."""
     from market.cli.tables import payout_table  # deferred: --help speed (module docstring)
     from market.console import wide_console
     from market.money import format_minor
+    from market.receipts import receipt_lines
 
     out = wide_console()
     for run, record in zip(outputs.periods, outputs.records, strict=True):
@@ -92,6 +112,9 @@ def print_summary(outputs: RunOutputs) -> None:
         state = "recorded" if record.added else "already recorded (nothing added)"
         out.print(f"ledger: run {record.run_id} (seq {record.seq}) {state}", markup=False)
         out.print("")
+    if outputs.receipt is not None and outputs.receipt_file is not None:
+        for line in receipt_lines(outputs.receipt, outputs.receipt_file, keyed=keyed):
+            out.print(line, markup=False, soft_wrap=True)
 
     if outputs.valuation_dir is not None:
         trained, reused = outputs.adapters_trained, outputs.adapters_reused
@@ -107,6 +130,7 @@ def print_summary(outputs: RunOutputs) -> None:
     out.print("outputs:", markup=False)
     rows = [
         ("ledger", outputs.ledger),
+        ("receipt", outputs.receipt_file),
         ("payouts CSV", outputs.csv),
         ("payouts Parquet", outputs.parquet),
         ("values JSON", outputs.values),

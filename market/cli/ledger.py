@@ -13,6 +13,7 @@ import typer
 
 from market.cli.common import DEFAULT_LEDGER_PATH, LedgerOpt
 from valuation.errors import InputError
+from valuation.text import printable
 
 app = typer.Typer()  # this module's commands; the root app (market.cli) composes the layers' apps
 ledger_app = typer.Typer(help="The append-only payout ledger (DuckDB): show, export, verify.", no_args_is_help=True)
@@ -43,7 +44,11 @@ def ledger_show_cmd(
 def ledger_export_cmd(
     ledger: LedgerOpt = DEFAULT_LEDGER_PATH,
     csv: Annotated[
-        Path | None, typer.Option("--csv", help="Write the payout rows as CSV here (formula-escaped).")
+        Path | None, typer.Option(
+            "--csv",
+            help="Write the payout rows as CSV here (formula-escaped: a text cell starting with = + - @ tab CR "
+            "or ' gets a leading '; drop one leading ' to read it back).",
+        )
     ] = None,
     parquet: Annotated[Path | None, typer.Option("--parquet", help="Write the payout rows as Parquet here.")] = None,
 ) -> None:
@@ -54,7 +59,7 @@ def ledger_export_cmd(
         raise InputError("give --csv PATH and/or --parquet PATH", field="--csv")
     n = export_ledger(ledger, csv=csv, parquet=parquet)
     written = " and ".join(str(p) for p in (csv, parquet) if p is not None)
-    typer.echo(f"exported {n} payout row(s) to {written}")
+    typer.echo(printable(f"exported {n} payout row(s) to {written}"))
 
 
 @ledger_app.command("verify")
@@ -67,9 +72,9 @@ def ledger_verify_cmd(ledger: LedgerOpt = DEFAULT_LEDGER_PATH) -> None:
 
     report = verify(ledger)
     if report.ok:
-        typer.echo(f"ok: {report.n_runs} run(s) verified in {ledger}")
+        typer.echo(printable(f"ok: {report.n_runs} run(s) verified in {ledger}"))
         return
     for problem in report.problems:
-        typer.echo(f"problem: {problem}", err=True)
-    typer.echo(f"FAILED: {len(report.problems)} problem(s) in {report.n_runs} run(s) of {ledger}", err=True)
+        typer.echo(printable(f"problem: {problem}"), err=True)
+    typer.echo(printable(f"FAILED: {len(report.problems)} problem(s) in {report.n_runs} run(s) of {ledger}"), err=True)
     raise typer.Exit(1)

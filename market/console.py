@@ -24,15 +24,19 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from valuation.terminal import safe_console
+from valuation.text import printable
+
 WIDE_COLUMNS = 160
 
 
 def wide_console(stderr: bool = False) -> Console:
-    """A rich console on stdout (or stderr); when it is not a terminal (pipes, files, tests) it is
+    """A rich console on stdout (or stderr) that prints user text literally, with control characters
+    escaped (`valuation.terminal.safe_console`); when it is not a terminal (pipes, files, tests) it is
     `WIDE_COLUMNS` wide, so tables are not squeezed into 80 columns."""
-    console = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    console = safe_console(stderr=stderr)
     if not console.is_terminal:
-        console = Console(stderr=stderr, highlight=False, soft_wrap=False, width=WIDE_COLUMNS)
+        console = safe_console(stderr=stderr, width=WIDE_COLUMNS)
     return console
 
 
@@ -49,7 +53,7 @@ class RunProgress:
         self.n_stages = len(stages)
         self.bars = Progress(
             SpinnerColumn(),
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -71,8 +75,8 @@ class RunProgress:
         self.bars.__exit__(exc_type, exc, tb)
 
     def label(self, i: int, text: str) -> str:
-        """``[i+1/n] text`` (i is 0-based; clamped to n)."""
-        return f"[{min(i + 1, self.n_stages)}/{self.n_stages}] {text}"
+        """``[i+1/n] text`` (i is 0-based; clamped to n; control characters of `text` escaped)."""
+        return f"[{min(i + 1, self.n_stages)}/{self.n_stages}] {printable(text)}"
 
     def step(self, i: int, text: str) -> None:
         """Show that stage `i` (0-based) is under way, doing `text`."""

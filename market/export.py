@@ -8,9 +8,11 @@ currency``. ``amount`` is a decimal string with exactly the currency's minor dig
 **Formula injection (CSV only).** Spreadsheets evaluate a cell that starts with ``=``, ``+``, ``-``,
 ``@``, a tab or a carriage return as a formula (``=HYPERLINK(...)``, ``@SUM(...)``, DDE payloads). Every
 *text* cell of the CSV that starts with one of those characters is written with a leading single quote
-(``'=HYPERLINK("x")``), which spreadsheets display as inert text; numeric columns and the numeric
-``amount`` string are never altered, so they stay numbers. Parquet is typed and is not evaluated by
-spreadsheets: its text cells are written verbatim.
+(``'=HYPERLINK("x")``), which spreadsheets display as inert text. So that the escaping is reversible, a
+text cell that already starts with a single quote gets one more (member ``'=1+2`` is written ``''=1+2``,
+member ``=1+2`` is written ``'=1+2``): to read a text cell back, drop one leading quote if there is one
+(`unescape_cell`). Numeric columns and the numeric ``amount`` string are never altered, so they stay
+numbers. Parquet is typed and is not evaluated by spreadsheets: its text cells are written verbatim.
 
 Both writers write to a temporary file in the destination folder and `os.replace` it into place, so
 the destination is either the old file or the complete new one, never half-written.
@@ -29,12 +31,19 @@ from market.ledger import EXPORT_COLUMNS, export_rows
 from valuation.files import atomic_path
 
 FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
+ESCAPE = "'"
 NUMERIC_TEXT_COLUMNS = frozenset({"amount"})  # decimal strings we produce: numbers, not text
 
 
 def escape_cell(text: str) -> str:
-    """`text` with a leading ``'`` if it starts with a formula character (``= + - @`` tab CR)."""
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+    """`text` with a leading ``'`` if it starts with a formula character (``= + - @`` tab CR) or with ``'``
+    itself, so that distinct cells stay distinct and `unescape_cell` gives `text` back."""
+    return ESCAPE + text if text.startswith((*FORMULA_PREFIXES, ESCAPE)) else text
+
+
+def unescape_cell(text: str) -> str:
+    """The cell `escape_cell` was given: `text` without one leading ``'`` (unchanged without one)."""
+    return text.removeprefix(ESCAPE)
 
 
 def _frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Any:

@@ -17,19 +17,24 @@ among equal remainders are broken deterministically by the caller-given keys (as
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 
 from market.currencies import minor_units
 from valuation.errors import InputError
+from valuation.text import NUMBER_RULE, plain_number
 
 
 def parse_decimal(value: object, *, file: str | None = None, field: str | None = None) -> Decimal:
     """Parse a money-like value into a finite Decimal.
 
-    Accepts a decimal string ("100000.00"), an int, a Decimal, or a float — a float is read through its
-    shortest repr (`str(0.1) == "0.1"`), never through its binary expansion. Booleans and non-finite
-    values are rejected with an `InputError` naming `field`.
+    Accepts a decimal string, an int, a Decimal, or a float — a float is read through its shortest repr
+    (`str(0.1) == "0.1"`), never through its binary expansion. A string must be a plain ASCII decimal:
+    optional sign, ASCII digits, optional fraction, blanks around it ignored ("100000.00", "-0.5", ".25");
+    no exponent, no digit separators ("1_000"), no non-ASCII digits ("０.６５"), no "NaN"
+    (`valuation.text.plain_number`). An int, Decimal or float comes already parsed (from TOML, whose own
+    number grammar applies). Booleans, other strings and non-finite values are rejected with an
+    `InputError` naming `field`.
     """
     if isinstance(value, bool):
         raise InputError(f"expected a decimal number, got {value!r}", file=file, field=field)
@@ -40,10 +45,10 @@ def parse_decimal(value: object, *, file: str | None = None, field: str | None =
     elif isinstance(value, float):
         result = Decimal(repr(value))
     elif isinstance(value, str):
-        try:
-            result = Decimal(value.strip().replace("_", ""))
-        except InvalidOperation:
-            raise InputError(f"expected a decimal number, got {value!r}", file=file, field=field) from None
+        text = plain_number(value, exponent=False)
+        if text is None:
+            raise InputError(f"expected {NUMBER_RULE}, got {value!r}", file=file, field=field)
+        result = Decimal(text)
     else:
         raise InputError(f"expected a decimal number, got {value!r}", file=file, field=field)
     if not result.is_finite():

@@ -4,12 +4,16 @@
 it into a one-line message on stderr and exit code 2. The message names the file, the row/line and the
 field whenever they are known, e.g. ``pairs.jsonl: line 7: field 'chosen': empty response``. Positions
 are counted from 1 everywhere a person reads them (rows, lines, list items in a field path: `field_path`).
+A message is one terminal-safe line: control characters of the input it echoes (a file name, a cell) are
+written as escapes (``\\x1b``; `valuation.text.printable`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+
+from valuation.text import printable
 
 
 class PayoutsimError(Exception):
@@ -50,7 +54,7 @@ class InputError(PayoutsimError):
         if self.field:
             parts.append(f"field '{self.field}'")
         parts.append(self.message)
-        return ": ".join(parts)
+        return printable(": ".join(parts))
 
 
 def field_path(loc: Sequence[int | str]) -> str:

@@ -7,6 +7,9 @@ is removed and the destination is untouched.
 
 Every content hash goes through `sha256_file` (a file's bytes) or `sha256_json` (the canonical JSON of a
 value: sorted keys, compact separators, UTF-8), so a hash computed in one place matches one computed in another.
+
+Every input file that must be a file goes through `require_file` (a folder is named a folder, not "not
+found"); every TOML file's bytes go through `toml_text` (a byte-order mark is named as such).
 """
 
 from __future__ import annotations
@@ -19,6 +22,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from valuation.errors import InputError
+
+UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 def umask_mode(mode: int = 0o666) -> int:
@@ -75,3 +83,45 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def require_file(
+    path: str | Path,
+    *,
+    missing: str = "file not found",
+    file: str | Path | None = None,
+    field: str | None = None,
+) -> Path:
+    """`path` when it names a regular file (or a link to one); otherwise `InputError`, exit 2.
+
+    The message says what is there instead: `missing` when nothing is, ``is a directory, not a file`` for a
+    folder, ``is not a regular file`` for a device, pipe or socket. Without `file` the error names `path`
+    as its file (``dir.csv: is a directory, not a file``). With `file` (the file that refers to `path`, e.g.
+    a scenario) it names `file` and `field` and puts `path` in the message (``scenario.toml: field
+    'valuation.utilities': /x/tables is a directory, not a file``); `missing` is then the whole message.
+    """
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        problem = "is a directory, not a file"
+    elif p.exists():
+        problem = "is not a regular file (a device, a pipe or a socket)"
+    else:
+        raise InputError(missing, file=p if file is None else file, field=field)
+    if file is None:
+        raise InputError(problem, file=p, field=field)
+    raise InputError(f"{p} {problem}", file=file, field=field)
+
+
+def toml_text(raw: bytes, *, file: str | Path) -> str:
+    """The text of a TOML file's bytes: UTF-8 without a byte-order mark, else `InputError` naming `file`
+    (a BOM is named as such: tomllib would only say "invalid statement" at line 1, column 1)."""
+    if raw.startswith(UTF8_BOM):
+        raise InputError("starts with a byte-order mark (BOM); save it as UTF-8 without BOM", file=file)
+    if raw.startswith(UTF16_BOMS):
+        raise InputError("starts with a UTF-16 byte-order mark (BOM); save it as UTF-8 without BOM", file=file)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"not UTF-8 text (invalid byte at offset {err.start})", file=file) from None

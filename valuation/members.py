@@ -18,11 +18,17 @@ from valuation.errors import InputError, field_path
 from valuation.games.estimators import approximate
 from valuation.games.game import Game, GroupedGame
 from valuation.games.result import ValuationResult
+from valuation.text import name_problem
 
 
 def nonblank_name(value: str) -> str:
-    """A name with surrounding blanks stripped; `ValueError` ("must not be empty") when nothing is left
-    (a pydantic validator's contract, shared by members and other named sections)."""
+    """A name with surrounding spaces stripped; `ValueError` (a pydantic validator's contract, shared by
+    members, their sources and other named sections) when it holds a control character (a tab, a line
+    break, an escape sequence, NUL: rejected, never stripped, so a name never changes silently) or when
+    nothing is left ("must not be empty")."""
+    problem = name_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     if not value.strip():
         raise ValueError("must not be empty")
     return value.strip()
@@ -30,7 +36,7 @@ def nonblank_name(value: str) -> str:
 
 class Member(BaseModel):
     """One data owner and the sources it owns: a non-empty name, at least one source, none listed twice
-    (names and sources are stripped of surrounding blanks)."""
+    (names and sources are stripped of surrounding spaces; a control character in either is an error)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -45,6 +51,10 @@ class Member(BaseModel):
     @field_validator("sources")
     @classmethod
     def _sources(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            problem = name_problem(name)
+            if problem is not None:
+                raise ValueError(f"source name {name!r} {problem}")
         cleaned = tuple(s.strip() for s in value)
         if any(not s for s in cleaned):
             raise ValueError("empty source name")

@@ -1,7 +1,8 @@
 """What the market commands share: option types, the default ledger and warnings on stderr.
 
-Light on purpose: every market command module imports it at module top, so it imports only typer (see
-`market.cli.payout` for the measured cost of importing the market library at module top).
+Light on purpose: every market command module imports it at module top, so it imports only typer and
+`valuation.text` (plain `re`; see `market.cli.payout` for the measured cost of importing the market library
+at module top).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from valuation.text import printable
 
 DEFAULT_LEDGER_PATH = Path("runs") / "ledger.duckdb"  # = market.ledger.DEFAULT_LEDGER, without importing it
 
@@ -24,10 +27,13 @@ KeyFileOpt = Annotated[
     ),
 ]
 ScenarioArg = Annotated[
-    Path, typer.Argument(help="The scenario TOML (a pooling agreement; see market/scenario/schema.py).", show_default=False)
+    Path, typer.Argument(
+        help="The scenario TOML (a pooling agreement, UTF-8 without BOM; see market/scenario/schema.py).",
+        show_default=False,
+    )
 ]
 
 
 def warn(message: str) -> None:
-    """Print ``warning: message`` on stderr."""
-    typer.echo(f"warning: {message}", err=True)
+    """Print ``warning: message`` on stderr (control characters escaped: `valuation.text.printable`)."""
+    typer.echo(f"warning: {printable(message)}", err=True)

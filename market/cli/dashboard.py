@@ -15,6 +15,8 @@ from typing import Annotated
 
 import typer
 
+from valuation.text import printable
+
 app = typer.Typer()  # this module's commands; the root app (market.cli) composes the layers' apps
 
 
@@ -64,7 +66,7 @@ def dashboard_cmd(
     if ledger is not None:
         env[LEDGER_ENV] = str(ledger.expanduser().resolve())
     app_path = dashboard_app_path()
-    typer.echo(f"payoutsim dashboard: http://127.0.0.1:{port} (ledger {env.get(LEDGER_ENV, 'runs/ledger.duckdb')})")
+    typer.echo(printable(f"payoutsim dashboard: http://127.0.0.1:{port} (ledger {env.get(LEDGER_ENV, 'runs/ledger.duckdb')})"))
     cmd = streamlit_command(app_path, port)
     if os.name == "posix":
         # Replace this process with Streamlit, so a signal to `payoutsim dashboard` reaches the server itself

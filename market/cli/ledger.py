@@ -13,6 +13,7 @@ import typer
 
 from market.cli.common import DEFAULT_LEDGER_PATH, KeyFileOpt, LedgerOpt
 from valuation.errors import InputError
+from valuation.text import printable
 
 app = typer.Typer()  # this module's commands; the root app (market.cli) composes the layers' apps
 ledger_app = typer.Typer(help="The append-only payout ledger (DuckDB): show, export, verify.", no_args_is_help=True)
@@ -43,7 +44,11 @@ def ledger_show_cmd(
 def ledger_export_cmd(
     ledger: LedgerOpt = DEFAULT_LEDGER_PATH,
     csv: Annotated[
-        Path | None, typer.Option("--csv", help="Write the payout rows as CSV here (formula-escaped).")
+        Path | None, typer.Option(
+            "--csv",
+            help="Write the payout rows as CSV here (formula-escaped: a text cell starting with = + - @ tab CR "
+            "or ' gets a leading '; drop one leading ' to read it back).",
+        )
     ] = None,
     parquet: Annotated[Path | None, typer.Option("--parquet", help="Write the payout rows as Parquet here.")] = None,
 ) -> None:
@@ -54,7 +59,7 @@ def ledger_export_cmd(
         raise InputError("give --csv PATH and/or --parquet PATH", field="--csv")
     n = export_ledger(ledger, csv=csv, parquet=parquet)
     written = " and ".join(str(p) for p in (csv, parquet) if p is not None)
-    typer.echo(f"exported {n} payout row(s) to {written}")
+    typer.echo(printable(f"exported {n} payout row(s) to {written}"))
 
 
 @ledger_app.command("verify")
@@ -97,11 +102,11 @@ def ledger_verify_cmd(
     heads = [parse_hash(h) for h in head or []]
     check = check_ledger(ledger, receipts=receipts, heads=heads, key=ledger_key(key_file))
     for note in check.notes:
-        typer.echo(note)
+        typer.echo(printable(note))
     if check.ok:
-        typer.echo(f"ok: {check.report.n_runs} run(s) verified in {ledger}")
+        typer.echo(printable(f"ok: {check.report.n_runs} run(s) verified in {ledger}"))
         return
     for problem in check.problems:
-        typer.echo(f"problem: {problem}", err=True)
-    typer.echo(f"FAILED: {len(check.problems)} problem(s) in {check.report.n_runs} run(s) of {ledger}", err=True)
+        typer.echo(printable(f"problem: {problem}"), err=True)
+    typer.echo(printable(f"FAILED: {len(check.problems)} problem(s) in {check.report.n_runs} run(s) of {ledger}"), err=True)
     raise typer.Exit(1)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from market.robust import pair_text
 from market.scenario.schema import LoadedScenario, Scenario
 from valuation.errors import InputError
+from valuation.files import require_file
 from valuation.games.game import TableGame
 from valuation.members import check_sources_known
 from valuation.sources import load_preferences
@@ -133,11 +134,12 @@ def load_inputs(
 def read_coalition_table(loaded: LoadedScenario) -> tuple[TableGame, dict[str, str], str]:
     """``[valuation] utilities``: the game, ``{"utilities": sha256 of the file}`` and the file's name."""
     assert loaded.scenario.valuation.utilities is not None
-    table_path = loaded.resolve(loaded.scenario.valuation.utilities)
-    if not table_path.is_file():
-        raise InputError(
-            f"coalition table not found: {table_path}", file=str(loaded.path), field="valuation.utilities"
-        )
+    table_path = require_file(
+        loaded.resolve(loaded.scenario.valuation.utilities),
+        missing=f"coalition table not found: {loaded.resolve(loaded.scenario.valuation.utilities)}",
+        file=str(loaded.path),
+        field="valuation.utilities",
+    )
     return TableGame.from_file(table_path), {"utilities": _file_sha256(table_path)}, table_path.name
 
 

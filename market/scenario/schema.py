@@ -3,7 +3,9 @@
 A scenario names the members and the data sources each owns, the revenue per period, the currency, the
 platform fee, the payout rule, the objective weights, the negative-value policy and where the valuation
 comes from. Every key below is checked; a bad scenario raises `InputError` naming the file and the
-field (list positions are 1-based: ``members[2].sources`` is the second ``[[members]]`` table).
+field (list positions are 1-based: ``members[2].sources`` is the second ``[[members]]`` table). The file
+is UTF-8 without a byte-order mark; names (scenario, members, sources, periods) hold no control
+characters (`valuation.text`); decimal strings are plain ASCII decimals (`market.money.parse_decimal`).
 
 This module is the format: the pydantic model and `load_scenario` (TOML file → validated `Scenario`).
 The files a scenario references (coalition table, data) are read and cross-checked by
@@ -14,7 +16,8 @@ The files a scenario references (coalition table, data) are read and cross-check
 [market]
 name = "demo"
 currency = "EUR"          # ISO 4217; minor units from the currency (JPY 0, EUR 2, KWD 3)
-revenue = "100000.00"     # per period; decimal string or number (read as Decimal, never a binary float)
+revenue = "100000.00"     # per period; decimal string or number (read as Decimal, never a binary float);
+                          # a string is a plain ASCII decimal: no exponent, no "1_000", no "１"
 platform_fee = 0.10       # fraction in [0, 1) kept by the platform (rounded half-even to a minor unit)
 rule = "shapley"          # shapley | banzhaf | loo | least_core | proportional | equal | robust_shapley
 negative = "clip"         # clip | shift | error   (see market.rules)
@@ -74,6 +77,7 @@ from market.currencies import MINOR_UNITS
 from market.money import parse_decimal, to_minor
 from valuation import members
 from valuation.errors import InputError, field_path
+from valuation.files import require_file, toml_text
 from valuation.members import member_groups, nonblank_name
 
 RULES: tuple[str, ...] = (
@@ -196,7 +200,7 @@ class Period(_Strict):
             value = str(value)
         if not isinstance(value, str) or not value.strip():
             raise ValueError("must be a non-empty string")
-        return value.strip()
+        return nonblank_name(value)
 
     @field_validator("revenue", mode="before")
     @classmethod
@@ -413,17 +417,13 @@ def load_scenario(path: str | Path) -> LoadedScenario:
     """Read and validate a scenario TOML file.
 
     Floats in the TOML are parsed as `Decimal` (money never passes through a binary float). Raises
-    `InputError(file=path, field=...)` for unreadable TOML, unknown keys, wrong types and every rule in
-    the module docstring.
+    `InputError(file=path, field=...)` for a missing file or a folder, a byte-order mark, text that is not
+    UTF-8, unreadable TOML, unknown keys, wrong types and every rule in the module docstring.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("scenario file not found", file=path)
+    path = require_file(path, missing="scenario file not found")
     raw = path.read_bytes()
     try:
-        data = tomllib.loads(raw.decode("utf-8"), parse_float=Decimal)
-    except UnicodeDecodeError:
-        raise InputError("not UTF-8 text", file=path) from None
+        data = tomllib.loads(toml_text(raw, file=path), parse_float=Decimal)
     except tomllib.TOMLDecodeError as err:
         raise InputError(f"invalid TOML: {err}", file=path) from None
     scenario = parse_scenario(data, file=str(path))

@@ -21,7 +21,7 @@ from typing import Any
 from market.robust import pair_text
 from market.scenario.schema import LoadedScenario
 from valuation.errors import InputError
-from valuation.files import sha256_file, sha256_json
+from valuation.files import require_file, sha256_file, sha256_json
 from valuation.games.game import TableGame
 from valuation.members import check_sources_known
 from valuation.pipeline.config import ValuationConfig, load_valuation_config, parse_valuation_config
@@ -65,11 +65,12 @@ def scenario_valuation_config(loaded: LoadedScenario) -> tuple[ValuationConfig, 
     v = loaded.scenario.valuation
     file = str(loaded.path)
     if v.config is not None:
-        path = loaded.resolve(v.config)
-        if not path.is_file():
-            raise InputError(
-                f"the valuation config {path} is not available (no such file)", file=file, field="valuation.config"
-            )
+        path = require_file(
+            loaded.resolve(v.config),
+            missing=f"the valuation config {loaded.resolve(v.config)} is not available (no such file)",
+            file=file,
+            field="valuation.config",
+        )
         return load_valuation_config(path), sha256_file(path)
     if v.pipeline is None:
         raise InputError("no valuation config: set 'config' or [valuation.pipeline]", file=file, field="valuation")

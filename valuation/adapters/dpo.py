@@ -238,7 +238,7 @@ def training_bars(progress: bool, *, time_remaining: bool = True) -> Progress:
     )
 
     columns: list[ProgressColumn] = [
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -293,7 +293,7 @@ def train_adapters(
 
     records: dict[str, AdapterRecord] = {}
     bars = training_bars(progress)
-    note = log or (lambda msg: bars.console.print(msg, highlight=False))  # prints above live bars
+    note = log or (lambda msg: bars.console.print(msg, markup=False, highlight=False))  # prints above live bars
     with bars:
         overall = bars.add_task("adapters", total=len(data))
         for source, pairs in data.items():

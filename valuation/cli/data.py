@@ -10,6 +10,8 @@ import typer
 
 from valuation.cli.synth import synth
 from valuation.sources import FORMATS, inspect_path
+from valuation.terminal import safe_console
+from valuation.text import json_safe, printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -50,24 +52,24 @@ def inspect_cmd(
 
     Exits with code 2 and a message naming the file, line/row and field when the data is invalid.
     """
-    from rich.console import Console
-    from rich.markup import escape
+    from rich.text import Text
 
-    with Console(stderr=True).status(f"Loading {escape(str(path))} …"):
+    with safe_console(stderr=True).status(Text(f"Loading {printable(str(path))} …")):
         report = inspect_path(path, format=format, source_column=source_column, drop_duplicates=drop_duplicates)
     if as_json:
-        typer.echo(json.dumps(report, indent=2, ensure_ascii=False))
+        typer.echo(json_safe(json.dumps(report, indent=2, ensure_ascii=False)))
         return
-    _print_report(report, Console())
+    _print_report(report, safe_console())
 
 
 def _print_report(report: dict, console: Console) -> None:
-    from rich.markup import escape
+    """The report as tables and lines on `console` (a `valuation.terminal.SafeConsole`: the cells and
+    findings, which come from the data, print literally with control characters escaped)."""
     from rich.table import Table
 
     sources = report["sources"]
     show_labels = any(s["labels"] for s in sources)
-    table = Table(title=escape(report["path"]), title_justify="left",
+    table = Table(title=report["path"], title_justify="left",
                   caption="prompt / chosen / rejected: mean length in characters", caption_justify="left")
     table.add_column("source", overflow="fold", min_width=12)
     for name in ("pairs", "text", "chat", "prompt", "chosen", "rejected", "dups"):
@@ -77,12 +79,12 @@ def _print_report(report: dict, console: Console) -> None:
     for s in sources:
         dups = f"{s['duplicates']:,}" + (f" (-{s['dropped_duplicates']:,})" if s["dropped_duplicates"] else "")
         row = [
-            escape(s["source"]), f"{s['pairs']:,}", f"{s['text_prompts']:,}", f"{s['chat_prompts']:,}",
+            s["source"], f"{s['pairs']:,}", f"{s['text_prompts']:,}", f"{s['chat_prompts']:,}",
             f"{s['mean_prompt_chars']:,.0f}", f"{s['mean_chosen_chars']:,.0f}", f"{s['mean_rejected_chars']:,.0f}",
             dups,
         ]
         if show_labels:
-            row.append(escape(", ".join(s["labels"])) or "-")
+            row.append(", ".join(s["labels"]) or "-")
         table.add_row(*row)
     console.print(table)
     formats = sorted(set(report["formats"].values()))
@@ -100,7 +102,7 @@ def _print_report(report: dict, console: Console) -> None:
     console.print(f"{len(findings):,} finding{'s' if len(findings) != 1 else ''}:", highlight=False)
     for finding in findings[:MAX_FINDINGS_SHOWN]:
         where = f" ({', '.join(finding['locations'])})" if finding["locations"] else ""
-        console.print(f"warning: {finding['kind']}: {escape(finding['message'])}{escape(where)}",
+        console.print(f"warning: {finding['kind']}: {finding['message']}{where}",
                       highlight=False, soft_wrap=True)
     if len(findings) > MAX_FINDINGS_SHOWN:
         console.print(f"… and {len(findings) - MAX_FINDINGS_SHOWN:,} more (--json lists them all)", highlight=False)

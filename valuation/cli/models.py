@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from valuation.models import list_prepared_models, prepare_and_describe
+from valuation.terminal import safe_console
+from valuation.text import printable
 
 app = typer.Typer()  # this module's commands; the root app (market.cli) composes the layers' apps
 
@@ -67,9 +69,9 @@ def prepare(
         typer.echo(f"note: --corpus and --seed apply to 'tiny' only; ignored for {spec!r}", err=True)
     model = prepare_and_describe(spec, cache_dir=cache_dir, corpus_dir=corpus, seed=seed, progress=not quiet)
     info = model.info
-    typer.echo(f"model:      {info.name}")
+    typer.echo(printable(f"model:      {info.name}"))
     typer.echo(f"preset:     {info.preset or 'local directory'}")
-    typer.echo(f"path:       {info.path}")
+    typer.echo(printable(f"path:       {info.path}"))
     typer.echo(
         f"size:       {_human_bytes(model.dir_bytes)} "
         f"(weights {_human_bytes(sum(model.weights.values()))} in {', '.join(model.weights)})"
@@ -84,16 +86,15 @@ def list_models(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list instead of a table.")] = False,
 ) -> None:
     """Show the prepared models in the cache (presets and checksummed local directories)."""
-    from rich.console import Console
     from rich.table import Table
 
     listing = list_prepared_models(cache_dir)
     root, rows = listing.root, listing.models
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps(rows, indent=2))  # ASCII: every control character is a \u escape
         return
     if not rows:
-        typer.echo(f"no prepared models in {root} (run `payoutsim models prepare tiny|smollm2|DIR`)")
+        typer.echo(printable(f"no prepared models in {root} (run `payoutsim models prepare tiny|smollm2|DIR`)"))
         return
     table = Table(title=f"prepared models in {root}")
     for column in ("name", "preset", "weights", "parameters", "sha256"):
@@ -108,4 +109,4 @@ def list_models(
             str(row["sha256"])[:16],
             str(row["path"]),
         )
-    Console().print(table)
+    safe_console().print(table)

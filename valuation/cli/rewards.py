@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from valuation.text import printable
+
 app = typer.Typer()  # this module's commands; the root app (market.cli) composes the layers' apps
 
 
@@ -73,7 +75,7 @@ def train(
     if json_out:
         typer.echo(json.dumps(report.manifest, indent=2, sort_keys=True))
         return
-    typer.echo(
+    typer.echo(printable(
         f"held-out accuracy {report.heldout_accuracy:.3f} ({report.n_heldout} pairs; "
         f"train {report.train_accuracy:.3f} on {report.n_train}) -> {out}"
-    )
+    ))

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from valuation.errors import InputError
 from valuation.files import atomic_write_text
+from valuation.terminal import safe_console
 
 if TYPE_CHECKING:  # annotations only; the import is deferred at run time (see the module docstring)
     from valuation.games.result import ValuationResult
@@ -39,7 +39,8 @@ def shapley(
             "--utilities",
             "-u",
             help="GAME.csv (or .parquet): a 'coalition' column (player names joined by '+', empty for the "
-            "empty coalition) and one numeric column per objective.",
+            "empty coalition) and one numeric column per objective (plain decimal numbers such as 0.65 or 1e-3; "
+            "no '1_000', no full-width digits; each column name once).",
         ),
     ],
     method: Annotated[str, typer.Option("--method", "-m", help=_METHOD_HELP)] = "exact",
@@ -106,7 +107,7 @@ def _print_summary(result: ValuationResult, out: Path | None) -> None:
                 cell += f" ± {result.std_errs[i, k]:.2g}"
             cells.append(cell)
         table.add_row(player, *cells)
-    console = Console(stderr=True)
+    console = safe_console(stderr=True)
     console.print(table)
     if "epsilon" in result.info:
         console.print(f"least-core epsilon: {result.info['epsilon']}")

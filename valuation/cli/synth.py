@@ -17,6 +17,7 @@ from valuation.synth import (
     write_corpus_summary,
 )
 from valuation.synth.profiles import DEFAULT_DUPLICATE_OF, DEFAULT_NOISY_FLIP_RATE
+from valuation.terminal import safe_console
 
 
 def _names(value: str, option: str) -> tuple[str, ...]:
@@ -64,7 +65,6 @@ def synth(
 
     Each source is a planted mixture of pair kinds (helpful, weak, neutral, flipped, safety, anti-safety) whose expected effect on helpfulness and harmlessness is written to the manifest.
     """
-    from rich.console import Console
     from rich.table import Table
 
     config = SynthConfig(
@@ -76,7 +76,7 @@ def synth(
         noisy_flip_rate=noisy_flip_rate,
         duplicate_of=duplicate_of,
     )
-    console = Console()
+    console = safe_console()
     with console.status(f"generating {len(config.all_sources)} sources and {len(OBJECTIVES)} eval sets …"):
         summary = write_corpus_summary(out, config)
     table = Table(title=f"synthetic market corpus (seed {seed})")

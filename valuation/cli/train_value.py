@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from valuation.terminal import safe_console
+from valuation.text import printable
 
 if TYPE_CHECKING:  # annotations only; the imports are deferred at run time (see the module docstring)
     from valuation.pipeline.outcome import ValuationRun
@@ -62,10 +64,10 @@ def train(config: ConfigArg, retrain: RetrainOpt = False, out: OutOpt = None, pr
     _, records = run_train(cfg, retrain=retrain, progress=progress)
     trained = [s for s, r in records.items() if r.status == "trained"]
     skipped = [s for s, r in records.items() if r.status == "skipped"]
-    typer.echo(
+    typer.echo(printable(
         f"adapters in {cfg.output.dir / 'adapters'}: {len(trained)} trained, {len(skipped)} up to date "
         f"({', '.join(records)})"
-    )
+    ))
 
 
 _MODE_HELP = (
@@ -111,7 +113,7 @@ def _print_summary(run: ValuationRun) -> None:
     table, the member values, and the run directory with the adapters trained and the wall time."""
     from valuation.pipeline.outcome import efficiency_gap  # deferred: see the module docstring
 
-    console = Console()
+    console = safe_console()
     res = run.result
     table = Table(title=f"{res.method} values per source (utility: preference, relative to the base model)")
     table.add_column("source")
@@ -151,7 +153,7 @@ def _print_summary(run: ValuationRun) -> None:
 def _print_fidelity(run: RetrainRun) -> None:
     """The retraining baseline's summary: the cost of each way, then per objective its agreement with the
     arithmetic (utilities over coalitions, exact Shapley values) and the values side by side."""
-    console = Console()
+    console = safe_console()
 
     def num(x: object, fmt: str) -> str:
         return "—" if x is None else format(x, fmt)

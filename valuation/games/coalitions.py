@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from valuation.errors import InputError
+from valuation.text import name_problem
 
 SEPARATOR = "+"
 MAX_TABLE_PLAYERS = 62  # coalition indices are int64 bit masks
@@ -81,12 +82,16 @@ def check_masks(coalitions: np.ndarray, n: int) -> np.ndarray:
 
 
 def validate_names(names: Sequence[str], kind: str) -> tuple[str, ...]:
-    """Check player/objective names: non-empty strings, unique, no ``+`` (players). Returns a tuple."""
+    """Check player/objective names: non-empty strings, no control characters, unique, no ``+`` (players).
+    Returns a tuple."""
     out = tuple(str(x) for x in names)
     seen: set[str] = set()
     for name in out:
         if not name.strip():
             raise InputError(f"empty {kind} name", field=kind)
+        problem = name_problem(name)
+        if problem is not None:
+            raise InputError(f"{kind} name {name!r} {problem}", field=kind)
         if kind == "player" and SEPARATOR in name:
             raise InputError(f"player name {name!r} contains '{SEPARATOR}' (the coalition separator)")
         if name in seen:

@@ -4,8 +4,11 @@ GAME.csv format (read by `read_game_csv`, written by `write_game_csv`; ``TableGa
 ``TableGame.to_csv`` wrap them):
 
 * a ``coalition`` column: player names joined by ``+`` (``"a+b"``); the empty cell is ∅;
-  whitespace around names is ignored; row order is free;
-* one numeric column per objective (every other column, in file order).
+  spaces around names are ignored; a name holding a control character (a tab, a line break, an escape
+  sequence, NUL) is an error, as is a duplicated column name; row order is free;
+* one numeric column per objective (every other column, in file order); each cell a plain ASCII decimal
+  number, exponent allowed (``0.65``, ``-.5``, ``1e-3``; not ``1_000``, full-width ``０.６５`` or ``nan``:
+  `valuation.text`).
 
 The player set is the union of the names that appear. Order: players in the order their single-player
 rows first appear, then any players that have no single-player row, sorted by name. An explicit
@@ -29,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from valuation.errors import InputError
-from valuation.files import atomic_write_text
+from valuation.files import atomic_write_text, require_file
 from valuation.games.coalitions import (
     MAX_TABLE_PLAYERS,
     SEPARATOR,
@@ -38,6 +41,7 @@ from valuation.games.coalitions import (
     describe_coalition,
     validate_names,
 )
+from valuation.text import FLOAT_RULE, name_problem, plain_number
 
 COALITION_COLUMN = "coalition"
 FIRST_DATA_ROW = 2  # spreadsheet numbering: row 1 is the header
@@ -66,13 +70,13 @@ def read_game_csv(path: str | Path, *, players: Sequence[str] | None = None) -> 
     """Read GAME.csv (module docstring). Bad input raises ``InputError`` naming the row."""
     import polars as pl
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("file not found", file=path)
+    path = require_file(path)
     try:
+        header = pl.read_csv(path, has_header=False, n_rows=1, infer_schema=False).row(0)
         frame = pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False)
     except Exception as err:  # polars raises several error types for malformed CSV
         raise InputError(f"cannot read CSV: {str(err).splitlines()[0]}", file=path) from err
+    _check_unique_columns(["" if name is None else str(name) for name in header], str(path))
     columns = {c: [None if v is None else str(v) for v in frame[c].to_list()] for c in frame.columns}
     return parse_game_columns(columns, list(frame.columns), source=str(path), players=players)
 
@@ -81,9 +85,7 @@ def read_game_parquet(path: str | Path, *, players: Sequence[str] | None = None)
     """Read a Parquet table with the GAME.csv columns (rows numbered as in GAME.csv)."""
     import polars as pl
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("file not found", file=path)
+    path = require_file(path)
     try:
         frame = pl.read_parquet(path)
     except Exception as err:
@@ -104,6 +106,7 @@ def parse_game_columns(
     Checks, in order: the header, at least one row, each coalition cell, the player set, duplicated
     coalitions, then each utility cell (objective by objective). The first problem raises ``InputError``.
     """
+    _check_unique_columns([str(name) for name in names], source)
     objectives = _objective_columns(columns, names, source)
     raw_coalitions = columns[COALITION_COLUMN]
     n_rows = len(raw_coalitions)
@@ -146,6 +149,21 @@ def write_game_csv(
 # the steps of parse_game_columns
 
 
+def _check_unique_columns(header: Sequence[str], source: str) -> None:
+    """``InputError`` naming the first column name the header repeats (polars would rename the second
+    ``helpfulness`` to ``helpfulness_duplicated_0`` and make it an objective of its own)."""
+    seen: dict[str, int] = {}
+    for position, name in enumerate(header, start=1):
+        if name in seen:
+            raise InputError(
+                f"duplicated column {name!r} (columns {seen[name]} and {position}): give each column once",
+                file=source,
+                row=1,
+                field=name,
+            )
+        seen[name] = position
+
+
 def _objective_columns(columns: Mapping[str, list[object]], names: list[str], source: str) -> list[str]:
     """The objective columns (all but ``coalition``); ``InputError`` for a bad header."""
     if COALITION_COLUMN not in columns:
@@ -160,12 +178,20 @@ def _objective_columns(columns: Mapping[str, list[object]], names: list[str], so
     for name in objectives:
         if not str(name).strip():
             raise InputError("empty objective column name", file=source)
+        problem = name_problem(str(name))
+        if problem is not None:
+            raise InputError(f"objective column name {problem}", file=source, row=1, field=str(name))
     return objectives
 
 
 def _parse_coalition_cell(cell: object, source: str, row: int) -> tuple[str, ...]:
-    """The player names of one coalition cell (``()`` for ∅); stray ``+`` and repeats raise."""
-    text = "" if cell is None else str(cell).strip()
+    """The player names of one coalition cell (``()`` for ∅); control characters, stray ``+`` and repeats
+    raise (spaces around names are dropped)."""
+    text = "" if cell is None else str(cell)
+    problem = name_problem(text)
+    if problem is not None:
+        raise InputError(f"player name {problem}", file=source, row=row, field=COALITION_COLUMN)
+    text = text.strip()
     if not text:
         return ()
     names_in = [part.strip() for part in text.split(SEPARATOR)]
@@ -230,16 +256,28 @@ def _coalition_masks(members: list[tuple[str, ...]], player_list: list[str], sou
     return masks
 
 
+NON_FINITE = frozenset({"nan", "inf", "infinity"})
+
+
 def _parse_utility(cell: object, *, source: str, row: int, field: str) -> float:
-    """One utility cell as a finite float; empty, non-numeric and non-finite cells raise."""
+    """One utility cell as a finite float; empty, non-numeric and non-finite cells raise. A text cell must
+    be a plain ASCII decimal number, exponent allowed (`valuation.text.plain_number`)."""
     if cell is None or (isinstance(cell, str) and not cell.strip()):
         raise InputError("missing utility (empty cell)", file=source, row=row, field=field)
     if isinstance(cell, bool):
         raise InputError(f"utility must be a number, got {cell!r}", file=source, row=row, field=field)
-    try:
-        value = float(cell.strip()) if isinstance(cell, str) else float(cell)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise InputError(f"utility must be a number, got {cell!r}", file=source, row=row, field=field) from None
+    if isinstance(cell, str):
+        text = plain_number(cell, exponent=True)
+        if text is None and cell.strip().lower().lstrip("+-") not in NON_FINITE:
+            raise InputError(
+                f"utility must be a number, got {cell!r}: write {FLOAT_RULE}", file=source, row=row, field=field
+            )
+        value = float(cell.strip() if text is None else text)
+    else:
+        try:
+            value = float(cell)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise InputError(f"utility must be a number, got {cell!r}", file=source, row=row, field=field) from None
     if not np.isfinite(value):
         raise InputError(f"utility must be a finite number, got {cell!r}", file=source, row=row, field=field)
     return value

@@ -85,7 +85,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from valuation.adapters.config import TrainingConfig
 from valuation.coalition_utility.scorers import SPEC_HELP, parse_reward_spec
 from valuation.errors import InputError, field_path
+from valuation.files import require_file, toml_text
 from valuation.members import Member
+from valuation.text import name_problem
 
 DEFAULT_OBJECTIVES = ("helpfulness", "harmlessness")
 
@@ -164,6 +166,9 @@ class UtilitySection(_Section):
             raise ValueError("list at least one objective")
         if len(set(value)) != len(value):
             raise ValueError("objectives must be unique")
+        for name in value:
+            if (problem := name_problem(name)) is not None:
+                raise ValueError(f"objective name {name!r} {problem}")
         return value
 
 
@@ -305,15 +310,15 @@ def load_valuation_config(path: str | Path, *, output_dir: str | Path | None = N
     """Read and validate ``CONFIG.toml``; ``output_dir`` (relative to the cwd) overrides ``[output] dir``.
 
     Raises:
-        InputError: unreadable file, malformed TOML (with its line) or an invalid field (named, dotted).
+        InputError: a missing file or a folder, an unreadable file, a byte-order mark, text that is not UTF-8,
+            malformed TOML (with its line) or an invalid field (named, dotted).
     """
-    path = Path(path)
+    path = require_file(path, missing="config file not found")
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("config file not found", file=path) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"cannot read the config ({err})", file=path) from None
+        raw_bytes = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"cannot read the config ({err.strerror or err})", file=path) from None
+    text = toml_text(raw_bytes, file=path)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -210,7 +210,7 @@ def train_coalition_adapters(
         jobs += _cached_or_todo(prepared, plan, kind, out[kind], config=config, seed=seed)
 
     bars = training_bars(progress, time_remaining=False)
-    note = log or (lambda msg: bars.console.print(msg, highlight=False))
+    note = log or (lambda msg: bars.console.print(msg, markup=False, highlight=False))
     cached = sum(1 for kind in kinds for a in out[kind].values() if a.status == "cached")
     if cached:
         note(f"retrain: {cached} coalition adapters up to date (reused)")

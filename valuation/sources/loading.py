@@ -39,6 +39,7 @@ from typing import Any
 from valuation.errors import InputError
 from valuation.sources.formats import FORMATS, RecordContext, check_format, detect_format, parse_record
 from valuation.sources.schema import Finding, PreferencePair, PreferenceSet
+from valuation.text import name_problem
 
 __all__ = ["FORMATS", "load_corpus_eval_sets", "load_preferences"]
 
@@ -89,6 +90,8 @@ def load_preferences(
     check_format(format, file=str(path))
     if source is not None and not source.strip():
         raise InputError("empty source name", file=str(path), field="source")
+    if source is not None and (problem := name_problem(source)) is not None:
+        raise InputError(f"source name {source!r} {problem}", file=str(path), field="source")
     builder = _Builder(drop_duplicates)
     for item in _inputs(Path(path), format):
         _load_input(item, builder, format=format, source=source, source_column=source_column)
@@ -401,6 +404,10 @@ def _load_input(
                 raise ctx.error(f"expected a source name (text), got {name!r}", field=source_column)
             if not name.strip():
                 raise ctx.error("empty source name", field=source_column)
+            if (problem := name_problem(name)) is not None:
+                raise ctx.error(f"source name {name!r} {problem}", field=source_column)
+        elif source is None and count == 0 and (problem := name_problem(name)) is not None:
+            raise InputError(f"the file name gives the source name {name!r}, which {problem}", file=file)
         origin = f"{item.path.name}:{location}"
         for kind, message in parsed.findings:
             builder.findings.append(Finding(kind, message, name, (origin,)))

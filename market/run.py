@@ -31,7 +31,7 @@ from pathlib import Path
 
 from market.console import RunProgress
 from market.export import export_ledger
-from market.ledger import RecordResult, record_run
+from market.ledger import RecordResult, check_ledger, record_run
 from market.money import format_minor
 from market.plots import plane_objectives, points_from_result, write_value_plane
 from market.rules import PeriodRun, RuleContext, run_period, shapley_result
@@ -122,7 +122,9 @@ def run_scenario(
     """Run every stage of the module docstring and return where everything is (see `RunOutputs`).
 
     Raises:
-        InputError: a bad scenario, valuation config, data or period (nothing is recorded then).
+        InputError: a bad scenario, valuation config, data or period (nothing is recorded then), or a
+            ledger path that is neither absent nor a payoutsim ledger (`market.ledger.check_ledger`,
+            checked before the valuation runs).
         LedgerBusyError: another process writes the ledger.
     """
     with RunProgress(STAGES, enabled=progress) as display:
@@ -130,6 +132,7 @@ def run_scenario(
         loaded = load_scenario(scenario)
         periods = scenario_periods(loaded.scenario, period)
         outputs = planned_outputs(loaded.scenario, out, ledger)
+        check_ledger(outputs.ledger)
         display.advance()
 
         inputs = valued_inputs(loaded, display, retrain=retrain)
@@ -213,8 +216,12 @@ def pay_scenario(
 ) -> Iterator[PaidPeriod]:
     """Pay out `period` (default: every period of the schedule) of a scenario and append each period to
     `ledger` (None: record nothing). A generator: each period is yielded as soon as it is paid and
-    recorded, before the next one is computed (a failing period leaves the earlier ones recorded)."""
-    inputs = load_inputs(load_scenario(scenario))
+    recorded, before the next one is computed (a failing period leaves the earlier ones recorded). The
+    ledger path is checked (`market.ledger.check_ledger`) before the valuation or any payout."""
+    loaded = load_scenario(scenario)
+    if ledger is not None:
+        check_ledger(ledger)
+    inputs = load_inputs(loaded)
     sc = inputs.scenario
     periods = scenario_periods(sc, period)
     ctx = RuleContext.from_inputs(inputs)

@@ -61,7 +61,9 @@ def ledger_export_cmd(
 def ledger_verify_cmd(ledger: LedgerOpt = DEFAULT_LEDGER_PATH) -> None:
     """Re-check the ledger's invariants: payout sums, hashes and their chain, no orphan rows.
 
-    Exit code 0 when everything holds, 1 when a problem is found (each one is listed).
+    Reads every row, so DuckDB checks every block's checksum. Exit code 0 when everything holds, 1 when a
+    problem is found (each one is listed), 2 when the file is damaged ("the ledger file is damaged": a
+    checksum mismatch, truncated) or is not a payoutsim ledger, 3 while another process writes it.
     """
     from market.ledger import verify  # deferred: --help speed (module docstring)
 

@@ -1,7 +1,8 @@
 """The payout ledger: an append-only DuckDB file with full provenance of every run.
 
 (Over 500 lines on purpose: the schema and its check on opening, the writer, the readers and the verifier
-of one file share its columns and its hash chain; what a path holds and DuckDB's errors: `market.ledger_file`.) duckdb is imported inside `connect`: ``import duckdb`` takes about 0.1 s, which
+of one file share its columns and its hash chain; what a path holds and DuckDB's errors are in
+`market.ledger_file`.) duckdb is imported inside `connect`: ``import duckdb`` takes about 0.1 s, which
 commands that never open a ledger (``payoutsim --help``, the valuation commands) would pay.
 
 Tables (created on first use; ``meta`` holds the schema version):

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from contextlib import AbstractContextManager
 from decimal import Decimal
 from pathlib import Path
 
@@ -141,7 +142,7 @@ def test_recorded_is_said_only_after_the_run_is_read_back(
     real_connect = ledger.connect
     writes: list[Path] = []
 
-    def writes_go_elsewhere(path: Path, *, read_only: bool = False):  # type: ignore[no-untyped-def]
+    def writes_go_elsewhere(path: Path, *, read_only: bool = False) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         # each write transaction lands in a new file, not the ledger (what DuckDB 2.0 did with a CSV)
         if not read_only:
             writes.append(tmp_path / f"elsewhere{len(writes)}.duckdb")

@@ -1,7 +1,8 @@
 """The payout ledger: an append-only DuckDB file with full provenance of every run.
 
-(Over 500 lines on purpose: the schema, the writer, the readers and the verifier of one file share its
-columns and its hash chain.) duckdb is imported inside `connect`: ``import duckdb`` takes about 0.1 s, which
+(Over 500 lines on purpose: the schema and its check on opening, the writer, the readers and the verifier
+of one file share its columns and its hash chain; what a path holds and DuckDB's errors are in
+`market.ledger_file`.) duckdb is imported inside `connect`: ``import duckdb`` takes about 0.1 s, which
 commands that never open a ledger (``payoutsim --help``, the valuation commands) would pay.
 
 Tables (created on first use; ``meta`` holds the schema version):
@@ -35,6 +36,18 @@ Guarantees:
   outside the file — receipts and head hashes members keep (`market.receipts`) and the optional keyed MAC
   (`market.ledger_mac`, ``key=`` of `record_run`).
 * **One writer at a time.** DuckDB locks the file across processes; a second writer gets `LedgerBusyError`.
+* **Only ledgers are written.** A ledger path is a new file or an existing payoutsim ledger of this schema
+  version (`check_ledger`, run by the commands before any valuation or payout, and `connect`): a directory,
+  a CSV or other non-DuckDB file, a DuckDB database with other tables, another schema version or a damaged
+  file is refused (`market.ledger_file`). A DuckDB database with no tables and no views at all holds
+  nothing to lose and becomes a ledger. `record_run` returns only after the commit and after reading the
+  run back through a new connection.
+* **Damage is reported as damage.** A checksum mismatch or a truncated file is `LedgerDamagedError` (exit 2),
+  a lock held by another process `LedgerBusyError` (exit 3); `verify` reads every row, so it fails on
+  damage anywhere in the tables, while `show` and the dashboard notice damage in what they read and a
+  truncated file on opening.
+* **Amounts fit.** Minor units are BIGINT; amounts beyond 2^63 − 1 minor units are refused when the
+  scenario is read (`market.money.to_minor`).
 
 ``created_at`` is the current UTC time, or ``SOURCE_DATE_EPOCH`` (seconds) when that variable is set, so
 identical inputs can give byte-identical ledgers.
@@ -48,6 +61,7 @@ import json
 import math
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,12 +69,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from market.ledger_file import (
+    LedgerBusyError,
+    check_complete,
+    check_ledger_file,
+    check_on_disk,
+    close_quietly,
+    ledger_error,
+    read_every_row,
+    rollback_quietly,
+)
+from market.ledger_file import LedgerDamagedError as LedgerDamagedError  # re-exported for callers
 from market.ledger_mac import MAC_SCHEMA, check_writer_key, insert_mac, read_macs
 from market.money import format_minor
 from market.rules import Payout, PeriodRun
 from market.scenario.inputs import ScenarioInputs
 from market.scenario.schema import scenario_config_json
-from valuation.errors import InputError, PayoutsimError
+from valuation.errors import InputError
 
 if TYPE_CHECKING:
     import duckdb
@@ -68,6 +93,7 @@ if TYPE_CHECKING:
 DEFAULT_LEDGER = Path("runs") / "ledger.duckdb"
 SCHEMA_VERSION = "1"
 GENESIS_HASH = "0" * 64
+LEDGER_TABLES: tuple[str, ...] = ("meta", "runs", "coalition_utilities", "valuations", "payouts")
 
 RUN_COLUMNS: tuple[str, ...] = (
     "run_id",
@@ -158,12 +184,6 @@ _CHILD_TABLES: dict[str, tuple[str, ...]] = {
 }
 
 
-class LedgerBusyError(PayoutsimError):
-    """Another process holds the ledger file open for writing. Exit code 3: retry when it is done."""
-
-    exit_code = 3
-
-
 # ---------------------------------------------------------------------------------------------------
 # connections
 
@@ -172,37 +192,109 @@ class LedgerBusyError(PayoutsimError):
 def connect(path: str | Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     """Open the ledger (creating it and its schema unless `read_only`), closing it afterwards.
 
-    Raises `LedgerBusyError` when another process holds the file's lock, `InputError` when the file is
-    missing (read-only) or is not a ledger.
+    Raises `LedgerBusyError` when another process holds the file's lock (also from queries in the
+    ``with`` block), `LedgerDamagedError` when DuckDB finds the file damaged (on opening or in any query
+    of the block), `InputError` when the file is missing (read-only) or is not a payoutsim ledger of
+    `SCHEMA_VERSION` (a directory, a non-DuckDB file, a DuckDB database with other tables; see
+    `market.ledger_file`).
     """
     import duckdb
 
     path = Path(path)
-    if read_only and not path.is_file():
+    if read_only and not path.exists():
         raise InputError("ledger not found (run `payoutsim payout` first)", file=path)
+    check_ledger_file(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.Error as err:
-        text = str(err)
-        if "lock" in text.lower():
-            raise LedgerBusyError(
-                f"{path}: the ledger is in use by another process (DuckDB allows one writer at a time); "
-                f"retry when it has finished ({text.splitlines()[0]})"
-            ) from None
-        raise InputError(f"cannot open the ledger: {text.splitlines()[0]}", file=path) from None
+        known = ledger_error(err, path)
+        raise known or InputError(f"cannot open the ledger: {str(err).splitlines()[0]}", file=path) from None
     try:
-        if not read_only:
-            con.execute(_SCHEMA)
-            con.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO NOTHING", [SCHEMA_VERSION])
-        else:
-            tables = {row[0] for row in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-            if "runs" not in tables:
-                raise InputError("not a payoutsim ledger (no 'runs' table)", file=path)
+        _check_schema(con, path, create=not read_only)
         yield con
-    finally:
+    except duckdb.Error as err:
+        close_quietly(con)
+        known = ledger_error(err, path)
+        if known is None:
+            raise
+        raise known from None
+    except BaseException:
+        close_quietly(con)
+        raise
+    try:
         con.close()
+    except duckdb.Error as err:
+        known = ledger_error(err, path)
+        if known is None:
+            raise
+        raise known from None
+
+
+class EmptyDatabaseError(InputError):
+    """A DuckDB database with no tables and no views: not a ledger yet (`connect` for writing makes it one)."""
+
+
+def _check_schema(con: duckdb.DuckDBPyConnection, path: Path, *, create: bool) -> None:
+    """Check that `con` is a payoutsim ledger of `SCHEMA_VERSION` whose file is complete; in an empty
+    database with `create`, create the schema (one transaction). `InputError` otherwise."""
+    import duckdb
+
+    check_on_disk(con, path)
+    where = "WHERE database_name = current_database()"
+    tables = [str(r[0]) for r in con.execute(f"SELECT table_name FROM duckdb_tables() {where}").fetchall()]
+    views = con.execute(f"SELECT count(*) FROM duckdb_views() {where} AND NOT internal").fetchone()
+    if not tables and not (views and views[0]):
+        if not create:
+            raise EmptyDatabaseError("not a payoutsim ledger (no 'runs' table; an empty DuckDB database)", file=path)
+        con.begin()
+        con.execute(_SCHEMA)
+        con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+        con.commit()
+        return
+    missing = [t for t in LEDGER_TABLES if t not in tables]
+    if missing:
+        has = ", ".join(sorted(tables)) or "only views"
+        raise InputError(
+            f"not a payoutsim ledger: a DuckDB database without the ledger's table(s) {', '.join(missing)} "
+            f"(it has: {has}); give an existing ledger or a new file",
+            file=path,
+        )
+    try:
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except (duckdb.BinderException, duckdb.CatalogException):
+        row = None
+    if row is None or str(row[0]) != SCHEMA_VERSION:
+        found = "no schema version" if row is None else f"schema version {row[0]}"
+        raise InputError(
+            f"not a ledger this payoutsim can use: it has {found}, this payoutsim reads and writes version "
+            f"{SCHEMA_VERSION}",
+            file=path,
+        )
+    check_complete(con, path, tables)
+    if create:
+        con.execute(_SCHEMA)  # IF NOT EXISTS: creates nothing in a complete ledger
+
+
+def check_ledger(path: str | Path) -> None:
+    """Fail early, before any valuation or payout, unless `path` can be the ledger a run is recorded in.
+
+    Passes when `path` is absent (the ledger is created when the first run is recorded), a DuckDB
+    database with no tables (it becomes the ledger), or an undamaged payoutsim ledger of `SCHEMA_VERSION`
+    (every row is read, so a damaged block anywhere is found now, not after the payout); also when
+    another process holds it right now (recording reports `LedgerBusyError` then). Raises `InputError`
+    (`LedgerDamagedError` for a damaged file) otherwise.
+    """
+    path = Path(path)
+    check_ledger_file(path)
+    if not path.exists():
+        return
+    try:
+        with connect(path, read_only=True) as con:
+            read_every_row(con, LEDGER_TABLES)
+    except (LedgerBusyError, EmptyDatabaseError):
+        return
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -243,7 +335,9 @@ def record_run(
     (scenario hash, period) key is looked up (found: nothing is written, ``added`` False), then ``seq``,
     ``prev_hash`` and ``record_hash`` are set from the last run and every row is inserted. With `key` the
     run's MAC is stored too (`market.ledger_mac`); a ledger that holds MACs takes a run only with the
-    key that made them (`market.ledger_mac.LedgerKeyError` otherwise, nothing written).
+    key that made them (`market.ledger_mac.LedgerKeyError` otherwise, nothing written). After the
+    commit (durable: DuckDB syncs its write-ahead log) the run is read back through a new connection
+    (`confirm_recorded`); only then does this return, so "recorded" is never said of a lost run.
     """
     row = run_row(inputs, run, now=now)
     children = child_rows(inputs, run)
@@ -272,9 +366,35 @@ def record_run(
                 insert_mac(con, row["run_id"], row["record_hash"], key)
             con.commit()
         except BaseException:
-            con.rollback()
+            rollback_quietly(con)  # a failed commit has rolled back already: keep the first error
             raise
+    confirm_recorded(path, row["run_id"], row["record_hash"])
     return RecordResult(row["run_id"], True, int(row["seq"]))
+
+
+def confirm_recorded(path: str | Path, run_id: str, expected_hash: str, *, wait_s: float = 5.0) -> None:
+    """Read run `run_id` back from the ledger file through a new read-only connection and check its
+    ``record_hash``; `InputError` when it is not there (the write did not reach the file).
+
+    Another writer may take the file between the commit and the read: the read is retried for `wait_s`
+    seconds, then `LedgerBusyError` says the run was committed but not yet read back.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with connect(path, read_only=True) as con:
+                got = con.execute("SELECT record_hash FROM runs WHERE run_id = ?", [run_id]).fetchone()
+            break
+        except LedgerBusyError:
+            if time.monotonic() >= deadline:
+                raise LedgerBusyError(
+                    f"{path}: run {run_id} was committed, but the ledger is in use by another process and could not "
+                    "be read back to confirm it; check with `payoutsim ledger show` when that process has finished"
+                ) from None
+            time.sleep(0.1)
+    if got is None or str(got[0]) != expected_hash:
+        what = "it is not there" if got is None else "a different record is there"
+        raise InputError(f"run {run_id} was committed but reading the file back, {what}: it is NOT recorded", file=path)
 
 
 def run_row(inputs: ScenarioInputs, run: PeriodRun, *, now: datetime | None = None) -> dict[str, Any]:

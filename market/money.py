@@ -56,13 +56,29 @@ def parse_decimal(value: object, *, file: str | None = None, field: str | None =
     return result
 
 
+MAX_MINOR = 2**63 - 1
+"""The largest amount, in minor units, that payoutsim handles: the ledger stores minor units as 64-bit
+integers (DuckDB ``BIGINT``), so 92233720368547758.07 EUR or 9223372036854775807 JPY at most. Amounts
+beyond it are rejected where they are read (`to_minor`), before anything is computed or printed."""
+
+
 def to_minor(amount: Decimal, currency: str, *, file: str | None = None, field: str | None = None) -> int:
     """`amount` in `currency` as an exact integer count of minor units (12.34 EUR → 1234).
 
     Raises `InputError` when `amount` has more decimal digits than the currency allows (12.345 EUR),
-    instead of rounding money silently.
+    instead of rounding money silently, or when it is beyond ±`MAX_MINOR` minor units (the ledger's
+    64-bit integers); the message names `field` and the limit.
     """
     digits = minor_units(currency, file=file)
+    limit = Decimal(MAX_MINOR).scaleb(-digits)
+    if abs(amount) > limit:
+        code = currency.upper()
+        raise InputError(
+            f"{amount} {code} is beyond the supported range: at most {format_minor(MAX_MINOR, code)} {code} "
+            f"(2^63 - 1 minor units, the ledger's 64-bit integers)",
+            file=file,
+            field=field,
+        )
     scaled = amount.scaleb(digits)
     if scaled != scaled.to_integral_value():
         raise InputError(

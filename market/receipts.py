@@ -7,7 +7,7 @@ rewrite history and recompute every hash. What exposes them is something kept el
   ``run``), it names the ledger, each run it covers (``run_id``, ``seq``, ``record_hash``) and the ledger's
   **head** then (the ``seq`` and ``record_hash`` of its last run). As each record hash covers its rows and
   the previous run's hash, a receipt pins the whole history from genesis to that run: any later change to
-  it, or deleting runs down below the receipt's seq, fails `check_ledger`. Members keep their receipts;
+  it, or deleting runs down below the receipt's seq, fails `check_history`. Members keep their receipts;
 * a **head hash** (``--head HASH``): the record hash of some run, copied from a receipt or a printout:
   that run must still be in the ledger with everything before it intact;
 * the **keyed MAC** (`market.ledger_mac`): checked when the key is given.
@@ -201,7 +201,7 @@ def receipt_lines(receipt: Receipt, path: str | Path, *, keyed: bool) -> list[st
 
 @dataclass
 class LedgerCheck:
-    """`check_ledger`'s result: the chain's own report, every problem (the chain's, the receipts', the
+    """`check_history`'s result: the chain's own report, every problem (the chain's, the receipts', the
     heads', the MACs'; empty: all good) and one-line notes on what was checked."""
 
     report: VerifyReport
@@ -213,7 +213,7 @@ class LedgerCheck:
         return not self.problems
 
 
-def check_ledger(
+def check_history(
     ledger: str | Path,
     *,
     receipts: Sequence[Receipt] = (),

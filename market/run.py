@@ -32,7 +32,7 @@ from pathlib import Path
 
 from market.console import RunProgress
 from market.export import export_ledger
-from market.ledger import RecordResult, record_run
+from market.ledger import RecordResult, check_ledger, record_run
 from market.money import format_minor
 from market.plots import plane_objectives, points_from_result, write_value_plane
 from market.receipts import Receipt, check_key, save_receipt
@@ -133,9 +133,11 @@ def run_scenario(
     ``OUT/receipt.json``).
 
     Raises:
-        InputError: a bad scenario, valuation config, data or period (nothing is recorded then); a key that
-            is not the one of the ledger's MACs (before any work); no key for a ledger that holds MACs (when
-            a new run would be recorded: the valuation is cached, re-run with the key).
+        InputError: a bad scenario, valuation config, data or period (nothing is recorded then), a
+            ledger path that is neither absent nor a payoutsim ledger (`market.ledger.check_ledger`,
+            checked before the valuation runs); a key that is not the one of the ledger's MACs (before
+            any work); no key for a ledger that holds MACs (when a new run would be recorded: the
+            valuation is cached, re-run with the key).
         LedgerBusyError: another process writes the ledger.
     """
     with RunProgress(STAGES, enabled=progress) as display:
@@ -143,6 +145,7 @@ def run_scenario(
         loaded = load_scenario(scenario)
         periods = scenario_periods(loaded.scenario, period)
         outputs = planned_outputs(loaded.scenario, out, ledger)
+        check_ledger(outputs.ledger)
         check_key(outputs.ledger, key)
         display.advance()
 
@@ -231,10 +234,13 @@ def pay_scenario(
     """Pay out `period` (default: every period of the schedule) of a scenario and append each period to
     `ledger` (None: record nothing; `key`: the ledger's MAC key, checked against its MACs before any
     work). A generator: each period is yielded as soon as it is paid and recorded, before the next one
-    is computed (a failing period leaves the earlier ones recorded)."""
+    is computed (a failing period leaves the earlier ones recorded). The ledger path is checked
+    (`market.ledger.check_ledger`) before the valuation or any payout."""
+    loaded = load_scenario(scenario)
     if ledger is not None:
+        check_ledger(ledger)
         check_key(ledger, key)
-    inputs = load_inputs(load_scenario(scenario))
+    inputs = load_inputs(loaded)
     sc = inputs.scenario
     periods = scenario_periods(sc, period)
     ctx = RuleContext.from_inputs(inputs)

@@ -104,7 +104,7 @@ def test_the_chain_alone_cannot_see_a_consistent_rewrite(tmp_path: Path) -> None
     _, db = three_runs(tmp_path)
     move_5000_eur(db)
     assert ledger.verify(db).ok
-    check = receipts.check_ledger(db)
+    check = receipts.check_history(db)
     assert check.ok
     assert any("anyone who can write the file" in n for n in check.notes)
 
@@ -134,10 +134,10 @@ def test_moving_5000_eur_with_recomputed_hashes_fails_verify_with_the_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, db = three_runs(tmp_path, key=KEY)
-    assert receipts.check_ledger(db, key=KEY).ok
+    assert receipts.check_history(db, key=KEY).ok
     move_5000_eur(db, seq=2)
     assert ledger.verify(db).ok
-    check = receipts.check_ledger(db, key=KEY)
+    check = receipts.check_history(db, key=KEY)
     assert not check.ok
     assert any("MAC" in p and "seq 2" in p for p in check.problems)
     assert any("MAC" in p and "seq 3" in p for p in check.problems)
@@ -159,11 +159,11 @@ def test_a_forger_with_another_key_fails_and_stripping_the_macs_fails(tmp_path: 
     for run_id, record_hash in con.execute("SELECT run_id, record_hash FROM runs").fetchall():
         con.execute("UPDATE run_macs SET mac = ? WHERE run_id = ?", [ledger_mac.run_mac(b"forger-key-0123456789", record_hash), run_id])
     con.close()
-    assert not receipts.check_ledger(db, key=KEY).ok
+    assert not receipts.check_history(db, key=KEY).ok
     con = duckdb.connect(str(db))
     con.execute("DELETE FROM run_macs")
     con.close()
-    problems = receipts.check_ledger(db, key=KEY).problems
+    problems = receipts.check_history(db, key=KEY).problems
     assert any("no run carries a MAC" in p for p in problems)
 
 
@@ -188,7 +188,7 @@ def test_deleting_the_last_run_is_not_seen_by_the_mac_alone(tmp_path: Path) -> N
     """Documents the limit (README): the MAC authenticates what is there, not what was removed at the end."""
     _, db = three_runs(tmp_path, key=KEY)
     delete_last_run(db)
-    assert receipts.check_ledger(db, key=KEY).ok
+    assert receipts.check_history(db, key=KEY).ok
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -227,9 +227,9 @@ def test_truncating_below_a_receipt_or_editing_before_it_fails_and_after_it_does
     assert first.head.seq == 3
     run1 = receipts.Receipt(first.ledger, first.runs, receipts.Head(1, run_hash(db, 1)))
     move_5000_eur(db, seq=3)  # after the receipted run: the receipt of run 1 still holds
-    check = receipts.check_ledger(db, receipts=[run1])
+    check = receipts.check_history(db, receipts=[run1])
     assert check.ok, check.problems
-    check = receipts.check_ledger(db, receipts=[first])  # its head (seq 3) was rewritten
+    check = receipts.check_history(db, receipts=[first])  # its head (seq 3) was rewritten
     assert not check.ok
     assert any("head" in p and "seq 3" in p for p in check.problems)
 
@@ -241,7 +241,7 @@ def test_a_broken_chain_before_the_receipt_fails_it(tmp_path: Path) -> None:
     con.execute("UPDATE payouts SET share = share WHERE false")  # no-op write: still intact
     con.execute("UPDATE runs SET scenario_name = 'renamed' WHERE seq = 1")  # not re-hashed
     con.close()
-    check = receipts.check_ledger(db, receipts=[receipt])
+    check = receipts.check_history(db, receipts=[receipt])
     assert not check.ok
     assert any("receipt" in p and "seq 2" in p and "chain" in p for p in check.problems)
 
@@ -285,9 +285,9 @@ def test_runs_recorded_with_a_key_carry_a_mac_and_the_key_is_not_stored(tmp_path
         assert macs[run["run_id"]] == ledger_mac.run_mac(KEY, run["record_hash"])
     assert KEY.decode() not in dump and KEY.decode() not in repr(macs)
     assert KEY not in db.read_bytes()
-    check = receipts.check_ledger(db, key=KEY)
+    check = receipts.check_history(db, key=KEY)
     assert check.ok and any("MACs: 3 of 3" in n for n in check.notes)
-    without = receipts.check_ledger(db)
+    without = receipts.check_history(db)
     assert without.ok and any("MACs: not checked" in n for n in without.notes)
 
 
@@ -300,7 +300,7 @@ def test_a_ledger_with_macs_refuses_a_run_without_the_key_or_with_another_key(tm
         record(scenario, db, "q1", key=b"another-key-0123456789")
     assert len(ledger.list_runs(db)) == 3  # nothing written
     assert record(scenario, db, "q1", key=KEY).seq == 4
-    assert receipts.check_ledger(db, key=KEY).ok
+    assert receipts.check_history(db, key=KEY).ok
 
 
 def test_keys_from_the_environment_or_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -343,9 +343,9 @@ def test_an_old_ledger_without_the_mac_table_opens_shows_verifies_and_takes_new_
     assert main(["ledger", "show", "--ledger", str(db)]) == 0
     assert main(["ledger", "verify", "--ledger", str(db), "--head", head]) == 0
     assert "MACs: not checked" in capsys.readouterr().out
-    assert not receipts.check_ledger(db, key=KEY).ok  # a key was given but no run carries a MAC
+    assert not receipts.check_history(db, key=KEY).ok  # a key was given but no run carries a MAC
     record(scenario, db, "q2", key=KEY)  # opening for writing adds the table; later runs carry a MAC
-    check = receipts.check_ledger(db, key=KEY, heads=[head])
+    check = receipts.check_history(db, key=KEY, heads=[head])
     assert check.ok, check.problems
     assert any("MACs: 1 of 2" in n for n in check.notes)
 

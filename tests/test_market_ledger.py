@@ -250,5 +250,5 @@ def test_read_commands_reject_a_missing_or_foreign_file(tmp_path: Path) -> None:
         ledger.list_runs(other)
     garbage = tmp_path / "garbage.duckdb"
     garbage.write_bytes(os.urandom(4096))
-    with pytest.raises(InputError, match="cannot open the ledger"):
+    with pytest.raises(InputError, match="not a DuckDB database file"):
         ledger.list_runs(garbage)

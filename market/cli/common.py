@@ -16,7 +16,15 @@ from valuation.text import printable
 
 DEFAULT_LEDGER_PATH = Path("runs") / "ledger.duckdb"  # = market.ledger.DEFAULT_LEDGER, without importing it
 
-LedgerOpt = Annotated[Path, typer.Option("--ledger", help="The ledger file (DuckDB); created on first use.")]
+LedgerOpt = Annotated[
+    Path,
+    typer.Option(
+        "--ledger",
+        help="The ledger file (DuckDB): an existing payoutsim ledger, or a new path (created on first use). "
+        "Anything else (a CSV, a directory, another DuckDB database) is refused with exit 2; a damaged file "
+        "too (\"the ledger file is damaged\"); exit 3 while another process writes it.",
+    ),
+]
 KeyFileOpt = Annotated[
     Path | None,
     typer.Option(

@@ -92,15 +92,17 @@ def ledger_verify_cmd(
     and recompute every hash. A receipt or head hash detects any change to the runs up to it (and their
     deletion); the MAC detects changes by anyone without the key (not the deletion of the latest runs).
 
-    Exit code 0 when everything holds, 1 when a problem is found (each one is listed), 2 for a bad receipt,
-    head hash or key.
+    Reads every row, so DuckDB checks every block's checksum. Exit code 0 when everything holds, 1 when a
+    problem is found (each one is listed), 2 for a bad receipt, head hash or key, or when the file is damaged
+    ("the ledger file is damaged": a checksum mismatch, truncated) or is not a payoutsim ledger, 3 while
+    another process writes it.
     """
     from market.ledger_mac import ledger_key  # deferred: --help speed (module docstring)
-    from market.receipts import check_ledger, load_receipt, parse_hash
+    from market.receipts import check_history, load_receipt, parse_hash
 
     receipts = [load_receipt(p) for p in receipt or []]
     heads = [parse_hash(h) for h in head or []]
-    check = check_ledger(ledger, receipts=receipts, heads=heads, key=ledger_key(key_file))
+    check = check_history(ledger, receipts=receipts, heads=heads, key=ledger_key(key_file))
     for note in check.notes:
         typer.echo(printable(note))
     if check.ok:

@@ -36,7 +36,12 @@ def run_cmd(
     ],
     ledger: Annotated[
         Path | None,
-        typer.Option("--ledger", help="The ledger file (DuckDB); default OUT/ledger.duckdb.", show_default=False),
+        typer.Option(
+            "--ledger",
+            help="The ledger file (DuckDB): an existing payoutsim ledger or a new path, checked before the "
+            "valuation runs; default OUT/ledger.duckdb.",
+            show_default=False,
+        ),
     ] = None,
     out: Annotated[
         Path | None,

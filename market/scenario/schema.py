@@ -18,6 +18,7 @@ name = "demo"
 currency = "EUR"          # ISO 4217; minor units from the currency (JPY 0, EUR 2, KWD 3)
 revenue = "100000.00"     # per period; decimal string or number (read as Decimal, never a binary float);
                           # a string is a plain ASCII decimal: no exponent, no "1_000", no "１"
+                          # at most 2^63 - 1 minor units (market.money.MAX_MINOR: 92233720368547758.07 EUR)
 platform_fee = 0.10       # fraction in [0, 1) kept by the platform (rounded half-even to a minor unit)
 rule = "shapley"          # shapley | banzhaf | loo | least_core | proportional | equal | robust_shapley
 negative = "clip"         # clip | shift | error   (see market.rules)

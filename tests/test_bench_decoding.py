@@ -44,6 +44,7 @@ def test_report_structure(result: dict) -> None:
         assert [r["size"] for r in rows] == [0, 1, 2]
         # stop tokens are ignored: every sequence generates exactly max_new_tokens
         assert all(r["generated_tokens"] == sequences * 4 for r in rows)
+        # exact: the base row's ratio is its own rate divided by itself
         assert rows[0]["ratio_to_base"] == 1.0 and all(r["tokens_per_s"] > 0 for r in rows)
     assert [r["rows_per_step"] for r in tiny["sampling"]["single"]] == [1, 2, 3]
     assert [s["rows"] for s in tiny["decode_step"]["steps"]] == [2, 3]
@@ -123,4 +124,5 @@ def test_fused_experiment_matches_the_production_path() -> None:
     assert torch.allclose(got, expected, atol=1e-4)
     assert float((expected[1:] - expected[:1]).abs().max()) > 1e-3  # the adapters change the output
     with torch.inference_mode():
+        # exact: the same plain forward runs again (close restored the stock layers)
         assert torch.equal(model(input_ids=torch.arange(4, 12)[None]).logits, plain)

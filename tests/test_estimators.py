@@ -227,7 +227,7 @@ def test_sampling_is_seeded_and_respects_budget() -> None:
     a = approximate(game, "permutation", 100, seed=5)
     b = approximate(game, "permutation", 100, seed=5)
     c = approximate(game, "permutation", 100, seed=6)
-    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_array_equal(a.values, b.values)  # exact: the same seed runs the same code path twice
     assert not np.array_equal(a.values, c.values)
     assert 2 + 9 * 9 <= a.n_evaluations <= 100 and a.budget == 100  # 10 orders of ≤ 9 new coalitions fit
     assert a.info["stopped_by"] == "max_evaluations" and a.info["n_samples"] >= 10

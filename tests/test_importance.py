@@ -128,16 +128,17 @@ def test_sampler_scores_targets_outside_the_mixture_by_teacher_forcing(
     chunks: list[int] = []
     pool = sampler.proposal_samples(components, prompts, 3, on_chunk=chunks.append)
     assert sum(chunks) == len(pool) == 6  # progress: every decoded response reported once
-    assert sampler.proposal_samples(components, prompts, 3, on_chunk=chunks.append) == pool
+    assert sampler.proposal_samples(components, prompts, 3, on_chunk=chunks.append) == pool  # exact: from the cache
     assert sampler.cached == 1 and sum(chunks) == 6  # a cache hit decodes nothing
     targets = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.0, 0.0]])
     log_p, log_q = sampler.pool_log_densities(pool, prompts, targets, components)
     scored = np.array([s.scored_logprobs for s in pool])
     np.testing.assert_allclose(log_p[:, [0, 2]], scored[:, [1, 0]])  # components: from the decode
     forced = pool_log_densities(model, TinyTokenizer(), multi, prompts, pool, targets[1:2], params)
-    np.testing.assert_allclose(log_p[:, 1], forced[:, 0])  # the pair {s0, s1}: teacher-forced
+    # the pair {s0, s1}: teacher-forced (the same function, batch rows and prompts as the sampler's; rtol 1e-7)
+    np.testing.assert_allclose(log_p[:, 1], forced[:, 0])
     np.testing.assert_allclose(log_q, proposal_log_density(scored))
     assert len(list((tmp_path / "c").glob("densities-*.npz"))) == 1
     again, _ = sampler.pool_log_densities(pool, prompts, targets, components)  # from the .npz cache
-    np.testing.assert_array_equal(again, log_p)
+    np.testing.assert_array_equal(again, log_p)  # exact: the stored array itself, nothing recomputed
     multi.close()

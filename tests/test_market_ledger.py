@@ -230,7 +230,7 @@ def test_identical_inputs_give_identical_ledgers(tmp_path: Path, monkeypatch: py
         exports.append((folder / "out.csv").read_bytes())
         runs = ledger.list_runs(db)
         assert runs[0]["created_at"].isoformat() == "2026-01-01T00:00:00"
-    assert exports[0] == exports[1]
+    assert exports[0] == exports[1]  # exact: the same code path runs twice on the same inputs
     con_rows = []
     for name in ("one", "two"):
         con = duckdb.connect(str(tmp_path / name / "ledger.duckdb"), read_only=True)

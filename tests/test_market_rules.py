@@ -74,7 +74,7 @@ def test_payout_properties_on_random_games(
     assert np.all(np.isfinite(payout.shares))
     assert abs(payout.amounts[0] - payout.amounts[1]) <= 1  # m0 and m1 are interchangeable
     if rule in ("shapley", "banzhaf") and negative == "clip":
-        assert payout.values[-1] == 0.0
+        assert payout.values[-1] == 0.0  # exact by construction: the null player's two sums add equal terms
         assert payout.amounts[-1] == 0  # the null member
 
 
@@ -84,7 +84,7 @@ def test_identical_inputs_give_identical_payouts() -> None:
     a = compute_payout(ctx, ["m0", "m1", "m2", "m3"], 123_456_789, "EUR")
     b = compute_payout(ctx, ["m0", "m1", "m2", "m3"], 123_456_789, "EUR")
     assert a.amounts == b.amounts
-    assert np.array_equal(a.values, b.values)
+    assert np.array_equal(a.values, b.values)  # exact: the same code path runs twice
 
 
 def test_members_owning_several_sources_are_one_player() -> None:
@@ -225,7 +225,7 @@ def test_symmetric_classes_and_least_core_equal_treatment() -> None:
     assert [0, 1] in classes
     ctx = RuleContext(game=game, groups={f"m{j}": [f"s{j}"] for j in range(4)}, weights={"o0": 1.0}, rule="least_core")
     payout = compute_payout(ctx, ["m0", "m1", "m2", "m3"], 10**6, "EUR")
-    assert payout.values[0] == payout.values[1]
+    assert payout.values[0] == payout.values[1]  # exact by construction: both get their class mean
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -276,5 +276,5 @@ def test_duplicating_a_source_pays_under_shapley_but_not_under_robust_shapley() 
     honest, attack = attacker_total("shapley", False), attacker_total("shapley", True)
     assert attack > 1.3 * honest  # the attack is lucrative under plain Shapley
     robust_honest, robust_attack = attacker_total("robust_shapley", False), attacker_total("robust_shapley", True)
-    assert robust_honest == honest  # distinct honest sources are not penalised
+    assert robust_honest == honest  # distinct honest sources are not penalised (factor exp(0) = 1: the same values)
     assert robust_attack < robust_honest

@@ -198,7 +198,7 @@ def test_tiny_is_deterministic_and_seeded(tiny_info: BaseModelInfo, corpus_dir: 
         "tiny", cache_dir=tmp_path / "a", corpus_dir=corpus_dir, seed=0, progress=False, tiny_config=SMALL
     )
     assert same.path != tiny_info.path and same.path.name == tiny_info.path.name
-    assert same.sha256 == tiny_info.sha256
+    assert same.sha256 == tiny_info.sha256  # exact: the same seeded build runs twice (same code path)
     other = prepare_base_model(
         "tiny", cache_dir=tmp_path / "a", corpus_dir=corpus_dir, seed=1, progress=False, tiny_config=SMALL
     )
@@ -448,3 +448,23 @@ def test_describe_and_list_read_the_model_dirs(tiny_info: BaseModelInfo, cache_d
     assert (row["sha256"], row["weights_bytes"]) == (tiny_info.sha256, sum(described.weights.values()))
     empty = list_prepared_models(tmp_path / "nothing")
     assert (empty.root, empty.models) == (tmp_path / "nothing" / "models", [])
+
+
+def test_gguf_conversion_check_accepts_float_rounding_and_rejects_real_differences() -> None:
+    """The smollm2 conversion compares the rebuilt model's logits with the GGUF-loaded model's: two model
+    objects (another CPU may pick other kernels), so rounding-level differences pass (`torch.equal` refused
+    them) while a wrong weight, a shape change or a NaN fails."""
+    import torch
+
+    from valuation.models.smollm2 import LOGIT_TOLERANCE, logits_match
+
+    logits = 10 * torch.randn(1, 7, 50, generator=torch.Generator().manual_seed(0))
+    rounding = logits * (1 + 4e-7 * torch.sign(torch.randn(1, 7, 50, generator=torch.Generator().manual_seed(1))))
+    assert not torch.equal(rounding, logits) and logits_match(rounding, logits)
+    wrong = logits.clone()
+    wrong[0, 3, 17] += 10 * LOGIT_TOLERANCE
+    assert not logits_match(wrong, logits)
+    assert not logits_match(logits[:, :6], logits)
+    broken = logits.clone()
+    broken[0, 0, 0] = float("nan")
+    assert not logits_match(broken, broken)

@@ -170,7 +170,7 @@ def test_second_value_run_skips_training_and_reuses_the_cache(
     err = capsys.readouterr().err
     assert err.count("skipped: up to date") == len(SOURCES)
     assert json.loads((run / "run.json").read_text())["logprob_tables"]["computed"] == 0
-    assert (run / "values.json").read_text() == before
+    assert (run / "values.json").read_text() == before  # exact: cached log-probs, the same code path
     assert main(["train", str(config), "--no-progress"]) == 0
     assert "0 trained, 3 up to date" in capsys.readouterr().out
 

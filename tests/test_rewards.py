@@ -240,4 +240,4 @@ def test_reward_utility_end_to_end(
     stamps = [p.stat().st_mtime_ns for p in files]
     again = run_value(config, progress=False)
     assert sorted(cache.iterdir()) == files and [p.stat().st_mtime_ns for p in files] == stamps
-    assert np.array_equal(again.table.values, run.table.values)
+    assert np.array_equal(again.table.values, run.table.values)  # exact: cached samples, the same code path

@@ -233,6 +233,7 @@ def test_inline_valuation_pipeline_table(env: Env, tmp_path: Path) -> None:
     assert "0 adapter(s) trained, 4 up to date" in result.out
     mine = json.loads((tmp_path / "out" / "values.json").read_text(encoding="utf-8"))
     theirs = json.loads((env.out / "values.json").read_text(encoding="utf-8"))
+    # exact: the same run dir (cached log-probs), the same code path; only the scenario's spelling differs
     assert mine["members"]["values"] == theirs["members"]["values"]
 
 

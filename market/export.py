@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from market.ledger import EXPORT_COLUMNS, export_rows
-from valuation.files import atomic_path
+from valuation.files import atomic_path, check_outputs
 
 FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
 NUMERIC_TEXT_COLUMNS = frozenset({"amount"})  # decimal strings we produce: numbers, not text
@@ -71,7 +71,13 @@ def write_parquet(rows: Sequence[Mapping[str, Any]], path: str | Path, columns: 
 
 
 def export_ledger(ledger: str | Path, *, csv: str | Path | None = None, parquet: str | Path | None = None) -> int:
-    """Export every payout row of `ledger` to CSV and/or Parquet. Returns the number of rows."""
+    """Export every payout row of `ledger` to CSV and/or Parquet. Returns the number of rows.
+
+    Both output paths are checked first (`valuation.files.check_outputs`): when either cannot be written
+    (a folder, a path under a file, an unwritable folder) an `InputError` names it and neither file is
+    written.
+    """
+    check_outputs({"--csv": csv, "--parquet": parquet})
     rows = export_rows(ledger)
     if csv is not None:
         write_csv(rows, csv, EXPORT_COLUMNS)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,7 +38,8 @@ from market.plots import plane_objectives, points_from_result, write_value_plane
 from market.rules import PeriodRun, RuleContext, run_period, shapley_result
 from market.scenario.inputs import ScenarioInputs, load_inputs
 from market.scenario.schema import LoadedScenario, Scenario, load_scenario
-from valuation.files import atomic_write_text
+from valuation.errors import InputError
+from valuation.files import atomic_write_text, check_writable, check_writable_dir
 from valuation.games.result import ValuationResult
 from valuation.pipeline.eval_sampling import MAX_GROUPS_FOR_STD_ERRS, eval_sampling_values
 from valuation.pipeline.outcome import ValuationRun
@@ -105,6 +107,25 @@ def planned_outputs(scenario: Scenario, out: str | Path | None, ledger: str | Pa
     )
 
 
+def check_ledger_writable(ledger: str | Path, *, field: str = "--ledger") -> Path:
+    """`valuation.files.check_writable` for a ledger path, plus: an existing ledger file must be writable
+    (DuckDB opens it for writing). Run before any work, so an unwritable ledger costs nothing (exit 2)."""
+    path = check_writable(ledger, field=field)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError("the ledger file is not writable (permission denied)", file=path, field=field)
+    return path
+
+
+def check_run_outputs(outputs: RunOutputs) -> None:
+    """Every path a run writes (the output folder, its four files, the ledger) can be written: checked
+    before the valuation stage, so a bad ``--out`` or ``--ledger`` fails at once (`InputError`, exit 2)."""
+    check_writable_dir(outputs.out_dir, field="--out")
+    for path in (outputs.csv, outputs.parquet, outputs.values, outputs.plot):
+        if path is not None:
+            check_writable(path, field="--out")
+    check_ledger_writable(outputs.ledger)
+
+
 def scenario_periods(scenario: Scenario, period: str | None) -> list[str]:
     """The periods to pay: `period` (checked against the schedule), else every period of the schedule."""
     return [scenario.check_period(period)] if period is not None else scenario.period_names()
@@ -122,7 +143,8 @@ def run_scenario(
     """Run every stage of the module docstring and return where everything is (see `RunOutputs`).
 
     Raises:
-        InputError: a bad scenario, valuation config, data or period (nothing is recorded then).
+        InputError: a bad scenario, valuation config, data or period, or an output path (``out``, its
+            files, ``ledger``) that cannot be written, checked before the valuation (nothing is recorded then).
         LedgerBusyError: another process writes the ledger.
     """
     with RunProgress(STAGES, enabled=progress) as display:
@@ -130,6 +152,7 @@ def run_scenario(
         loaded = load_scenario(scenario)
         periods = scenario_periods(loaded.scenario, period)
         outputs = planned_outputs(loaded.scenario, out, ledger)
+        check_run_outputs(outputs)
         display.advance()
 
         inputs = valued_inputs(loaded, display, retrain=retrain)
@@ -213,7 +236,10 @@ def pay_scenario(
 ) -> Iterator[PaidPeriod]:
     """Pay out `period` (default: every period of the schedule) of a scenario and append each period to
     `ledger` (None: record nothing). A generator: each period is yielded as soon as it is paid and
-    recorded, before the next one is computed (a failing period leaves the earlier ones recorded)."""
+    recorded, before the next one is computed (a failing period leaves the earlier ones recorded). The
+    ledger path is checked before any work (`check_ledger_writable`)."""
+    if ledger is not None:
+        check_ledger_writable(ledger)
     inputs = load_inputs(load_scenario(scenario))
     sc = inputs.scenario
     periods = scenario_periods(sc, period)

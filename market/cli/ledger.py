@@ -47,7 +47,11 @@ def ledger_export_cmd(
     ] = None,
     parquet: Annotated[Path | None, typer.Option("--parquet", help="Write the payout rows as Parquet here.")] = None,
 ) -> None:
-    """Export every payout row (run_id, period, member, rule, value, share, amount, currency, …)."""
+    """Export every payout row (run_id, period, member, rule, value, share, amount, currency, …).
+
+    Both paths are checked before anything is written: when one of them cannot be written (a folder, a
+    path under a file, an unwritable folder) the command names it, writes neither file and exits with 2.
+    """
     from market.export import export_ledger  # deferred: --help speed (module docstring)
 
     if csv is None and parquet is None:

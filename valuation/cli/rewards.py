@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from valuation.files import check_writable_dir
+
 app = typer.Typer()  # this module's commands; the root app (market.cli) composes the layers' apps
 
 
@@ -60,6 +62,7 @@ def train(
     """
     from valuation.pipeline.reward_head import train_reward_head  # deferred: see the module docstring
 
+    check_writable_dir(out, field="--out")
     report = train_reward_head(
         out,
         pairs=pairs,

@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from valuation.files import check_writable_dir
+
 if TYPE_CHECKING:  # annotations only; the imports are deferred at run time (see the module docstring)
     from valuation.pipeline.outcome import ValuationRun
     from valuation.retraining.run import RetrainRun
@@ -32,7 +34,10 @@ _RETRAIN_HELP = (
     "Retrain adapters that are stale (their data, \\[training] config or base model changed) instead of "
     "stopping with an error. Up-to-date adapters are still skipped."
 )
-_OUT_HELP = "Run directory (overrides \\[output] dir; relative to the current folder)."
+_OUT_HELP = (
+    "Run directory (overrides \\[output] dir; relative to the current folder). Checked before any work: a file "
+    "or an unwritable place exits with 2."
+)
 _PROGRESS_HELP = "Show progress bars on stderr."
 
 ConfigArg = Annotated[Path, typer.Argument(help=_CONFIG_HELP, show_default=False)]
@@ -59,6 +64,7 @@ def train(config: ConfigArg, retrain: RetrainOpt = False, out: OutOpt = None, pr
     from valuation.pipeline.run import run_train  # deferred: see the module docstring
 
     cfg = load_valuation_config(config, output_dir=out)
+    check_writable_dir(cfg.output.dir, field="--out" if out is not None else "output.dir")
     _, records = run_train(cfg, retrain=retrain, progress=progress)
     trained = [s for s, r in records.items() if r.status == "trained"]
     skipped = [s for s, r in records.items() if r.status == "skipped"]
@@ -98,6 +104,7 @@ def value(
     from valuation.retraining.run import run_retrain  # deferred: see the module docstring
 
     cfg = load_valuation_config(config, output_dir=out)
+    check_writable_dir(cfg.output.dir, field="--out" if out is not None else "output.dir")
     run = None
     if mode in (Mode.arithmetic, Mode.both):
         run = run_value(cfg, retrain=retrain, progress=progress)

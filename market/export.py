@@ -3,7 +3,9 @@
 Columns: `market.ledger.EXPORT_COLUMNS` — at least ``run_id, period, member, rule, value, share, amount,
 currency``. ``amount`` is a decimal string with exactly the currency's minor digits ("1234.50" EUR,
 "1234" JPY) and ``amount_minor`` the same amount as an integer; ``value``, ``std_err``, ``share``,
-``seq`` and ``amount_minor`` are numeric columns.
+``seq`` and ``amount_minor`` are numeric columns. ``line`` is ``payout`` for a member's row and ``held``
+for the one extra row of a run that held its pool (``no_value = "hold"``: no member created value; no
+member, value or share, the held amount), so every run's ``amount_minor`` sums to its pool.
 
 **Formula injection (CSV only).** Spreadsheets evaluate a cell that starts with ``=``, ``+``, ``-``,
 ``@``, a tab or a carriage return as a formula (``=HYPERLINK(...)``, ``@SUM(...)``, DDE payloads). Every

@@ -312,8 +312,8 @@ def write_values(
 
 
 def period_json(run: PeriodRun, record: RecordResult) -> dict[str, object]:
-    """One period of ``values.json``: money terms (decimal strings and minor units), the stability
-    verdict and one payout row per member."""
+    """One period of ``values.json``: money terms (decimal strings and minor units; ``held``: the part of
+    the pool not paid out, see `market.rules`), the stability verdict and one payout row per member."""
     pay = run.payout
     return {
         "period": run.period,
@@ -324,6 +324,8 @@ def period_json(run: PeriodRun, record: RecordResult) -> dict[str, object]:
         "fee": format_minor(run.fee_minor, pay.currency),
         "pool": format_minor(run.pool_minor, pay.currency),
         "pool_minor": run.pool_minor,
+        "held": format_minor(pay.held_minor, pay.currency),
+        "held_minor": pay.held_minor,
         "stable": run.stability.stable,
         "payouts": [
             {

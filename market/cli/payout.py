@@ -32,7 +32,7 @@ def payout_cmd(
     Prints the payout table (member, value, share, amount) and the stability verdict for each period,
     then appends the run to the ledger (re-running the same scenario and period adds nothing).
     """
-    from market.cli.tables import payout_table  # deferred: --help speed (module docstring)
+    from market.cli.tables import held_line, payout_table  # deferred: --help speed (module docstring)
     from market.console import wide_console
     from market.money import format_minor
     from market.run import pay_scenario
@@ -46,6 +46,8 @@ def payout_cmd(
         out.print(payout_table(run, title=title))
         out.print(f"  (revenue {format_minor(run.revenue_minor, cur)}, fee {format_minor(run.fee_minor, cur)})")
         out.print(run.stability.verdict(), markup=False)
+        if pay.held_minor:
+            out.print(held_line(pay.held_minor, cur), markup=False)
         for w in pay.warnings:
             warn(f"period {p}: {w}")
         if record is None:

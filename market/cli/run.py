@@ -71,7 +71,7 @@ def run_cmd(
 
 def print_summary(outputs: RunOutputs) -> None:
     """The payout table per period, what was reused, where the outputs are, and the dashboard command."""
-    from market.cli.tables import payout_table  # deferred: --help speed (module docstring)
+    from market.cli.tables import held_line, payout_table  # deferred: --help speed (module docstring)
     from market.console import wide_console
     from market.money import format_minor
 
@@ -87,6 +87,8 @@ def print_summary(outputs: RunOutputs) -> None:
         )
         out.print(table)
         out.print(run.stability.verdict(), markup=False)
+        if pay.held_minor:
+            out.print(held_line(pay.held_minor, cur), markup=False)
         for w in pay.warnings:
             out.print(f"warning: period {run.period}: {w}", markup=False)
         state = "recorded" if record.added else "already recorded (nothing added)"

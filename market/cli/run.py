@@ -55,7 +55,14 @@ def run_cmd(
             "stopping with an error.",
         ),
     ] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress display on stderr.")] = True,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Show the progress display on stderr (on a non-terminal: plain '[progress]' lines with the stage, "
+            "item i/n, elapsed time and ETA, at least every 30 s).",
+        ),
+    ] = True,
 ) -> None:
     """Run a scenario end to end: valuation → payouts → ledger → CSV/Parquet → values JSON → PNG plot.
 

@@ -38,7 +38,10 @@ _OUT_HELP = (
     "Run directory (overrides \\[output] dir; relative to the current folder). Checked before any work: a file "
     "or an unwritable place exits with 2."
 )
-_PROGRESS_HELP = "Show progress bars on stderr."
+_PROGRESS_HELP = (
+    "Show progress on stderr: bars on a terminal; otherwise (nohup, CI, 2> log) plain '[progress]' lines with "
+    "item i/n, elapsed time and ETA, at least every 30 s."
+)
 
 ConfigArg = Annotated[Path, typer.Argument(help=_CONFIG_HELP, show_default=False)]
 RetrainOpt = Annotated[bool, typer.Option("--retrain", help=_RETRAIN_HELP)]

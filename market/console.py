@@ -78,7 +78,7 @@ class RunProgress:
     def step(self, i: int, text: str) -> None:
         """Show that stage `i` (0-based) is under way, doing `text`."""
         if self.stages is None:
-            self.stages = self.bars.add_task(self.label(i, text), total=self.n_stages)
+            self.stages = self.bars.add_task(self.label(i, text), total=self.n_stages, plain_eta=False)
         else:
             self.bars.update(self.stages, description=self.label(i, text))
 

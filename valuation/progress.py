@@ -59,6 +59,7 @@ class _Task:
     note: str
     started: float
     last_line: float
+    eta: bool = True
     ended: bool = False
 
 
@@ -88,11 +89,15 @@ class PlainProgress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def begin(self, key: Hashable, description: str, total: float | None, completed: float = 0, note: str = "") -> None:
-        """Start (or restart) task ``key`` and print its ``started`` line."""
+    def begin(
+        self, key: Hashable, description: str, total: float | None, completed: float = 0, note: str = "",
+        *, eta: bool = True,
+    ) -> None:
+        """Start (or restart) task ``key`` and print its ``started`` line; ``eta`` False: its lines give no
+        ETA (the stages of a run, which take very different times)."""
         with self._lock:
             now = self.clock()
-            task = _Task(_plain(description), total, float(completed), note, now, now)
+            task = _Task(_plain(description), total, float(completed), note, now, now, eta)
             self._tasks[key] = task
             self.write(self._line(task, now, "started"))
 
@@ -177,7 +182,7 @@ class PlainProgress:
         if task.total:
             text += f" ({100 * task.completed / task.total:.0f}%)"
         text += f", elapsed {format_duration(elapsed)}"
-        if task.total and 0 < task.completed < task.total:
+        if task.eta and task.total and 0 < task.completed < task.total:
             text += f", ETA {format_duration(elapsed / task.completed * (task.total - task.completed))}"
         return text + (f" ({task.note})" if task.note else "")
 
@@ -211,7 +216,7 @@ def progress_display(
     On a terminal it draws as rich does. Elsewhere (module docstring) rich draws nothing and every task's
     state is printed as plain lines by a `PlainProgress` (``interval`` seconds of ``clock`` apart at
     most; a heartbeat thread ticks it while the display runs, unless ``heartbeat`` is false, as in tests
-    that tick by hand). Not ``enabled``: nothing is drawn or printed (``console.print`` still prints).
+    that tick by hand). A task added with the field ``plain_eta=False`` gets no ETA in its lines. Not ``enabled``: nothing is drawn or printed (``console.print`` still prints).
     """
     from rich.console import Console
 
@@ -267,14 +272,19 @@ def _display_class() -> type:
         ) -> TaskID:
             task_id = super().add_task(description, start, total, completed, visible, **fields)
             if self.plain is not None:
-                self.plain.begin(task_id, description, total, completed, str(fields.get("note", "") or ""))
+                self.plain.begin(
+                    task_id, description, total, completed, _note(fields), eta=bool(fields.get("plain_eta", True))
+                )
             return task_id
 
         def reset(self, task_id: TaskID, **kwargs: Any) -> None:
             super().reset(task_id, **kwargs)
             if self.plain is not None:
                 task = self._tasks[task_id]
-                self.plain.begin(task_id, task.description, task.total, task.completed, _note(task.fields))
+                self.plain.begin(
+                    task_id, task.description, task.total, task.completed, _note(task.fields),
+                    eta=bool(task.fields.get("plain_eta", True)),
+                )
 
         def update(self, task_id: TaskID, **kwargs: Any) -> None:
             super().update(task_id, **kwargs)

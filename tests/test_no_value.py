@@ -173,3 +173,20 @@ def test_runs_recorded_before_the_policy_read_as_equal(tmp_path: Path) -> None:
     con.close()
     run = read_model.load_run(db, run_id)
     assert run.no_value == "equal" and run.held_minor == 0 and run.amounts == (POOL,)
+
+
+def test_the_dashboard_shows_a_held_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    db = tmp_path / "ledger.duckdb"
+    assert main(["payout", str(scenario(tmp_path)), "--ledger", str(db)]) == 0
+    monkeypatch.setenv(read_model.LEDGER_ENV, str(db))
+    app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+    at = AppTest.from_file(str(app), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("is held" in c.value and "held 1000.00 EUR = the pool" in c.value for c in at.caption)
+    for page in ("views/trade_offs.py", "views/pooling.py", "views/coalitions.py", "views/ledger.py"):
+        at.switch_page(page)
+        at.run()
+        assert not at.exception, (page, [e.value for e in at.exception])

@@ -1,7 +1,8 @@
 """Terminal output: the console the market prints with, and the progress display of a whole run.
 
-`RunProgress` is `market.run.run_scenario`'s display on stderr (rich): one bar over the run's stages,
-whose description says what the current stage does, and one sub-task that follows adapter training.
+`RunProgress` is `market.run.run_scenario`'s display on stderr (`valuation.progress.progress_display`: rich
+on a terminal, plain progress lines at least every 30 s elsewhere): one bar over the run's stages, whose
+description says what the current stage does, and one sub-task that follows adapter training.
 transformers is imported inside `RunProgress.training_callback`, only when a scenario trains adapters:
 ``from transformers import TrainerCallback`` takes about 4 s (it loads torch), which every other run and
 command would pay for nothing.
@@ -17,13 +18,13 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     SpinnerColumn,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
 
+from valuation.progress import progress_display
 from valuation.terminal import safe_console
 from valuation.text import printable
 
@@ -51,15 +52,14 @@ class RunProgress:
 
     def __init__(self, stages: Sequence[str], *, enabled: bool = True) -> None:
         self.n_stages = len(stages)
-        self.bars = Progress(
+        self.bars = progress_display(
             SpinnerColumn(),
             TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=wide_console(stderr=True),
-            disable=not enabled,
-            transient=False,
+            enabled=enabled,
         )
         self.stages: TaskID | None = None
         self.training: TaskID | None = None
@@ -81,7 +81,7 @@ class RunProgress:
     def step(self, i: int, text: str) -> None:
         """Show that stage `i` (0-based) is under way, doing `text`."""
         if self.stages is None:
-            self.stages = self.bars.add_task(self.label(i, text), total=self.n_stages)
+            self.stages = self.bars.add_task(self.label(i, text), total=self.n_stages, plain_eta=False)
         else:
             self.bars.update(self.stages, description=self.label(i, text))
 

@@ -3,7 +3,9 @@
 Columns: `market.ledger.EXPORT_COLUMNS` — at least ``run_id, period, member, rule, value, share, amount,
 currency``. ``amount`` is a decimal string with exactly the currency's minor digits ("1234.50" EUR,
 "1234" JPY) and ``amount_minor`` the same amount as an integer; ``value``, ``std_err``, ``share``,
-``seq`` and ``amount_minor`` are numeric columns.
+``seq`` and ``amount_minor`` are numeric columns. ``line`` is ``payout`` for a member's row and ``held``
+for the one extra row of a run that held its pool (``no_value = "hold"``: no member created value; no
+member, value or share, the held amount), so every run's ``amount_minor`` sums to its pool.
 
 **Formula injection (CSV only).** Spreadsheets evaluate a cell that starts with ``=``, ``+``, ``-``,
 ``@``, a tab or a carriage return as a formula (``=HYPERLINK(...)``, ``@SUM(...)``, DDE payloads). Every
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from market.ledger import EXPORT_COLUMNS, export_rows
-from valuation.files import atomic_path
+from valuation.files import atomic_path, check_outputs
 
 FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
 ESCAPE = "'"
@@ -80,7 +82,13 @@ def write_parquet(rows: Sequence[Mapping[str, Any]], path: str | Path, columns: 
 
 
 def export_ledger(ledger: str | Path, *, csv: str | Path | None = None, parquet: str | Path | None = None) -> int:
-    """Export every payout row of `ledger` to CSV and/or Parquet. Returns the number of rows."""
+    """Export every payout row of `ledger` to CSV and/or Parquet. Returns the number of rows.
+
+    Both output paths are checked first (`valuation.files.check_outputs`): when either cannot be written
+    (a folder, a path under a file, an unwritable folder) an `InputError` names it and neither file is
+    written.
+    """
+    check_outputs({"--csv": csv, "--parquet": parquet})
     rows = export_rows(ledger)
     if csv is not None:
         write_csv(rows, csv, EXPORT_COLUMNS)

@@ -62,7 +62,7 @@ import math
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -581,23 +581,31 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     "amount",
     "amount_minor",
     "currency",
+    "line",
 )
 
 
 def export_rows(path: str | Path) -> list[dict[str, Any]]:
     """One row per (run, member) with `EXPORT_COLUMNS`; ``amount`` is a decimal string with the
-    currency's minor digits (``amount_minor`` the integer), ``created_at`` ISO 8601 UTC."""
+    currency's minor digits (``amount_minor`` the integer), ``created_at`` ISO 8601 UTC, ``line``
+    ``"payout"``. A run whose payouts do not add up to its pool (``no_value = "hold"``: nothing paid) gets
+    one more row after its members, ``line`` ``"held"``, with no member, value or share and the held
+    amount, so a run's ``amount_minor`` always sums to its pool (paid + held = pool)."""
     with connect(path, read_only=True) as con:
         cur = con.execute(
             """
             SELECT r.run_id, r.seq, r.period, r.scenario_name, r.scenario_sha256, r.created_at,
-                   p.member, r.rule, p.value, p.std_err, p.share, p.amount_minor, p.currency
+                   p.member, r.rule, p.value, p.std_err, p.share, p.amount_minor, p.currency, r.pool_minor
             FROM payouts p JOIN runs r USING (run_id)
             ORDER BY r.seq, p.position
             """
         )
-        out = []
-        for (run_id, seq, period, scen, sha, created, member, rule, value, se, share, minor, cur_) in cur.fetchall():
+        out: list[dict[str, Any]] = []
+        paid: dict[str, int] = {}
+        for (run_id, seq, period, scen, sha, created, member, rule, value, se, share, minor, cur_, pool) in cur.fetchall():
+            if out and out[-1]["run_id"] != run_id:
+                out.extend(_held_row(out[-1], paid))
+            paid[run_id] = paid.get(run_id, 0) + int(minor)
             out.append(
                 {
                     "run_id": run_id,
@@ -614,9 +622,28 @@ def export_rows(path: str | Path) -> list[dict[str, Any]]:
                     "amount": format_minor(int(minor), cur_),
                     "amount_minor": int(minor),
                     "currency": cur_,
+                    "line": "payout",
+                    "_pool": int(pool),
                 }
             )
+        if out:
+            out.extend(_held_row(out[-1], paid))
+        for row in out:
+            row.pop("_pool", None)
         return out
+
+
+def _held_row(last: dict[str, Any], paid: Mapping[str, int]) -> list[dict[str, Any]]:
+    """[the ``held`` export row of ``last``'s run: pool − Σ payouts] when that is not 0, else []."""
+    held = int(last["_pool"]) - paid[last["run_id"]]
+    if held == 0:
+        return []
+    row = dict(last)
+    row.update(
+        member=None, value=None, std_err=None, share=None, amount=format_minor(held, last["currency"]),
+        amount_minor=held, line="held",
+    )
+    return [row]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -651,11 +678,22 @@ class VerifyReport:
         return not self.problems
 
 
+def _held_run(run: Mapping[str, Any], payouts: list[tuple[Any, ...]]) -> bool:
+    """The run held its pool (`market.rules`, ``no_value = "hold"``: no member created value): its scenario
+    says ``no_value = "hold"`` and every payout row has amount 0 and share 0."""
+    try:
+        policy = json.loads(run["config_json"]).get("market", {}).get("no_value")
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return policy == "hold" and all(int(p[6]) == 0 and float(p[5]) == 0.0 for p in payouts)
+
+
 def verify(path: str | Path) -> VerifyReport:
     """Re-check the ledger's invariants.
 
-    Per run: payouts sum exactly to the pool; pool = revenue − fee; at least one payout, in the run's
-    currency; shares sum to 1; ``record_hash`` recomputes from the stored rows; ``prev_hash`` is the
+    Per run: payouts sum exactly to the pool, or the pool is held whole (`_held_run`: nothing paid, every
+    share 0, under ``no_value = "hold"``), so paid + held = pool; pool = revenue − fee; at least one payout,
+    in the run's currency; shares sum to 1; ``record_hash`` recomputes from the stored rows; ``prev_hash`` is the
     previous run's hash and ``seq`` is 1, 2, …; the run id matches its (scenario hash, period). Globally:
     no child row without its run (orphans), no duplicated (scenario hash, period).
     """
@@ -695,13 +733,15 @@ def verify(path: str | Path) -> VerifyReport:
         if not payouts:
             report.problems.append(f"{where}: no payout rows")
         total = sum(int(p[6]) for p in payouts)
-        if total != run["pool_minor"]:
+        held_run = _held_run(run, payouts)
+        held = run["pool_minor"] - total if held_run else 0
+        if total + held != run["pool_minor"]:
             report.problems.append(f"{where}: payouts sum to {total} minor units, the pool is {run['pool_minor']}")
         if run["revenue_minor"] - run["fee_minor"] != run["pool_minor"]:
             report.problems.append(f"{where}: pool != revenue - fee")
         if any(p[7] != run["currency"] for p in payouts):
             report.problems.append(f"{where}: payout currency differs from the run's {run['currency']}")
-        if payouts and abs(sum(float(p[5]) for p in payouts) - 1.0) > 1e-9:
+        if payouts and not held_run and abs(sum(float(p[5]) for p in payouts) - 1.0) > 1e-9:
             report.problems.append(f"{where}: shares do not sum to 1")
         if record_hash(run, children[rid]) != run["record_hash"]:
             report.problems.append(f"{where}: record_hash does not match the stored rows (edited?)")

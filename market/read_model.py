@@ -172,7 +172,9 @@ class RunData:
     Attributes:
         members: member names in payout order; ``sources[i]`` the sources member i owns.
         values, std_errs, shares, amounts: the stored payout (the rule's claim, its std err, the share and
-            the integer minor units; ``Σ amounts == pool_minor``).
+            the integer minor units; ``Σ amounts + held_minor == pool_minor``).
+        no_value: the run's no-value policy (``hold`` | ``equal``; runs recorded before the policy existed
+            were paid under ``equal``).
         weights: the run's objective weights.
         objectives: objectives with stored per-member values; ``phi[i, k]`` / ``phi_se[i, k]`` the rule's
             value of member i for objective k (empty for rules that have none, e.g. ``equal``).
@@ -210,10 +212,16 @@ class RunData:
     seed: int = 0
     budget: int | None = None
     max_exact_members: int = 12
+    no_value: str = "equal"
 
     @property
     def n(self) -> int:
         return len(self.members)
+
+    @property
+    def held_minor(self) -> int:
+        """Minor units of the pool not paid out (``hold``: no member created value), else 0."""
+        return self.pool_minor - int(sum(self.amounts))
 
     @property
     def is_linear(self) -> bool:
@@ -265,6 +273,7 @@ def load_run(path: str | os.PathLike[str], run_id: str) -> RunData:
         seed=int(valuation.get("seed") or 0),
         budget=valuation.get("budget"),
         max_exact_members=int(valuation.get("max_exact_members") or 12),
+        no_value=str(config.get("market", {}).get("no_value", "equal")),
     )
 
 
@@ -367,6 +376,7 @@ def member_context(
         weights=dict(run.weights if weights is None else weights),
         rule=rule or run.rule,
         negative=run.negative,
+        no_value=run.no_value,
         sizes=None if run.sizes is None else {a: run.sizes[m] for m, a in zip(run.members, aliases, strict=True)},
         seed=run.seed,
         budget=run.budget,
@@ -417,6 +427,7 @@ class WeightedPayout:
     amounts: tuple[int, ...]
     method: str
     warnings: tuple[str, ...] = field(default=())
+    held_minor: int = 0
 
 
 def linear_values(run: RunData, weights: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -454,10 +465,10 @@ def weighted_payout(run: RunData, weights: Mapping[str, float]) -> WeightedPayou
         table = scalar_table(run, weights)
         scale = float(np.max(np.abs(table - table[0])))
         null = null_players(table)
-    alloc = allocate(run.members, values, run.pool_minor, run.negative, scale=scale, null=null)
+    alloc = allocate(run.members, values, run.pool_minor, run.negative, no_value=run.no_value, scale=scale, null=null)
     return WeightedPayout(
         weights, np.asarray(values, float), np.asarray(std_errs, float), alloc.shares, alloc.amounts, method,
-        tuple(notes) + alloc.warnings,
+        tuple(notes) + alloc.warnings, alloc.held,
     )
 
 

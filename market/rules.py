@@ -28,11 +28,20 @@ Negative-value policy (``[market] negative``), applied to the values v_i to get 
   something when another member is worse).
 * ``error``: refuse to pay out (`InputError`, field ``market.negative``) when any value is negative.
 
-Degenerate cases never crash and never produce NaN: when no member has a positive weight (the pool
-creates no value, or all values are negative under ``clip``), the pool is split **equally** among the
-members whose data has any effect (null members, whose data changes no coalition's utility, get 0) and
-a warning says so. Non-finite values (which a sampled estimator should not produce) are treated as 0, with a
-warning. Values within ``1e-12 · max |v(S)|`` of 0 are snapped to 0, so a null member gets exactly 0.
+No-value policy (``[market] no_value``): when **no member created value** — no value v_i is positive
+(after snapping, below), whatever the negative policy — no split can be justified by the values:
+
+* ``hold`` (default): nothing is paid; every amount is 0 and the whole pool is **held** (`Allocation.held`,
+  `Payout.held_minor`), recorded as such, printed as a ``held`` line and exported as a held row;
+  ``paid + held = pool`` always holds. A single member whose data hurts the pool is not paid it.
+* ``equal``: the pool is split equally among the members whose data has any effect (null members, whose
+  data changes no coalition's utility, get 0; all members when every one is null).
+
+Either way a warning says so. The test looks at the values, not at the weights after the negative policy:
+under ``shift`` with every value negative the least bad member would otherwise get the whole pool.
+Degenerate cases never crash and never produce NaN. Non-finite values (which a sampled estimator should
+not produce) are treated as 0, with a warning. Values within ``1e-12 · max |v(S)|`` of 0 are snapped to
+0, so a null member gets exactly 0.
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ import numpy as np
 from market.money import fee_minor, largest_remainder, to_minor
 from market.robust import DEFAULT_STRENGTH, DEFAULT_THRESHOLD, member_similarity, robust_values
 from market.scenario.inputs import ScenarioInputs
-from market.scenario.schema import NEGATIVE_POLICIES, RULES
+from market.scenario.schema import NEGATIVE_POLICIES, NO_VALUE_POLICIES, RULES
 from valuation.errors import InputError
 from valuation.games.coalitions import all_coalitions
 from valuation.games.estimators import approximate
@@ -76,6 +85,7 @@ class RuleContext:
         weights: objective weights (objectives missing get 0).
         rule: one of `RULES`.
         negative: one of ``clip``, ``shift``, ``error``.
+        no_value: one of ``hold``, ``equal`` (what happens when no member created value).
         sizes: source -> number of pairs (for ``proportional``), or None.
         texts: source -> texts (for ``robust_shapley``), or None.
         robust_strength, robust_threshold: λ and τ of `market.robust`.
@@ -89,6 +99,7 @@ class RuleContext:
     weights: Mapping[str, float]
     rule: str = "shapley"
     negative: str = "clip"
+    no_value: str = "hold"
     sizes: Mapping[str, int] | None = None
     texts: Mapping[str, Sequence[str]] | None = None
     robust_strength: float = DEFAULT_STRENGTH
@@ -106,6 +117,11 @@ class RuleContext:
                 f"unknown policy {self.negative!r}: expected one of {', '.join(NEGATIVE_POLICIES)}",
                 field="market.negative",
             )
+        if self.no_value not in NO_VALUE_POLICIES:
+            raise InputError(
+                f"unknown policy {self.no_value!r}: expected one of {', '.join(NO_VALUE_POLICIES)}",
+                field="market.no_value",
+            )
 
     @classmethod
     def from_inputs(cls, inputs: ScenarioInputs) -> RuleContext:
@@ -117,6 +133,7 @@ class RuleContext:
             weights=inputs.weights,
             rule=sc.market.rule,
             negative=sc.market.negative,
+            no_value=sc.market.no_value,
             sizes=inputs.sizes,
             texts=inputs.texts,
             robust_strength=sc.robust.strength,
@@ -234,16 +251,20 @@ class Allocation:
     """A pool split among members.
 
     Attributes:
-        weights: the split weights after the negative policy (exact, from the float values).
-        shares: ``w_i / Σ w`` as floats (all equal after the degenerate fallback).
-        amounts: integer minor units, summing exactly to the pool.
+        weights: the split weights after the negative and no-value policies (exact, from the float values;
+            all 0 when the pool is held).
+        shares: ``w_i / Σ w`` as floats (all equal after the ``equal`` fallback, all 0 when held).
+        amounts: integer minor units; ``sum(amounts) + held == pool``.
         warnings: what was degenerate and what was done about it.
+        held: minor units not paid out (the whole pool under ``no_value = "hold"`` when no member created
+            value, else 0).
     """
 
     weights: tuple[Fraction, ...]
     shares: np.ndarray
     amounts: tuple[int, ...]
     warnings: tuple[str, ...]
+    held: int = 0
 
 
 def allocate(
@@ -252,15 +273,17 @@ def allocate(
     pool_minor: int,
     negative: str = "clip",
     *,
+    no_value: str = "hold",
     scale: float | None = None,
     null: Sequence[bool] | None = None,
     file: str | None = None,
 ) -> Allocation:
     """Split `pool_minor` minor units among `members` in proportion to their values (module docstring).
 
-    `scale` (default ``max |values|``) sets the snap-to-zero threshold ``1e-12 · scale``. `null` flags
-    null members (their data changes no coalition's utility): the degenerate equal split leaves them
-    out (unless every member is null), so a null member is never paid.
+    `scale` (default ``max |values|``) sets the snap-to-zero threshold ``1e-12 · scale``. When no value is
+    positive, `no_value` decides: ``hold`` pays nothing (``held`` = the pool), ``equal`` splits equally,
+    leaving out the members flagged in `null` (their data changes no coalition's utility) unless every
+    member is null, so a null member is never paid.
     """
     members = tuple(members)
     v = np.array(values, dtype=float)
@@ -274,33 +297,51 @@ def allocate(
         v[bad] = 0.0
     ref = float(np.max(np.abs(v))) if scale is None and v.size else float(scale or 0.0)
     v[np.abs(v) <= SNAP_RELATIVE * ref] = 0.0
-    if negative == "error" and (v < 0).any():
-        who = ", ".join(f"{m} ({x:.6g})" for m, x in zip(members, v, strict=True) if x < 0)
+    negatives = ", ".join(f"{m} ({x:.6g})" for m, x in zip(members, v, strict=True) if x < 0)
+    if negative == "error" and negatives:
         raise InputError(
-            f"negative value for {who}: choose negative = 'clip' or 'shift' to pay out anyway",
+            f"negative value for {negatives}: choose negative = 'clip' or 'shift' to pay out anyway",
             file=file,
             field="market.negative",
         )
+    if not (v > 0).any():
+        return _no_value_allocation(members, pool_minor, no_value, negatives, null, warnings)
     if negative == "shift":
         w = v - min(0.0, float(v.min()))
     else:
         w = np.maximum(v, 0.0)
-        if (v < 0).any():
-            names = ", ".join(m for m, x in zip(members, v, strict=True) if x < 0)
-            warnings.append(f"negative value clipped to 0 for {names}")
+        if negatives:
+            clipped = ", ".join(m for m, x in zip(members, v, strict=True) if x < 0)
+            warnings.append(f"negative value clipped to 0 for {clipped}")
     exact = [Fraction(float(x)) for x in w]
-    if sum(exact, Fraction(0)) == 0:
-        eligible = [not x for x in null] if null is not None and not all(null) else [True] * len(members)
-        if len(members) > 1:
-            who = "" if all(eligible) else " among the members whose data has any effect"
-            warnings.append(
-                f"no member has a positive value (the pool creates no value): the pool is split equally{who}"
-            )
-        exact = [Fraction(1 if ok else 0) for ok in eligible]
     total = sum(exact, Fraction(0))
     shares = np.array([float(x / total) for x in exact])
     amounts = largest_remainder(pool_minor, exact, members)
     return Allocation(tuple(exact), shares, tuple(amounts), tuple(warnings))
+
+
+def _no_value_allocation(
+    members: tuple[str, ...],
+    pool_minor: int,
+    no_value: str,
+    negatives: str,
+    null: Sequence[bool] | None,
+    warnings: list[str],
+) -> Allocation:
+    """The allocation when no member created value: the pool held (``hold``) or split equally among the
+    members whose data has any effect (``equal``); a warning says which and why."""
+    why = "no member created value (no value is positive" + (f"; negative: {negatives}" if negatives else "") + ")"
+    if no_value == "hold":
+        warnings.append(f"{why}: the pool is held, nothing is paid out (no_value = 'hold')")
+        zero = tuple(Fraction(0) for _ in members)
+        return Allocation(zero, np.zeros(len(members)), tuple(0 for _ in members), tuple(warnings), held=pool_minor)
+    eligible = [not x for x in null] if null is not None and not all(null) else [True] * len(members)
+    who = "" if all(eligible) else " among the members whose data has any effect"
+    warnings.append(f"{why}: the pool is split equally{who} (no_value = 'equal')")
+    exact = [Fraction(1 if ok else 0) for ok in eligible]
+    total = sum(exact, Fraction(0))
+    shares = np.array([float(x / total) for x in exact])
+    return Allocation(tuple(exact), shares, tuple(largest_remainder(pool_minor, exact, members)), tuple(warnings))
 
 
 @dataclass(frozen=True)
@@ -311,10 +352,12 @@ class Payout:
         members, rule, currency, pool_minor: what was split.
         values, std_errs: the rule's claims (`RuleValues`).
         shares: fractions of the pool (sum 1).
-        amounts: minor units per member (sum == pool_minor).
+        amounts: minor units per member; ``sum(amounts) + held_minor == pool_minor``.
         result: the per-objective valuation on the member game (or None).
         warnings: degenerate-case notes.
         info: rule details.
+        held_minor: minor units not paid out (`Allocation.held`: the pool under ``no_value = "hold"`` when
+            no member created value, else 0).
     """
 
     members: tuple[str, ...]
@@ -328,6 +371,12 @@ class Payout:
     result: ValuationResult | None
     warnings: tuple[str, ...]
     info: dict
+    held_minor: int = 0
+
+    @property
+    def paid_minor(self) -> int:
+        """Minor units paid to members (``pool_minor − held_minor``)."""
+        return int(sum(self.amounts))
 
 
 def compute_payout(ctx: RuleContext, members: Sequence[str], pool_minor: int, currency: str) -> Payout:
@@ -339,7 +388,9 @@ def compute_payout(ctx: RuleContext, members: Sequence[str], pool_minor: int, cu
         table = ctx.scalar_game(members)(all_coalitions(len(members)))[:, 0]
         scale = float(np.max(np.abs(table - table[0])))
         null = null_players(table)
-    alloc = allocate(rv.members, rv.values, pool_minor, ctx.negative, scale=scale, null=null, file=ctx.file)
+    alloc = allocate(
+        rv.members, rv.values, pool_minor, ctx.negative, no_value=ctx.no_value, scale=scale, null=null, file=ctx.file
+    )
     return Payout(
         members=rv.members,
         rule=ctx.rule,
@@ -352,6 +403,7 @@ def compute_payout(ctx: RuleContext, members: Sequence[str], pool_minor: int, cu
         result=rv.result,
         warnings=alloc.warnings,
         info=rv.info,
+        held_minor=alloc.held,
     )
 
 

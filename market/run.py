@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,7 +40,8 @@ from market.receipts import Receipt, check_key, save_receipt
 from market.rules import PeriodRun, RuleContext, run_period, shapley_result
 from market.scenario.inputs import ScenarioInputs, load_inputs
 from market.scenario.schema import LoadedScenario, Scenario, load_scenario
-from valuation.files import atomic_write_text
+from valuation.errors import InputError
+from valuation.files import atomic_write_text, check_writable, check_writable_dir
 from valuation.games.result import ValuationResult
 from valuation.pipeline.eval_sampling import MAX_GROUPS_FOR_STD_ERRS, eval_sampling_values
 from valuation.pipeline.outcome import ValuationRun
@@ -111,6 +113,25 @@ def planned_outputs(scenario: Scenario, out: str | Path | None, ledger: str | Pa
     )
 
 
+def check_ledger_writable(ledger: str | Path, *, field: str = "--ledger") -> Path:
+    """`valuation.files.check_writable` for a ledger path, plus: an existing ledger file must be writable
+    (DuckDB opens it for writing). Run before any work, so an unwritable ledger costs nothing (exit 2)."""
+    path = check_writable(ledger, field=field)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise InputError("the ledger file is not writable (permission denied)", file=path, field=field)
+    return path
+
+
+def check_run_outputs(outputs: RunOutputs) -> None:
+    """Every path a run writes (the output folder, its four files, the ledger) can be written: checked
+    before the valuation stage, so a bad ``--out`` or ``--ledger`` fails at once (`InputError`, exit 2)."""
+    check_writable_dir(outputs.out_dir, field="--out")
+    for path in (outputs.csv, outputs.parquet, outputs.values, outputs.plot):
+        if path is not None:
+            check_writable(path, field="--out")
+    check_ledger_writable(outputs.ledger)
+
+
 def scenario_periods(scenario: Scenario, period: str | None) -> list[str]:
     """The periods to pay: `period` (checked against the schedule), else every period of the schedule."""
     return [scenario.check_period(period)] if period is not None else scenario.period_names()
@@ -133,11 +154,11 @@ def run_scenario(
     ``OUT/receipt.json``).
 
     Raises:
-        InputError: a bad scenario, valuation config, data or period (nothing is recorded then), a
-            ledger path that is neither absent nor a payoutsim ledger (`market.ledger.check_ledger`,
-            checked before the valuation runs); a key that is not the one of the ledger's MACs (before
-            any work); no key for a ledger that holds MACs (when a new run would be recorded: the
-            valuation is cached, re-run with the key).
+        InputError: a bad scenario, valuation config, data or period, or an output path (``out``, its
+            files, ``ledger``) that cannot be written, checked before the valuation (nothing is recorded
+            then); a ledger path that is neither absent nor a payoutsim ledger (`market.ledger.check_ledger`);
+            a key that is not the one of the ledger's MACs (before any work); no key for a ledger that
+            holds MACs (when a new run would be recorded: the valuation is cached, re-run with the key).
         LedgerBusyError: another process writes the ledger.
     """
     with RunProgress(STAGES, enabled=progress) as display:
@@ -145,6 +166,7 @@ def run_scenario(
         loaded = load_scenario(scenario)
         periods = scenario_periods(loaded.scenario, period)
         outputs = planned_outputs(loaded.scenario, out, ledger)
+        check_run_outputs(outputs)
         check_ledger(outputs.ledger)
         check_key(outputs.ledger, key)
         display.advance()
@@ -234,8 +256,10 @@ def pay_scenario(
     """Pay out `period` (default: every period of the schedule) of a scenario and append each period to
     `ledger` (None: record nothing; `key`: the ledger's MAC key, checked against its MACs before any
     work). A generator: each period is yielded as soon as it is paid and recorded, before the next one
-    is computed (a failing period leaves the earlier ones recorded). The ledger path is checked
-    (`market.ledger.check_ledger`) before the valuation or any payout."""
+    is computed (a failing period leaves the earlier ones recorded). The ledger path is checked before
+    any work (`check_ledger_writable`, `market.ledger.check_ledger`)."""
+    if ledger is not None:
+        check_ledger_writable(ledger)
     loaded = load_scenario(scenario)
     if ledger is not None:
         check_ledger(ledger)
@@ -312,8 +336,8 @@ def write_values(
 
 
 def period_json(run: PeriodRun, record: RecordResult) -> dict[str, object]:
-    """One period of ``values.json``: money terms (decimal strings and minor units), the stability
-    verdict and one payout row per member."""
+    """One period of ``values.json``: money terms (decimal strings and minor units; ``held``: the part of
+    the pool not paid out, see `market.rules`), the stability verdict and one payout row per member."""
     pay = run.payout
     return {
         "period": run.period,
@@ -324,6 +348,8 @@ def period_json(run: PeriodRun, record: RecordResult) -> dict[str, object]:
         "fee": format_minor(run.fee_minor, pay.currency),
         "pool": format_minor(run.pool_minor, pay.currency),
         "pool_minor": run.pool_minor,
+        "held": format_minor(pay.held_minor, pay.currency),
+        "held_minor": pay.held_minor,
         "stable": run.stability.stable,
         "payouts": [
             {

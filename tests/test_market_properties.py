@@ -150,9 +150,13 @@ def check_scenario(s: Scenario) -> None:
     amounts = payout.amounts
     assert all(type(a) is int and a >= 0 for a in amounts), where
     assert 0 <= pool <= revenue_minor and revenue_minor - fee_minor(revenue_minor, s.fee) == pool, where
-    assert sum(amounts) == pool, where
+    held = payout.held_minor
+    assert type(held) is int and sum(amounts) + held == pool, where  # paid + held = pool, to the minor unit
+    if held:  # no_value = "hold": nobody created value, nothing is paid (market.rules)
+        assert held == pool and not any(amounts), where
+        assert not (rule_values(s.ctx, s.members).values > 0).any(), where
     assert payout.members == s.members and np.all(np.isfinite(payout.shares)), where
-    if pool:
+    if pool and not held:
         assert abs(float(payout.shares.sum()) - 1.0) <= 1e-9, where
     for i in range(len(amounts)):
         assert abs(amounts[i] - pool * payout.shares[i]) <= 1 + 1e-9 * pool, where  # within a unit of its quota

@@ -48,9 +48,10 @@ def symmetric_null_game(seed: int, n: int, m: int) -> TableGame:
     currency=st.sampled_from(sorted(CURRENCY_POOLS)),
     pool=st.integers(0, 10**11),
     negative=st.sampled_from(["clip", "shift"]),
+    no_value=st.sampled_from(["hold", "equal"]),
 )
 def test_payout_properties_on_random_games(
-    seed: int, n: int, m: int, rule: str, currency: str, pool: int, negative: str
+    seed: int, n: int, m: int, rule: str, currency: str, pool: int, negative: str, no_value: str
 ) -> None:
     game = symmetric_null_game(seed, n, m)
     rng = np.random.default_rng(seed + 1)
@@ -65,11 +66,15 @@ def test_payout_properties_on_random_games(
         weights=weights,
         rule=rule,
         negative=negative,
+        no_value=no_value,
         sizes=sizes,
         texts=texts,
     )
     payout = compute_payout(ctx, members, pool, currency)
-    assert sum(payout.amounts) == pool
+    assert sum(payout.amounts) + payout.held_minor == pool  # paid + held = pool
+    assert payout.held_minor in (0, pool) and (no_value == "hold" or payout.held_minor == 0)
+    if payout.held_minor:
+        assert not any(payout.amounts) and not (payout.values > 0).any()
     assert all(a >= 0 for a in payout.amounts)
     assert np.all(np.isfinite(payout.shares))
     assert abs(payout.amounts[0] - payout.amounts[1]) <= 1  # m0 and m1 are interchangeable
@@ -114,23 +119,23 @@ def test_pool_that_creates_no_value_is_split_equally_with_a_warning() -> None:
     game = table_game(["a", "b", "c"], ["h"], np.full(8, 0.5))
     for rule in ("shapley", "banzhaf", "loo", "least_core", "robust_shapley"):
         ctx = RuleContext(
-            game=game, groups={p: [p] for p in "abc"}, weights={"h": 1.0}, rule=rule,
+            game=game, groups={p: [p] for p in "abc"}, weights={"h": 1.0}, rule=rule, no_value="equal",
             texts={p: texts_for(np.random.default_rng(i)) for i, p in enumerate("abc")},
         )
         payout = compute_payout(ctx, ["a", "b", "c"], 100, "EUR")
         assert payout.amounts == (34, 33, 33)
         assert np.allclose(payout.shares, 1 / 3)
-        assert any("no positive value" in w or "creates no value" in w for w in payout.warnings)
+        assert any("no member created value" in w and "split equally" in w for w in payout.warnings)
 
 
-def test_all_negative_values_are_clipped_then_split_equally() -> None:
+def test_all_negative_values_are_split_equally_under_no_value_equal() -> None:
     u = 1.0 - all_coalitions(2).astype(float) @ [0.2, 0.1]  # every source hurts
     game = table_game(["a", "b"], ["h"], u)
-    ctx = RuleContext(game=game, groups={"a": ["a"], "b": ["b"]}, weights={"h": 1.0})
+    ctx = RuleContext(game=game, groups={"a": ["a"], "b": ["b"]}, weights={"h": 1.0}, no_value="equal")
     payout = compute_payout(ctx, ["a", "b"], 1001, "EUR")
     assert payout.amounts == (501, 500)
-    assert any("clipped" in w for w in payout.warnings)
-    assert any("split equally" in w for w in payout.warnings)
+    assert payout.held_minor == 0
+    assert any("negative: a (-0.2), b (-0.1)" in w and "split equally" in w for w in payout.warnings)
 
 
 def test_negative_policies() -> None:

@@ -5,6 +5,12 @@ the destination folder, made readable like a normal file (mode 0666 filtered by 
 0600 that `mkstemp` leaves), then moved into place with `os.replace`; on any error the temporary file
 is removed and the destination is untouched.
 
+Every output path a command will write is checked first with `check_writable` (a file) or
+`check_writable_dir` (a folder), before any expensive work: a path that is a folder, lies under a
+regular file, or sits in a folder where no file can be created (permissions, a read-only or virtual file
+system such as ``/proc``) is an `InputError` (exit 2) naming the path and the reason, not a traceback
+after the work. `check_outputs` checks several paths at once and says that nothing was written.
+
 Every content hash goes through `sha256_file` (a file's bytes) or `sha256_json` (the canonical JSON of a
 value: sorted keys, compact separators, UTF-8), so a hash computed in one place matches one computed in another.
 
@@ -18,7 +24,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -51,6 +57,68 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def check_writable(path: str | Path, *, field: str | None = None) -> Path:
+    """Check that a file can be written at ``path`` (created or replaced by `atomic_path`); return it.
+
+    Raises `InputError` (``file`` = ``path``, ``field`` = ``field``) when ``path`` is a folder, when a
+    folder on its way is a regular file, or when no file can be created in its folder (the nearest
+    existing folder is probed by creating and removing a temporary file there). Creates nothing.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError("is a folder, not a file: give a file path", file=path, field=field)
+    _check_folder(path.parent, path, field)
+    return path
+
+
+def check_writable_dir(path: str | Path, *, field: str | None = None) -> Path:
+    """Check that ``path`` is, or can be created as, a folder that files can be written in; return it.
+
+    Raises `InputError` when ``path`` (or a folder on its way) is a regular file, or when nothing can be
+    created in the nearest existing folder. Creates nothing.
+    """
+    path = Path(path)
+    _check_folder(path, path, field)
+    return path
+
+
+def check_outputs(targets: Mapping[str, str | Path | None]) -> None:
+    """`check_writable` on every ``field -> path`` of ``targets`` (None: not asked for), all before
+    anything is written: one `InputError` lists every problem and, when more than one output was asked
+    for, says that none of them was written."""
+    asked = {f: Path(p) for f, p in targets.items() if p is not None}
+    problems: list[str] = []
+    for field, path in asked.items():
+        try:
+            check_writable(path, field=field)
+        except InputError as err:
+            problems.append(str(err))
+    if problems:
+        tail = "; nothing was written" if len(asked) > 1 else ""
+        raise InputError("; ".join(problems) + tail)
+
+
+def _check_folder(folder: Path, target: Path, field: str | None) -> None:
+    """``folder`` (where ``target`` goes) exists as a folder one can create files in, or its nearest
+    existing ancestor is such a folder and every missing part can be created there."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        if existing.is_symlink():  # a dangling link: mkdir would fail on it
+            raise InputError(f"cannot create folder {existing}: it is a broken link", file=target, field=field)
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(
+            f"cannot write under {existing}: it is a file, not a folder", file=target, field=field
+        )
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".payoutsim-write-check.", dir=existing)
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise InputError(f"cannot create files in folder {existing}: {reason}", file=target, field=field) from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -20,7 +20,9 @@ c1, c2, c3 = st.columns(3)
 run_ids = c1.multiselect("Runs", [s.run_id for s in summaries], format_func=lambda r: labels[r], key="ledger_runs",
                          placeholder="all runs")
 periods = c2.multiselect("Periods", list(dict.fromkeys(rows["period"])), key="ledger_periods", placeholder="all periods")
-members = c3.multiselect("Members", sorted(set(rows["member"])), key="ledger_members", placeholder="all members")
+# a held row (the pool of a run that held it: no member created value) has no member
+members = c3.multiselect("Members", sorted(set(rows["member"].dropna())), key="ledger_members",
+                         placeholder="all members")
 
 shown = rows
 if run_ids:
@@ -30,8 +32,8 @@ if periods:
 if members:
     shown = shown[shown["member"].isin(members)]
 st.caption(f"{len(shown)} of {len(rows)} payout row(s) · {len(summaries)} run(s) in {path}")
-order = ["seq", "period", "member", "rule", "amount", "currency", "share", "value", "std_err", "scenario", "run_id",
-         "created_at", "amount_minor", "scenario_sha256"]
+order = ["seq", "period", "member", "line", "rule", "amount", "currency", "share", "value", "std_err", "scenario",
+         "run_id", "created_at", "amount_minor", "scenario_sha256"]
 st.dataframe(shown, hide_index=True, width="stretch", key="ledger_table", column_order=order)
 
 key = (path, version, tuple(run_ids), tuple(periods), tuple(members))

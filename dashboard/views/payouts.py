@@ -31,8 +31,14 @@ with left:
         },
     )
     total = sum(run.amounts)
-    check = "equals" if total == run.pool_minor else "DOES NOT equal"
-    st.caption(f"Total paid {money(total, run.currency)} {check} the pool {money(run.pool_minor, run.currency)}.")
+    if run.held_minor and total == 0:
+        st.caption(
+            f"Nothing paid: the pool {money(run.pool_minor, run.currency)} is held (no member created value; "
+            f"no_value = {run.no_value!r}). Paid 0 + held {money(run.held_minor, run.currency)} = the pool."
+        )
+    else:
+        check = "equals" if total == run.pool_minor else "DOES NOT equal"
+        st.caption(f"Total paid {money(total, run.currency)} {check} the pool {money(run.pool_minor, run.currency)}.")
 with right:
     st.altair_chart(charts.payout_bars(frame, run.currency), width="stretch")
 

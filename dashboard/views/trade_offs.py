@@ -76,7 +76,8 @@ st.table(shown.set_index("member"))
 method = {"linear": "by linearity (Σ a_k φ_k of the stored values)",
           "re-solved": "by re-solving the least core on the stored coalition table (not linear)",
           "unchanged": f"unchanged: rule {run.rule!r} does not depend on the weights"}[wp.method]
-st.caption(f"Total {money(sum(wp.amounts), run.currency)} = pool; amounts {method}.")
+held = f" + held {money(wp.held_minor, run.currency)}" if wp.held_minor else ""
+st.caption(f"Total {money(sum(wp.amounts), run.currency)}{held} = pool; amounts {method}.")
 for w in wp.warnings:
     st.warning(w)
 

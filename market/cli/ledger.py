@@ -30,12 +30,14 @@ def ledger_show_cmd(
     """List the recorded runs (or one run's payouts)."""
     from market.cli.tables import run_payouts_table, runs_table  # deferred: --help speed (module docstring)
     from market.console import wide_console
-    from market.ledger import run_payouts
+    from market.ledger import list_runs, run_payouts
     from market.read_model import runs
 
     out = wide_console()
     if run is not None:
-        out.print(run_payouts_table(run, run_payouts(ledger, run)))
+        rows = run_payouts(ledger, run)
+        pool = next((int(r["pool_minor"]) for r in list_runs(ledger) if r["run_id"] == run), None)
+        out.print(run_payouts_table(run, rows, pool))
         return
     out.print(runs_table(ledger, runs(ledger)))
 
@@ -52,7 +54,11 @@ def ledger_export_cmd(
     ] = None,
     parquet: Annotated[Path | None, typer.Option("--parquet", help="Write the payout rows as Parquet here.")] = None,
 ) -> None:
-    """Export every payout row (run_id, period, member, rule, value, share, amount, currency, …)."""
+    """Export every payout row (run_id, period, member, rule, value, share, amount, currency, …).
+
+    Both paths are checked before anything is written: when one of them cannot be written (a folder, a
+    path under a file, an unwritable folder) the command names it, writes neither file and exits with 2.
+    """
     from market.export import export_ledger  # deferred: --help speed (module docstring)
 
     if csv is None and parquet is None:

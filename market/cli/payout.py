@@ -46,7 +46,7 @@ def payout_cmd(
     and writes a receipt: members keep it and check the ledger against it with `payoutsim ledger verify
     --receipt`. With a key (--key-file or PAYOUTSIM_LEDGER_KEY) each new run also carries a keyed MAC.
     """
-    from market.cli.tables import payout_table  # deferred: --help speed (module docstring)
+    from market.cli.tables import held_line, payout_table  # deferred: --help speed (module docstring)
     from market.console import wide_console
     from market.ledger_mac import ledger_key
     from market.money import format_minor
@@ -66,6 +66,8 @@ def payout_cmd(
         out.print(payout_table(run, title=title))
         out.print(f"  (revenue {format_minor(run.revenue_minor, cur)}, fee {format_minor(run.fee_minor, cur)})")
         out.print(run.stability.verdict(), markup=False)
+        if pay.held_minor:
+            out.print(held_line(pay.held_minor, cur), markup=False)
         for w in pay.warnings:
             warn(f"period {p}: {w}")
         if record is None:

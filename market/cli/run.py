@@ -62,7 +62,14 @@ def run_cmd(
             "stopping with an error.",
         ),
     ] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show the progress display on stderr.")] = True,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Show the progress display on stderr (on a non-terminal: plain '[progress]' lines with the stage, "
+            "item i/n, elapsed time and ETA, at least every 30 s).",
+        ),
+    ] = True,
     receipt: Annotated[
         Path | None,
         typer.Option(
@@ -95,7 +102,7 @@ def run_cmd(
 def print_summary(outputs: RunOutputs, *, keyed: bool = False) -> None:
     """The payout table per period, the receipt, what was reused, where the outputs are, and the dashboard
     command (`keyed`: the runs were recorded with a MAC key)."""
-    from market.cli.tables import payout_table  # deferred: --help speed (module docstring)
+    from market.cli.tables import held_line, payout_table  # deferred: --help speed (module docstring)
     from market.console import wide_console
     from market.money import format_minor
     from market.receipts import receipt_lines
@@ -112,6 +119,8 @@ def print_summary(outputs: RunOutputs, *, keyed: bool = False) -> None:
         )
         out.print(table)
         out.print(run.stability.verdict(), markup=False)
+        if pay.held_minor:
+            out.print(held_line(pay.held_minor, cur), markup=False)
         for w in pay.warnings:
             out.print(f"warning: period {run.period}: {w}", markup=False)
         state = "recorded" if record.added else "already recorded (nothing added)"

@@ -15,7 +15,8 @@ from market.rules import PeriodRun
 
 
 def payout_table(run: PeriodRun, *, title: str, caption: str | None = None) -> Table:
-    """One period's payout table: member, value, std err, share, amount, and a total row equal to the pool."""
+    """One period's payout table: member, value, std err, share, amount, a ``held`` row when the pool was
+    held (``no_value = "hold"``: no member created value) and a total row equal to the pool (paid + held)."""
     pay = run.payout
     cur = pay.currency
     table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
@@ -33,8 +34,20 @@ def payout_table(run: PeriodRun, *, title: str, caption: str | None = None) -> T
             format_minor(pay.amounts[i], cur),
         )
     table.add_section()
-    table.add_row("total", "", "", "100.00%" if run.pool_minor else "", format_minor(sum(pay.amounts), cur))
+    if pay.held_minor:
+        table.add_row("held: not paid out", "", "", "", format_minor(pay.held_minor, cur))
+    share = "100.00%" if run.pool_minor and not pay.held_minor else ""
+    table.add_row("total", "", "", share, format_minor(sum(pay.amounts) + pay.held_minor, cur))
     return table
+
+
+def held_line(held_minor: int, currency: str) -> str:
+    """The line printed under a payout table when the pool was held (``no_value = "hold"``)."""
+    amount = format_minor(held_minor, currency)
+    return (
+        f"held: {amount} {currency} not paid out: no member created value ([market] no_value = \"hold\"); "
+        f"paid 0 + held {amount} = the pool"
+    )
 
 
 def pool_table(comparison: PoolComparison) -> Table:
@@ -83,8 +96,9 @@ def runs_table(ledger: Path, runs: Sequence[RunSummary]) -> Table:
     return table
 
 
-def run_payouts_table(run_id: str, rows: Sequence[Mapping[str, Any]]) -> Table:
-    """One run's payout rows (`market.ledger.run_payouts`): member, value, share, amount, currency."""
+def run_payouts_table(run_id: str, rows: Sequence[Mapping[str, Any]], pool_minor: int | None = None) -> Table:
+    """One run's payout rows (`market.ledger.run_payouts`): member, value, share, amount, currency; given
+    the run's `pool_minor`, a ``held`` row when the payouts sum to less (``no_value = "hold"``)."""
     table = Table(title=f"run {run_id}", title_justify="left")
     for col in ("member", "value", "share", "amount", "currency"):
         table.add_column(col, justify="left" if col in ("member", "currency") else "right", no_wrap=True)
@@ -93,4 +107,9 @@ def run_payouts_table(run_id: str, rows: Sequence[Mapping[str, Any]]) -> Table:
             r["member"], f"{r['value']:.6g}", f"{100 * r['share']:.2f}%",
             format_minor(r["amount_minor"], r["currency"]), r["currency"],
         )
+    held = 0 if pool_minor is None or not rows else pool_minor - sum(int(r["amount_minor"]) for r in rows)
+    if held:
+        cur = rows[0]["currency"]
+        table.add_section()
+        table.add_row("held: not paid out", "", "", format_minor(held, cur), cur)
     return table

@@ -1,8 +1,8 @@
 """Scenarios: a pooling agreement written as TOML, validated with pydantic.
 
 A scenario names the members and the data sources each owns, the revenue per period, the currency, the
-platform fee, the payout rule, the objective weights, the negative-value policy and where the valuation
-comes from. Every key below is checked; a bad scenario raises `InputError` naming the file and the
+platform fee, the payout rule, the objective weights, the negative-value and no-value policies and where
+the valuation comes from. Every key below is checked; a bad scenario raises `InputError` naming the file and the
 field (list positions are 1-based: ``members[2].sources`` is the second ``[[members]]`` table). The file
 is UTF-8 without a byte-order mark; names (scenario, members, sources, periods) hold no control
 characters (`valuation.text`); decimal strings are plain ASCII decimals (`market.money.parse_decimal`).
@@ -22,6 +22,7 @@ revenue = "100000.00"     # per period; decimal string or number (read as Decima
 platform_fee = 0.10       # fraction in [0, 1) kept by the platform (rounded half-even to a minor unit)
 rule = "shapley"          # shapley | banzhaf | loo | least_core | proportional | equal | robust_shapley
 negative = "clip"         # clip | shift | error   (see market.rules)
+no_value = "hold"         # hold | equal: when no member has a positive value (see market.rules)
 
 [objectives]              # weights of the multi-objective utility: >= 0, summing to 1
 helpfulness = 0.5         # (an objective of the game that is not listed gets weight 0; may be
@@ -91,11 +92,13 @@ RULES: tuple[str, ...] = (
     "robust_shapley",
 )
 NEGATIVE_POLICIES: tuple[str, ...] = ("clip", "shift", "error")
+NO_VALUE_POLICIES: tuple[str, ...] = ("hold", "equal")
 DEFAULT_PERIOD = "1"
 WEIGHT_TOLERANCE = Decimal("1e-9")
 
 RuleName = Literal["shapley", "banzhaf", "loo", "least_core", "proportional", "equal", "robust_shapley"]
 NegativePolicy = Literal["clip", "shift", "error"]
+NoValuePolicy = Literal["hold", "equal"]
 
 
 class _Strict(BaseModel):
@@ -111,6 +114,7 @@ class MarketSection(_Strict):
     platform_fee: Decimal = Decimal(0)
     rule: RuleName = "shapley"
     negative: NegativePolicy = "clip"
+    no_value: NoValuePolicy = "hold"
 
     @field_validator("name")
     @classmethod
@@ -454,6 +458,8 @@ def parse_scenario(data: Mapping[str, Any], *, file: str | None = None) -> Scena
             message = f"unknown rule {first.get('input')!r}: expected one of {', '.join(RULES)}"
         elif first["type"] == "literal_error" and loc.endswith("negative"):
             message = f"unknown policy {first.get('input')!r}: expected one of {', '.join(NEGATIVE_POLICIES)}"
+        elif first["type"] == "literal_error" and loc.endswith("no_value"):
+            message = f"unknown policy {first.get('input')!r}: expected one of {', '.join(NO_VALUE_POLICIES)}"
         raise InputError(message, file=file, field=loc or None) from None
 
 

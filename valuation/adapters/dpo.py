@@ -42,6 +42,7 @@ from valuation.errors import InputError
 from valuation.models import load_base_model
 from valuation.models.cache import BaseModelRef
 from valuation.models.quiet import quiet_libraries
+from valuation.progress import progress_display
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -224,13 +225,12 @@ def progress_callback(bars: Progress, task: TaskID) -> Any:
 
 
 def training_bars(progress: bool, *, time_remaining: bool = True) -> Progress:
-    """rich progress bars on stderr (description, bar, done/total, elapsed[, remaining]); not started yet,
-    and disabled (printing nothing) when ``progress`` is false."""
-    from rich.console import Console
+    """Progress bars on stderr (description, bar, done/total, elapsed[, remaining]) from
+    `valuation.progress.progress_display` (plain lines every 30 s when stderr is not a terminal); not
+    started yet, and printing nothing when ``progress`` is false."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
-        Progress,
         ProgressColumn,
         TextColumn,
         TimeElapsedColumn,
@@ -245,7 +245,7 @@ def training_bars(progress: bool, *, time_remaining: bool = True) -> Progress:
     ]
     if time_remaining:
         columns.append(TimeRemainingColumn())
-    return Progress(*columns, console=Console(stderr=True), disable=not progress, transient=False)
+    return progress_display(*columns, enabled=progress)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -273,7 +273,8 @@ def train_adapters(
         config: the DPO/LoRA hyper-parameters.
         adapters_dir: ``RUN/adapters``; each source goes to ``adapters_dir/<source>``.
         retrain: retrain stale adapters instead of raising `InputError`.
-        progress: rich progress bars (overall and per source) on stderr.
+        progress: progress bars (overall and per source) on stderr (`training_bars`: plain lines at least
+            every 30 s when stderr is not a terminal).
         callbacks: extra ``transformers.TrainerCallback`` objects for every trainer (tests use one to
             interrupt a run).
         log: where one-line notes go ("flan_v2_niv2: skipped: up to date"); default: the progress console.

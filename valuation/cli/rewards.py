@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from valuation.files import check_writable_dir
 from valuation.text import printable
 
 app = typer.Typer()  # this module's commands; the root app (market.cli) composes the layers' apps
@@ -62,6 +63,7 @@ def train(
     """
     from valuation.pipeline.reward_head import train_reward_head  # deferred: see the module docstring
 
+    check_writable_dir(out, field="--out")
     report = train_reward_head(
         out,
         pairs=pairs,

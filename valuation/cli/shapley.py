@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from valuation.errors import InputError
-from valuation.files import atomic_write_text
+from valuation.files import atomic_write_text, check_writable
 from valuation.terminal import safe_console
 
 if TYPE_CHECKING:  # annotations only; the import is deferred at run time (see the module docstring)
@@ -54,7 +54,10 @@ def shapley(
     seed: Annotated[int, typer.Option("--seed", "-s", help="Random seed for the sampled methods.")] = 0,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Write RESULT.json here (atomically) instead of printing it to stdout."),
+        typer.Option(
+            "--out", "-o", help="Write RESULT.json here (atomically) instead of printing it to stdout; checked "
+            "before the game is valued (a folder or an unwritable place: exit 2)."
+        ),
     ] = None,
     players: Annotated[
         str | None,
@@ -79,6 +82,8 @@ def shapley(
 
     if method not in METHODS:
         raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})", field="--method")
+    if out is not None:
+        check_writable(out, field="--out")
     player_list = None
     if players is not None:
         player_list = [p.strip() for p in players.split(",")]

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from valuation.errors import InputError
+from valuation.files import check_writable_dir
 from valuation.synth import (
     ADVERSARIAL_SOURCES,
     OBJECTIVES,
@@ -76,6 +77,7 @@ def synth(
         noisy_flip_rate=noisy_flip_rate,
         duplicate_of=duplicate_of,
     )
+    check_writable_dir(out, field="--out")
     console = safe_console()
     with console.status(f"generating {len(config.all_sources)} sources and {len(OBJECTIVES)} eval sets …"):
         summary = write_corpus_summary(out, config)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from valuation.files import check_writable_dir
 from valuation.terminal import safe_console
 from valuation.text import printable
 
@@ -34,8 +35,14 @@ _RETRAIN_HELP = (
     "Retrain adapters that are stale (their data, \\[training] config or base model changed) instead of "
     "stopping with an error. Up-to-date adapters are still skipped."
 )
-_OUT_HELP = "Run directory (overrides \\[output] dir; relative to the current folder)."
-_PROGRESS_HELP = "Show progress bars on stderr."
+_OUT_HELP = (
+    "Run directory (overrides \\[output] dir; relative to the current folder). Checked before any work: a file "
+    "or an unwritable place exits with 2."
+)
+_PROGRESS_HELP = (
+    "Show progress on stderr: bars on a terminal; otherwise (nohup, CI, 2> log) plain '[progress]' lines with "
+    "item i/n, elapsed time and ETA, at least every 30 s."
+)
 
 ConfigArg = Annotated[Path, typer.Argument(help=_CONFIG_HELP, show_default=False)]
 RetrainOpt = Annotated[bool, typer.Option("--retrain", help=_RETRAIN_HELP)]
@@ -61,6 +68,7 @@ def train(config: ConfigArg, retrain: RetrainOpt = False, out: OutOpt = None, pr
     from valuation.pipeline.run import run_train  # deferred: see the module docstring
 
     cfg = load_valuation_config(config, output_dir=out)
+    check_writable_dir(cfg.output.dir, field="--out" if out is not None else "output.dir")
     _, records = run_train(cfg, retrain=retrain, progress=progress)
     trained = [s for s, r in records.items() if r.status == "trained"]
     skipped = [s for s, r in records.items() if r.status == "skipped"]
@@ -100,6 +108,7 @@ def value(
     from valuation.retraining.run import run_retrain  # deferred: see the module docstring
 
     cfg = load_valuation_config(config, output_dir=out)
+    check_writable_dir(cfg.output.dir, field="--out" if out is not None else "output.dir")
     run = None
     if mode in (Mode.arithmetic, Mode.both):
         run = run_value(cfg, retrain=retrain, progress=progress)

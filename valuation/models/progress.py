@@ -1,21 +1,17 @@
-"""Rich progress on stderr for the long steps of preparing a model (no-ops when disabled)."""
+"""Progress on stderr for the long steps of preparing a model (no-ops when disabled).
+
+All three go through `valuation.progress.progress_display`: a rich display on a terminal, plain progress
+lines at least every 30 s elsewhere. rich is imported inside the functions.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from valuation.progress import progress_display, status
 
-@contextmanager
-def status(message: str, *, enabled: bool = True) -> Iterator[None]:
-    """A spinner with ``message`` on stderr while the block runs."""
-    if not enabled:
-        yield
-        return
-    from rich.console import Console
-
-    with Console(stderr=True).status(message):
-        yield
+__all__ = ["bytes_progress", "status", "step_progress"]
 
 
 @contextmanager
@@ -24,8 +20,7 @@ def step_progress(description: str, total: int, *, enabled: bool = True) -> Iter
     if not enabled:
         yield lambda note="", steps=1: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     columns = (
         TextColumn("{task.description}", markup=False),
@@ -34,7 +29,7 @@ def step_progress(description: str, total: int, *, enabled: bool = True) -> Iter
         TextColumn("{task.fields[note]}", markup=False),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+    with progress_display(*columns) as bar:
         task = bar.add_task(description, total=total, note="")
 
         def advance(note: str = "", steps: int = 1) -> None:
@@ -49,10 +44,9 @@ def bytes_progress(description: str, total: int, *, enabled: bool = True) -> Ite
     if not enabled:
         yield lambda n: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    from rich.progress import BarColumn, DownloadColumn, TextColumn, TransferSpeedColumn
 
     columns = (TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    with Progress(*columns, console=Console(stderr=True)) as bar:
+    with progress_display(*columns) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.update(task, advance=n)

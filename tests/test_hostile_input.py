@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
+from scenario_texts import small_scenario
 from tiny_lm import TINY_PRESET_TOML
 
 from market.cli import main
@@ -24,29 +25,7 @@ from valuation.games.game import TableGame
 from valuation.games.table_io import read_game_csv
 from valuation.pipeline.config import load_valuation_config, parse_valuation_config
 
-BASE = """
-[market]
-name = "hostile"
-currency = "EUR"
-revenue = "1000.00"
-platform_fee = 0.1
-rule = "shapley"
-
-[objectives]
-helpfulness = 0.5
-harmlessness = 0.5
-
-[[members]]
-name = "alice"
-sources = ["s0"]
-
-[[members]]
-name = "bob"
-sources = ["s1", "s2"]
-
-[valuation]
-utilities = "game.csv"
-"""
+BASE = small_scenario("hostile")
 
 
 def write_game(folder: Path, players: tuple[str, ...] = ("s0", "s1", "s2")) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scenario_texts import small_scenario
 
 from market.cli import main
 from valuation.games.coalitions import all_coalitions
@@ -15,29 +16,7 @@ from valuation.games.game import TableGame
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "data" / "scenarios" / "example.toml"
 
-BASE = """
-[market]
-name = "cli"
-currency = "EUR"
-revenue = "1000.00"
-platform_fee = 0.1
-rule = "shapley"
-
-[objectives]
-helpfulness = 0.5
-harmlessness = 0.5
-
-[[members]]
-name = "alice"
-sources = ["s0"]
-
-[[members]]
-name = "bob"
-sources = ["s1", "s2"]
-
-[valuation]
-utilities = "game.csv"
-"""
+BASE = small_scenario("cli")
 
 
 def scenario(tmp_path: Path, text: str = BASE, convex: bool = False) -> Path:

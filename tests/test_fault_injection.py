@@ -8,7 +8,12 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,3 +138,58 @@ def test_retrain_replaces_only_the_damaged_adapter(trained: Path, tmp_path: Path
     manifest = json.loads((adapters / "sharegpt" / MANIFEST).read_text())
     assert weights_problem(adapters / "sharegpt", manifest) is None
     assert (folder / "run" / "game.csv").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------
+# 2. kill -9 during adapter training
+
+
+CLI = "import sys; from market.cli import main; sys.exit(main(sys.argv[1:]))"  # `payoutsim` in a subprocess
+
+
+def finished_adapters(adapters: Path) -> list[str]:
+    """Adapter dirs that look finished (no leading dot, a manifest inside)."""
+    if not adapters.is_dir():
+        return []
+    return sorted(p.name for p in adapters.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file())
+
+
+def test_kill_9_during_training_resumes_only_the_unfinished_adapters(shared: Path, tmp_path: Path) -> None:
+    """SIGKILL once the first adapter is finished, before all are: every dir that looks finished is complete
+    (weights match its manifest); the re-run trains only the rest and leaves the finished files untouched."""
+    config = write_config(tmp_path / "killed", shared, epochs=6)  # a few seconds per adapter: room to kill
+    adapters = config.parent / "run" / "adapters"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLI, "train", str(config), "--no-progress"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not finished_adapters(adapters) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "train ended before it was killed"
+    finished = finished_adapters(adapters)
+    assert finished and len(finished) < len(SOURCES), finished
+    visible = sorted(p.name for p in adapters.iterdir() if not p.name.startswith("."))
+    assert visible == finished  # no half-written dir under a source's name
+    for source in finished:  # a dir that looks finished is finished: weights match its manifest
+        manifest = json.loads((adapters / source / MANIFEST).read_text())
+        assert weights_problem(adapters / source, manifest) is None
+    before = adapter_states(adapters, finished)
+
+    result = run_cli(["train", str(config), "--no-progress"])
+    assert result.code == 0, result.err
+    unfinished = [s for s in SOURCES if s not in finished]
+    assert f"{len(unfinished)} trained, {len(finished)} up to date" in result.out, result.out
+    assert adapter_states(adapters, finished) == before  # same mtime and bytes
+    assert sorted(p.name for p in adapters.iterdir()) == sorted(SOURCES)  # leftovers of the killed run removed
+    for source in SOURCES:
+        manifest = json.loads((adapters / source / MANIFEST).read_text())
+        assert weights_problem(adapters / source, manifest) is None

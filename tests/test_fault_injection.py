@@ -17,11 +17,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tiny_lm import TINY_PRESET_TOML
 
 from market.cli import main
 from valuation.adapters.store import ADAPTER_WEIGHTS, MANIFEST, weights_problem
+from valuation.composition.logprobs import LogProbCache
 from valuation.synth import SynthConfig, write_corpus
 
 SOURCES = ["flan_v2_niv2", "sharegpt", "noisy"]
@@ -193,3 +195,69 @@ def test_kill_9_during_training_resumes_only_the_unfinished_adapters(shared: Pat
     for source in SOURCES:
         manifest = json.loads((adapters / source / MANIFEST).read_text())
         assert weights_problem(adapters / source, manifest) is None
+
+
+# ---------------------------------------------------------------------------------------------------
+# 3. torn or corrupted log-prob cache entries
+
+
+def damage_entry(path: Path, how: str) -> None:
+    """Truncate an entry, flip one byte of its array data, or rewrite it as a valid ``.npz`` whose arrays were
+    changed after the checksum was taken (what a torn write of a non-atomic writer could leave)."""
+    data = path.read_bytes()
+    if how == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "flip":
+        at = data.index(b"\x93NUMPY") + 200  # inside the first array's data
+        path.write_bytes(data[:at] + bytes([data[at] ^ 0x40]) + data[at + 1 :])
+    else:
+        with np.load(path) as npz:
+            arrays = {name: np.array(npz[name]) for name in npz.files}
+        arrays["chosen"] = arrays["chosen"] + 0.5
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+
+
+@pytest.fixture(scope="module")
+def valued(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the trained folder valued once, clean: its log-prob cache and game.csv."""
+    folder = copy_run(trained, tmp_path_factory.mktemp("valued"))
+    result = run_cli(["value", str(folder / "valuation.toml"), "--no-progress"])
+    assert result.code == 0, result.err
+    return folder
+
+
+@pytest.mark.parametrize("how", ["truncate", "flip", "stale-checksum"])
+def test_damaged_logprob_cache_entry_is_recomputed(valued: Path, tmp_path: Path, how: str) -> None:
+    folder = tmp_path / "copy"
+    shutil.copytree(valued, folder)
+    cache = LogProbCache(folder / "run" / "cache" / "logprobs")
+    entries = sorted(cache.directory.glob("*.npz"))
+    assert len(entries) == 2 * (len(SOURCES) + 1)  # base + each adapter, two objectives
+    clean = {p.name: {n: np.array(v) for n, v in np.load(p).items()} for p in entries}
+    victim = entries[3]
+    untouched = {p.name: p.stat().st_mtime_ns for p in entries if p != victim}
+    damage_entry(victim, how)
+    with pytest.warns(UserWarning, match=r"log-prob cache entry .*" + victim.name + " is damaged"):
+        assert cache.load(victim.stem) is None  # never read as valid
+    with pytest.warns(UserWarning, match="is damaged"):
+        result = run_cli(["value", str(folder / "valuation.toml"), "--no-progress"])
+    assert result.code == 0, result.err
+    assert {p.name: p.stat().st_mtime_ns for p in entries if p != victim} == untouched  # only the victim rewritten
+    for entry in entries:
+        now = np.load(entry)
+        assert sorted(now.files) == sorted(clean[entry.name])
+        for name, array in clean[entry.name].items():
+            if entry == victim and name in ("chosen", "rejected"):
+                # recomputed with only this model's adapter loaded (the clean run loaded all three): same batch
+                # shapes and kernels, but not the same code path, so a float32-rounding tolerance
+                np.testing.assert_allclose(now[name], array, rtol=1e-6, atol=1e-5)
+            elif entry != victim:
+                np.testing.assert_array_equal(now[name], array)  # untouched entries: the same bytes
+    game_clean = (valued / "run" / "game.csv").read_text().splitlines()
+    game_now = (folder / "run" / "game.csv").read_text().splitlines()
+    assert game_now[0] == game_clean[0] and len(game_now) == len(game_clean)
+    for row_now, row_clean in zip(game_now[1:], game_clean[1:], strict=True):
+        now_cells, clean_cells = row_now.split(","), row_clean.split(",")
+        assert now_cells[0] == clean_cells[0]  # the coalition
+        np.testing.assert_allclose([float(c) for c in now_cells[1:]], [float(c) for c in clean_cells[1:]], atol=1e-6)

@@ -5,6 +5,7 @@ line (exit 2) or repairs it, and never takes a damaged or half-written file as v
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -24,6 +25,9 @@ from tiny_lm import TINY_PRESET_TOML
 from market.cli import main
 from valuation.adapters.store import ADAPTER_WEIGHTS, MANIFEST, weights_problem
 from valuation.composition.logprobs import LogProbCache
+from valuation.errors import OutputError
+from valuation.files import atomic_path
+from valuation.pipeline.outputs import RUN_FILES
 from valuation.synth import SynthConfig, write_corpus
 
 SOURCES = ["flan_v2_niv2", "sharegpt", "noisy"]
@@ -153,7 +157,9 @@ def finished_adapters(adapters: Path) -> list[str]:
     """Adapter dirs that look finished (no leading dot, a manifest inside)."""
     if not adapters.is_dir():
         return []
-    return sorted(p.name for p in adapters.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file())
+    return sorted(
+        p.name for p in adapters.iterdir() if not p.name.startswith(".") and (p / MANIFEST).is_file()
+    )
 
 
 def test_kill_9_during_training_resumes_only_the_unfinished_adapters(shared: Path, tmp_path: Path) -> None:
@@ -191,7 +197,9 @@ def test_kill_9_during_training_resumes_only_the_unfinished_adapters(shared: Pat
     unfinished = [s for s in SOURCES if s not in finished]
     assert f"{len(unfinished)} trained, {len(finished)} up to date" in result.out, result.out
     assert adapter_states(adapters, finished) == before  # same mtime and bytes
-    assert sorted(p.name for p in adapters.iterdir()) == sorted(SOURCES)  # leftovers of the killed run removed
+    assert sorted(p.name for p in adapters.iterdir()) == sorted(
+        SOURCES
+    )  # leftovers of the killed run removed
     for source in SOURCES:
         manifest = json.loads((adapters / source / MANIFEST).read_text())
         assert weights_problem(adapters / source, manifest) is None
@@ -243,7 +251,9 @@ def test_damaged_logprob_cache_entry_is_recomputed(valued: Path, tmp_path: Path,
     with pytest.warns(UserWarning, match="is damaged"):
         result = run_cli(["value", str(folder / "valuation.toml"), "--no-progress"])
     assert result.code == 0, result.err
-    assert {p.name: p.stat().st_mtime_ns for p in entries if p != victim} == untouched  # only the victim rewritten
+    assert {
+        p.name: p.stat().st_mtime_ns for p in entries if p != victim
+    } == untouched  # only the victim rewritten
     for entry in entries:
         now = np.load(entry)
         assert sorted(now.files) == sorted(clean[entry.name])
@@ -260,4 +270,86 @@ def test_damaged_logprob_cache_entry_is_recomputed(valued: Path, tmp_path: Path,
     for row_now, row_clean in zip(game_now[1:], game_clean[1:], strict=True):
         now_cells, clean_cells = row_now.split(","), row_clean.split(",")
         assert now_cells[0] == clean_cells[0]  # the coalition
-        np.testing.assert_allclose([float(c) for c in now_cells[1:]], [float(c) for c in clean_cells[1:]], atol=1e-6)
+        np.testing.assert_allclose(
+            [float(c) for c in now_cells[1:]], [float(c) for c in clean_cells[1:]], atol=1e-6
+        )
+
+
+# ---------------------------------------------------------------------------------------------------
+# 4. disk full while writing a run
+
+
+def no_space() -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """Temporary files of `atomic_path` (``.<name>.*.tmp``) anywhere under ``folder``."""
+    return sorted(folder.rglob(".*.tmp"))
+
+
+def test_disk_full_partway_through_a_file_leaves_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    target.write_text("old\n")
+    match = r"cannot write .*out\.json: No space left on device \[ENOSPC\]; the file was left as it was$"
+    with pytest.raises(OutputError, match=match), atomic_path(target) as tmp, open(tmp, "wb") as fh:
+        fh.write(b"half of the new con")  # the disk fills up partway through the file
+        fh.flush()
+        raise no_space()
+    assert target.read_text() == "old\n"
+    assert leftovers(tmp_path) == []
+    with pytest.raises(OutputError, match="Disk quota exceeded"), atomic_path(tmp_path / "new.json"):
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+    with (
+        pytest.raises(FileNotFoundError),
+        atomic_path(tmp_path / "other.json"),
+    ):  # other errors stay as they are
+        raise FileNotFoundError(errno.ENOENT, "gone")
+
+
+def test_disk_full_while_writing_a_run_exits_with_one_line_and_leaves_no_outputs(
+    valued: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ENOSPC on the third output file of `payoutsim value` (game.csv and game.parquet already replaced):
+    one line, exit 1, no temp file, no output file of the run left (run.json, the completion mark, included);
+    adapters and the log-prob cache are kept, and the re-run writes what the clean run wrote."""
+    folder = tmp_path / "copy"
+    shutil.copytree(valued, folder)
+    run_dir = folder / "run"
+    real_replace = os.replace
+    calls: list[Path] = []
+
+    def replace_filling_the_disk(src: str | Path, dst: str | Path) -> None:
+        if Path(dst).parent == run_dir:
+            calls.append(Path(dst))
+            if len(calls) == 3:
+                with open(src, "r+b") as fh:  # the file was half written when the disk filled up
+                    fh.truncate(max(1, Path(src).stat().st_size // 2))
+                raise no_space()
+        real_replace(src, dst)
+
+    kept = {
+        p: file_state(p)
+        for p in sorted((run_dir / "adapters").rglob("*")) + sorted((run_dir / "cache").rglob("*"))
+        if p.is_file()
+    }
+    monkeypatch.setattr(os, "replace", replace_filling_the_disk)
+    result = run_cli(["value", str(folder / "valuation.toml"), "--no-progress"])
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert result.code == 1, result.err
+    assert "Traceback" not in result.err
+    lines = [line for line in result.err.splitlines() if line.startswith("error")]
+    assert len(lines) == 1 and result.err.rstrip().endswith(lines[0]), result.err  # one line, the last
+    assert lines[0].startswith(f"error: cannot write {calls[2]}: No space left on device [ENOSPC]; ")
+    assert "output files in" in lines[0] and "were removed" in lines[0]
+    assert [p.name for p in calls] == ["game.csv", "game.parquet", "values.json"]
+    assert leftovers(folder) == []
+    assert not any((run_dir / name).exists() for name in RUN_FILES)
+    assert {p: file_state(p) for p in kept} == kept  # adapters and cache untouched
+
+    again = run_cli(["value", str(folder / "valuation.toml"), "--no-progress"])
+    assert again.code == 0, again.err
+    for name in ("game.csv", "values.json"):  # the same code path on the same cached log-probs: exact
+        assert (run_dir / name).read_text() == (valued / "run" / name).read_text()
+    assert (run_dir / "run.json").is_file()

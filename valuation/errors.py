@@ -1,5 +1,7 @@
 """Errors the user can act on.
 
+`OutputError` (exit 1) is raised when an output cannot be written for lack of space or an I/O error.
+
 `InputError` is raised for bad user input (data files, game tables, configs, scenarios). The CLI turns
 it into a one-line message on stderr and exit code 2. The message names the file, the row/line and the
 field whenever they are known, e.g. ``pairs.jsonl: line 7: field 'chosen': empty response``. Positions
@@ -55,6 +57,21 @@ class InputError(PayoutsimError):
             parts.append(f"field '{self.field}'")
         parts.append(self.message)
         return printable(": ".join(parts))
+
+
+class OutputError(PayoutsimError):
+    """An output file could not be written (disk full, quota exceeded, file too large, I/O error). Exit code 1.
+
+    Raised by `valuation.files.atomic_path`, which has already removed its temporary file: the destination
+    is untouched. The message is one line naming the file and the reason.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        #: what failed without the note on what was left behind (callers that clean up add their own)
+        self.detail = message if detail is None else detail
 
 
 def field_path(loc: Sequence[int | str]) -> str:

@@ -3,7 +3,9 @@
 Every writer in payoutsim goes through `atomic_path`: the content is written to a temporary file in
 the destination folder, made readable like a normal file (mode 0666 filtered by the umask, not the
 0600 that `mkstemp` leaves), then moved into place with `os.replace`; on any error the temporary file
-is removed and the destination is untouched.
+is removed and the destination is untouched. When the write fails for lack of room or an I/O error
+(``ENOSPC``, ``EDQUOT``, ``EFBIG``, ``EIO``: `WRITE_ERRNOS`) the error becomes an `OutputError` (exit 1, one
+line naming the file and the reason) instead of a traceback.
 
 Every output path a command will write is checked first with `check_writable` (a file) or
 `check_writable_dir` (a folder), before any expensive work: a path that is a folder, lies under a
@@ -20,6 +22,7 @@ found"); every TOML file's bytes go through `toml_text` (a byte-order mark is na
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -29,10 +32,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from valuation.errors import InputError
+from valuation.errors import InputError, OutputError
 
 UTF8_BOM = b"\xef\xbb\xbf"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+#: errno values of a failed write that are the machine's state, not a bug: turned into `OutputError`
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
 
 
 def umask_mode(mode: int = 0o666) -> int:
@@ -44,19 +49,37 @@ def umask_mode(mode: int = 0o666) -> int:
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on a clean exit it replaces ``path`` atomically."""
+    """Yield a temporary path next to ``path``; on a clean exit it replaces ``path`` atomically.
+
+    On any error the temporary file is removed and ``path`` is untouched; an `OSError` with an errno in
+    `WRITE_ERRNOS` (disk full, quota, file too large, I/O error) is raised as `OutputError` naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        if err.errno in WRITE_ERRNOS:
+            raise write_error(path, err) from None
+        raise
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in WRITE_ERRNOS:
+            raise write_error(path, err) from None
         raise
+
+
+def write_error(path: Path, err: OSError) -> OutputError:
+    """The one-line `OutputError` of a failed write of ``path``."""
+    reason = err.strerror or os.strerror(err.errno or 0)
+    detail = f"cannot write {path}: {reason} [{errno.errorcode.get(err.errno or 0, '?')}]"
+    return OutputError(f"{detail}; the file was left as it was", detail=detail)
 
 
 def check_writable(path: str | Path, *, field: str | None = None) -> Path:

@@ -9,7 +9,10 @@ left.
 
 Resume rules (`plan_adapters`): a finished adapter whose data hash, config hash and base model match is
 skipped ("up to date"); one that differs in any of these raises `InputError` naming what changed, unless
-``retrain=True``, which retrains it. Sources with no finished adapter are trained.
+``retrain=True``, which retrains it. Sources with no finished adapter are trained. A finished adapter whose
+``adapter_model.safetensors`` is missing or no longer matches the ``adapter_sha256`` its manifest recorded
+(truncated, corrupted, replaced) is damaged: `InputError` (exit 2) naming the file and saying that
+``--retrain`` retrains it; with ``retrain=True`` only that adapter is retrained (`weights_problem`).
 """
 
 from __future__ import annotations
@@ -131,6 +134,24 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def weights_problem(adapter_dir: Path, manifest: Mapping[str, Any]) -> str | None:
+    """Why the weights file of a finished adapter cannot be used (missing, unreadable, or its sha256 differs
+    from the manifest's ``adapter_sha256``: truncated or corrupted), or ``None`` when it is intact."""
+    path = Path(adapter_dir) / ADAPTER_WEIGHTS
+    if not path.is_file():
+        return f"{ADAPTER_WEIGHTS} is missing"
+    try:
+        digest = sha256_file(path)
+    except OSError as err:
+        return f"{ADAPTER_WEIGHTS} cannot be read ({err.strerror or type(err).__name__})"
+    if digest != manifest.get("adapter_sha256"):
+        return (
+            f"its sha256 ({digest[:12]}…) differs from the one recorded in {MANIFEST} "
+            f"({str(manifest.get('adapter_sha256'))[:12]}…): the file is truncated or was changed"
+        )
+    return None
+
+
 def plan_adapters(
     adapters_dir: Path,
     data_hashes: Mapping[str, str],
@@ -152,6 +173,16 @@ def plan_adapters(
         manifest = read_adapter_manifest(adapter_dir)
         if manifest is None:
             actions[source], reasons[source] = "train", "not trained yet"
+            continue
+        damaged = weights_problem(adapter_dir, manifest)
+        if damaged is not None:
+            if not retrain:
+                raise InputError(
+                    f"adapter weights of source {source!r} are damaged: {damaged}. "
+                    "Re-run with --retrain to retrain this adapter",
+                    file=adapter_dir / ADAPTER_WEIGHTS,
+                )
+            actions[source], reasons[source] = "train", f"retrain: its weights file is damaged ({damaged})"
             continue
         problems: list[tuple[str, str]] = []  # (config field, what changed)
         trained_base = manifest.get("base_model", {})

@@ -32,8 +32,9 @@ _CONFIG_HELP = (
     "config file's folder."
 )
 _RETRAIN_HELP = (
-    "Retrain adapters that are stale (their data, \\[training] config or base model changed) instead of "
-    "stopping with an error. Up-to-date adapters are still skipped."
+    "Retrain adapters that are stale (their data, \\[training] config or base model changed) or damaged "
+    "(adapter_model.safetensors missing or not matching its manifest's sha256) instead of stopping with an "
+    "error. Up-to-date adapters are still skipped."
 )
 _OUT_HELP = (
     "Run directory (overrides \\[output] dir; relative to the current folder). Checked before any work: a file "

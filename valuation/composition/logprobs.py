@@ -13,7 +13,10 @@ the tokenised prompt and prompt+response diverge; prompt+response is truncated t
 
 Cache: one ``.npz`` per (model, eval set) under ``cache_dir``, named by SHA-256 over (model key, eval data
 hash, max length, tokenisation version). The model key is the base model's weights sha256, or for an
-adapter the hash of (base sha256, adapter sha256). Files are written atomically. Every coalition is then
+adapter the hash of (base sha256, adapter sha256). Files are written atomically, and each holds a SHA-256 of
+its arrays (names, dtypes, shapes, bytes; `arrays_checksum`): an entry that cannot be read, lacks the
+checksum or does not match it (torn, truncated, corrupted, or written by an older payoutsim) is never used:
+a ``UserWarning`` names it and it is recomputed. Every coalition is then
 arithmetic on these vectors (`valuation.composition.arithmetic`): n+1 forward passes over each eval set in total.
 
 All adapters are loaded once into one peft model; the base is scored with ``disable_adapter()`` and each
@@ -26,6 +29,9 @@ torch and peft are imported inside functions: importing them costs seconds (meas
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import warnings
+import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -286,32 +292,52 @@ class LogProbCache:
         return self.directory / f"{key}.npz"
 
     def load(self, key: str) -> ResponseLogProbs | None:
-        """The cached entry, or ``None`` when absent (an unreadable file counts as absent)."""
+        """The cached entry, or ``None`` when absent. An entry that cannot be read, has no checksum or does
+        not match its checksum counts as absent, with a ``UserWarning`` naming the file (it is recomputed)."""
         path = self.path(key)
         if not path.is_file():
             return None
         try:
             with np.load(path) as data:
+                arrays = {name: np.array(data[name]) for name in CACHE_ARRAYS}
+                stored = str(data[CHECKSUM]) if CHECKSUM in data.files else None
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            problem = f"unreadable ({type(err).__name__}: {err})"
+        else:
+            if stored is None:
+                problem = "it has no checksum (written by an older payoutsim)"
+            elif stored != arrays_checksum(arrays):
+                problem = "its arrays do not match their checksum"
+            else:
                 return ResponseLogProbs(
-                    chosen=data["chosen"].astype(np.float64),
-                    rejected=data["rejected"].astype(np.float64),
-                    chosen_tokens=data["chosen_tokens"].astype(np.int64),
-                    rejected_tokens=data["rejected_tokens"].astype(np.int64),
+                    chosen=arrays["chosen"].astype(np.float64),
+                    rejected=arrays["rejected"].astype(np.float64),
+                    chosen_tokens=arrays["chosen_tokens"].astype(np.int64),
+                    rejected_tokens=arrays["rejected_tokens"].astype(np.int64),
                 )
-        except (OSError, KeyError, ValueError):
-            return None
+        warnings.warn(f"log-prob cache entry {path} is damaged: {problem}; recomputing it", UserWarning, stacklevel=2)
+        return None
 
     def save(self, key: str, value: ResponseLogProbs) -> Path:
-        """Write atomically (temp file in the same folder + ``os.replace``)."""
+        """Write the arrays and their `arrays_checksum` atomically (temp file in the same folder + ``os.replace``)."""
+        arrays = {name: np.asarray(getattr(value, name)) for name in CACHE_ARRAYS}
         with atomic_path(self.path(key)) as tmp, open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                chosen=value.chosen,
-                rejected=value.rejected,
-                chosen_tokens=value.chosen_tokens,
-                rejected_tokens=value.rejected_tokens,
-            )
+            np.savez(fh, **arrays, **{CHECKSUM: np.array(arrays_checksum(arrays))})
         return self.path(key)
+
+
+CACHE_ARRAYS = ("chosen", "rejected", "chosen_tokens", "rejected_tokens")
+CHECKSUM = "sha256"
+
+
+def arrays_checksum(arrays: Mapping[str, NDArray[Any]]) -> str:
+    """SHA-256 hex over the arrays in name order: each name, dtype, shape and C-order bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def adapter_model_key(base_sha256: str, adapter_sha256: str) -> str:

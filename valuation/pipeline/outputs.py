@@ -7,6 +7,11 @@
     config.toml             the config this run used (a copy)
     run.json                provenance: base model, adapters (hashes, metrics), eval sets, timings
 
+run.json is the run's completion mark: it is removed before the other files are replaced and written last.
+When a file cannot be written (disk full: `valuation.errors.OutputError`) every output file of the run is
+removed (`RUN_FILES`; adapters and caches are kept, each checked on its own when reused) and the error says
+so: a run directory holds a complete set of outputs with its run.json, or none.
+
 polars is imported inside `_write_parquet` (measured: ``import polars`` ≈ 0.2 s), so importing the
 pipeline does not load it.
 """
@@ -21,22 +26,39 @@ from typing import Any
 
 import numpy as np
 
+from valuation.errors import OutputError
 from valuation.files import atomic_path, atomic_write_text, sha256_json
 from valuation.games.coalitions import coalition_label
 from valuation.pipeline.outcome import ValuationRun
 from valuation.pipeline.tables import CoalitionTable
 
 RUN_FORMAT = "payoutsim-valuation-run/1"
+RUN_FILES = ("game.csv", "game.parquet", "values.json", "values_members.json", "config.toml", "run.json")
 
 
 def write_run(run: ValuationRun, *, logprobs_computed: int = 0, logprobs_cached: int = 0) -> dict[str, Path]:
     """Write game.csv, game.parquet, values.json, values_members.json, config.toml and run.json (atomic).
 
     Returns file key (``game_csv``, ``game_parquet``, ``values``, ``values_members``, ``config``, ``run``)
-    → path, for the files written.
+    → path, for the files written. On an `OutputError` (disk full) every file of `RUN_FILES` in the run
+    directory is removed and the error, saying so, is raised again.
     """
     run_dir = run.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "run.json").unlink(missing_ok=True)  # the completion mark goes first, comes back last
+    try:
+        return _write_files(run, run_dir, logprobs_computed, logprobs_cached)
+    except OutputError as err:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+        raise OutputError(
+            f"{err.detail}; the run's output files in {run_dir} were removed (adapters and caches kept): "
+            "free some space and re-run"
+        ) from None
+
+
+def _write_files(run: ValuationRun, run_dir: Path, computed: int, cached: int) -> dict[str, Path]:
+    """The writes of `write_run`, run.json last."""
     files: dict[str, Path] = {}
     files["game_csv"] = run_dir / "game.csv"
     run.game.to_csv(files["game_csv"])
@@ -52,7 +74,7 @@ def write_run(run: ValuationRun, *, logprobs_computed: int = 0, logprobs_cached:
         files["config"] = run_dir / "config.toml"
         atomic_write_text(files["config"], config.config_path.read_text(encoding="utf-8"))
     files["run"] = run_dir / "run.json"
-    atomic_write_text(files["run"], json.dumps(_provenance(run, logprobs_computed, logprobs_cached), indent=2) + "\n")
+    atomic_write_text(files["run"], json.dumps(_provenance(run, computed, cached), indent=2) + "\n")
     return files
 
 

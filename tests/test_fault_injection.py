@@ -353,3 +353,38 @@ def test_disk_full_while_writing_a_run_exits_with_one_line_and_leaves_no_outputs
     for name in ("game.csv", "values.json"):  # the same code path on the same cached log-probs: exact
         assert (run_dir / name).read_text() == (valued / "run" / name).read_text()
     assert (run_dir / "run.json").is_file()
+
+
+def _file_size_limit(limit: int):
+    """A ``preexec_fn`` capping the size of any file the child writes (RLIMIT_FSIZE): a write past it fails
+    with EFBIG, as on a full or quota-limited disk (SIGXFSZ ignored so the write returns the error)."""
+
+    def apply() -> None:
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_real_size_limited_file_fails_in_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """Not a monkeypatch: the operating system refuses the write (RLIMIT_FSIZE of 64 bytes) while
+    `payoutsim shapley --out` writes its JSON; one line, exit 1, no output file and no temp file left."""
+    game = Path(__file__).resolve().parents[1] / "data" / "examples" / "games" / "glove.csv"
+    out = tmp_path / "out" / "values.json"
+    out.parent.mkdir()
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-c", "import sys; from market.cli import main; sys.exit(main(sys.argv[1:]))",
+           "shapley", "--utilities", str(game), "--out", str(out)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120,
+                          preexec_fn=_file_size_limit(64), check=False)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(out) in lines[0], done.stderr
+    assert "EFBIG" in lines[0] or "too large" in lines[0].lower(), lines[0]
+    assert list(out.parent.iterdir()) == []  # neither the output nor a temp file
+    # without the limit the same command writes the file (the failure above was the limit's)
+    ok = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(out.read_text())["method"] == "exact"

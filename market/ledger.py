@@ -85,7 +85,7 @@ from market.money import format_minor
 from market.rules import Payout, PeriodRun
 from market.scenario.inputs import ScenarioInputs
 from market.scenario.schema import scenario_config_json
-from valuation.errors import InputError
+from valuation.errors import InputError, OutputError
 
 if TYPE_CHECKING:
     import duckdb
@@ -204,12 +204,15 @@ def connect(path: str | Path, *, read_only: bool = False) -> Iterator[duckdb.Duc
     if read_only and not path.exists():
         raise InputError("ledger not found (run `payoutsim payout` first)", file=path)
     check_ledger_file(path)
+    new_file = not read_only and not path.exists()
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         con = duckdb.connect(str(path), read_only=read_only)
     except duckdb.Error as err:
         known = ledger_error(err, path)
+        if new_file and isinstance(known, OutputError):
+            _remove_new_ledger(path)
         raise known or InputError(f"cannot open the ledger: {str(err).splitlines()[0]}", file=path) from None
     try:
         _check_schema(con, path, create=not read_only)
@@ -219,6 +222,8 @@ def connect(path: str | Path, *, read_only: bool = False) -> Iterator[duckdb.Duc
         known = ledger_error(err, path)
         if known is None:
             raise
+        if new_file and isinstance(known, OutputError):
+            _remove_new_ledger(path)  # a ledger this call began and could not write holds no run: no stub left
         raise known from None
     except BaseException:
         close_quietly(con)
@@ -231,6 +236,12 @@ def connect(path: str | Path, *, read_only: bool = False) -> Iterator[duckdb.Duc
             raise
         raise known from None
 
+
+
+def _remove_new_ledger(path: Path) -> None:
+    """Delete a ledger file (and its WAL) that `connect` created but could not write: it holds no run."""
+    for leftover in (path, path.with_name(path.name + ".wal")):
+        leftover.unlink(missing_ok=True)
 
 class EmptyDatabaseError(InputError):
     """A DuckDB database with no tables and no views: not a ledger yet (`connect` for writing makes it one)."""

@@ -25,7 +25,7 @@ import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from valuation.errors import InputError, PayoutsimError
+from valuation.errors import InputError, OutputError, PayoutsimError
 
 if TYPE_CHECKING:
     import duckdb
@@ -36,6 +36,8 @@ BLOCKS_START = 3 * 4096
 """DuckDB's storage layout: a main header and two database headers of 4 KiB each, then fixed-size blocks
 (``block_size`` bytes each, block ``i`` at ``BLOCKS_START + i * block_size``)."""
 
+#: DuckDB's words when the file system refuses a write (disk full, quota, file size limit, I/O error).
+_WRITE_PHRASES = ("Could not write file", "No space left on device", "File too large", "Disk quota exceeded")
 _LOCK_PHRASES = ("Could not set lock on file", "Conflicting lock is held")
 _DAMAGE_PHRASES = (
     "Corrupt database file",
@@ -90,7 +92,8 @@ def check_ledger_file(path: Path) -> None:
 
 def ledger_error(err: duckdb.Error, path: Path) -> PayoutsimError | None:
     """What `err` (raised by DuckDB while opening or reading the ledger at `path`) means for the user:
-    `LedgerBusyError`, `LedgerDamagedError`, or None when it is neither (the caller decides)."""
+    `LedgerBusyError`, `OutputError` (the file system refused a write: nothing was recorded),
+    `LedgerDamagedError`, or None when it is none of these (the caller decides)."""
     import duckdb
 
     text = str(err)
@@ -99,6 +102,10 @@ def ledger_error(err: duckdb.Error, path: Path) -> PayoutsimError | None:
         return LedgerBusyError(
             f"{path}: the ledger is in use by another process (DuckDB allows one writer at a time); "
             f"retry when it has finished ({first})"
+        )
+    if any(p in text for p in _WRITE_PHRASES):
+        return OutputError(
+            f"cannot write the ledger {path}: {first}; nothing was recorded (the transaction was rolled back)"
         )
     damaged_type = type(err) is duckdb.Error or isinstance(err, (duckdb.SerializationException, duckdb.InternalException))
     if damaged_type or any(p in text for p in _DAMAGE_PHRASES):

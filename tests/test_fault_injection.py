@@ -388,3 +388,20 @@ def test_a_real_size_limited_file_fails_in_one_line_and_leaves_nothing(tmp_path:
     ok = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(out.read_text())["method"] == "exact"
+
+
+def test_a_ledger_that_cannot_be_written_says_so_in_one_line_and_leaves_no_stub(tmp_path: Path) -> None:
+    """Disk full while creating the ledger (RLIMIT_FSIZE of 4 KiB in a subprocess): DuckDB's write error is one
+    line, exit 1, "nothing was recorded"; the half-created ledger file is removed, so no damaged stub remains."""
+    scenario = Path(__file__).resolve().parents[1] / "data" / "scenarios" / "example.toml"
+    ledger = tmp_path / "ledger.duckdb"
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-c", "import sys; from market.cli import main; sys.exit(main(sys.argv[1:]))",
+           "payout", str(scenario), "--ledger", str(ledger), "--receipt", str(tmp_path / "receipt.json")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180,
+                          preexec_fn=_file_size_limit(4096), check=False)
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"cannot write the ledger {ledger}" in errors[0] and "nothing was recorded" in errors[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no ledger stub, no WAL, no receipt

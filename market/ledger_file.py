@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from valuation.errors import InputError, OutputError, PayoutsimError
+from valuation.files import NOT_A_FILE
 
 if TYPE_CHECKING:
     import duckdb
@@ -73,7 +74,7 @@ def check_ledger_file(path: Path) -> None:
         if not path.exists():
             return
         if path.is_dir():
-            raise InputError("is a directory, not a ledger file (give a file path such as DIR/ledger.duckdb)", file=path)
+            raise InputError(f"{NOT_A_FILE} (give a ledger file path such as DIR/ledger.duckdb)", file=path)
         if not path.is_file():
             raise InputError("is not a regular file, so it cannot be a ledger", file=path)
         with path.open("rb") as fh:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from valuation.errors import InputError
+from valuation.files import NOT_A_FILE
 
 if TYPE_CHECKING:
     import duckdb
@@ -62,7 +63,7 @@ def ledger_key(key_file: str | Path | None) -> bytes | None:
     if key_file is not None:
         path = Path(key_file)
         if path.is_dir():
-            raise LedgerKeyError("the key file is a directory", file=path, field="--key-file")
+            raise LedgerKeyError(f"the key file {NOT_A_FILE}", file=path, field="--key-file")
         try:
             key = path.read_bytes().rstrip(b"\r\n")
         except FileNotFoundError:

@@ -39,7 +39,7 @@ from typing import Any
 from market.ledger import VerifyReport, connect, verify
 from market.ledger_mac import check_writer_key, has_mac_table, mac_findings
 from valuation.errors import InputError
-from valuation.files import atomic_write_json
+from valuation.files import atomic_write_json, require_file
 
 RECEIPT_FORMAT = "payoutsim-ledger-receipt/1"
 RECEIPTS_DIR = "receipts"
@@ -136,13 +136,9 @@ def write_receipt(path: str | Path, receipt: Receipt) -> Path:
 
 def load_receipt(path: str | Path) -> Receipt:
     """Read and check a receipt file; `InputError` (exit 2) naming the file and field when it is not one."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError("is a directory, not a receipt file", file=path, field="--receipt")
+    path = require_file(path, missing="receipt file not found", field="--receipt")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("receipt file not found", file=path, field="--receipt") from None
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"cannot read the receipt: {err}", file=path) from None
     except json.JSONDecodeError as err:

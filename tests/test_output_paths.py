@@ -25,7 +25,7 @@ def bad_paths(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     regular = tmp_path / "file.txt"
     regular.write_text("not a folder\n", encoding="utf-8")
     cases = {
-        "folder": (folder, "is a folder"),
+        "folder": (folder, "is a directory"),
         "under_a_file": (regular / "x.out", "is a file, not a folder"),
         "deep_under_a_file": (regular / "a" / "b" / "x.out", "is a file, not a folder"),
     }

@@ -91,7 +91,7 @@ def check_writable(path: str | Path, *, field: str | None = None) -> Path:
     """
     path = Path(path)
     if path.is_dir():
-        raise InputError("is a folder, not a file: give a file path", file=path, field=field)
+        raise InputError(f"{NOT_A_FILE}: give a file path", file=path, field=field)
     _check_folder(path.parent, path, field)
     return path
 
@@ -176,6 +176,10 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+#: How every check names a folder given where a file is expected (inputs, outputs, ledgers, receipts, keys).
+NOT_A_FILE = "is a directory, not a file"
+
+
 def require_file(
     path: str | Path,
     *,
@@ -195,7 +199,7 @@ def require_file(
     if p.is_file():
         return p
     if p.is_dir():
-        problem = "is a directory, not a file"
+        problem = NOT_A_FILE
     elif p.exists():
         problem = "is not a regular file (a device, a pipe or a socket)"
     else:

@@ -69,6 +69,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from market.defaults import DEFAULT_LEDGER as DEFAULT_LEDGER  # re-exported: the ledger's default path
 from market.ledger_file import (
     LedgerBusyError,
     check_complete,
@@ -90,7 +91,6 @@ from valuation.errors import InputError, OutputError
 if TYPE_CHECKING:
     import duckdb
 
-DEFAULT_LEDGER = Path("runs") / "ledger.duckdb"
 SCHEMA_VERSION = "1"
 GENESIS_HASH = "0" * 64
 LEDGER_TABLES: tuple[str, ...] = ("meta", "runs", "coalition_utilities", "valuations", "payouts")

@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from market.defaults import LEDGER_ENV as LEDGER_ENV  # re-exported for the dashboard and its tests
 from market.export import write_csv, write_parquet
 from market.ledger import DEFAULT_LEDGER, EXPORT_COLUMNS, LedgerBusyError, connect, export_rows, list_runs
 from market.rules import LINEAR_RULES, Payout, RuleContext, allocate, compute_payout, rule_values
@@ -49,7 +50,6 @@ from valuation.games.game import TableGame
 from valuation.games.players import null_players
 from valuation.games.stability import StabilityReport, check_stability, verdict_text
 
-LEDGER_ENV = "PAYOUTSIM_LEDGER"
 WEIGHTED = "weighted"
 WHAT_IF_RULES: tuple[str, ...] = ("shapley", "banzhaf", "loo", "least_core", "proportional", "equal")
 EXAMPLE_COMMAND = "payoutsim payout data/scenarios/example.toml"

@@ -1,4 +1,4 @@
-"""What the market commands share: option types, the default ledger and warnings on stderr.
+"""What the market commands share: option types and warnings on stderr (the default ledger: `market.defaults`).
 
 Light on purpose: every market command module imports it at module top, so it imports only typer and
 `valuation.text` (plain `re`; see `market.cli.payout` for the measured cost of importing the market library
@@ -13,8 +13,6 @@ from typing import Annotated
 import typer
 
 from valuation.text import printable
-
-DEFAULT_LEDGER_PATH = Path("runs") / "ledger.duckdb"  # = market.ledger.DEFAULT_LEDGER, without importing it
 
 LedgerOpt = Annotated[
     Path,

@@ -15,12 +15,12 @@ from typing import Annotated
 
 import typer
 
+from market.defaults import DEFAULT_LEDGER, LEDGER_ENV
 from valuation.text import printable
 
 app = typer.Typer()  # this module's commands; the root app (market.cli) composes the layers' apps
 
 
-LEDGER_ENV = "PAYOUTSIM_LEDGER"
 
 
 def dashboard_app_path() -> Path:
@@ -54,7 +54,7 @@ def dashboard_cmd(
         Path | None,
         typer.Option(
             "--ledger",
-            help=f"The payout ledger (DuckDB) to explore, opened read-only (default: ${LEDGER_ENV}, else runs/ledger.duckdb).",
+            help=f"The payout ledger (DuckDB) to explore, opened read-only (default: ${LEDGER_ENV}, else {DEFAULT_LEDGER}).",
             show_default=False,
         ),
     ] = None,
@@ -66,7 +66,7 @@ def dashboard_cmd(
     if ledger is not None:
         env[LEDGER_ENV] = str(ledger.expanduser().resolve())
     app_path = dashboard_app_path()
-    typer.echo(printable(f"payoutsim dashboard: http://127.0.0.1:{port} (ledger {env.get(LEDGER_ENV, 'runs/ledger.duckdb')})"))
+    typer.echo(printable(f"payoutsim dashboard: http://127.0.0.1:{port} (ledger {env.get(LEDGER_ENV, str(DEFAULT_LEDGER))})"))
     cmd = streamlit_command(app_path, port)
     if os.name == "posix":
         # Replace this process with Streamlit, so a signal to `payoutsim dashboard` reaches the server itself

@@ -11,7 +11,8 @@ from typing import Annotated
 
 import typer
 
-from market.cli.common import DEFAULT_LEDGER_PATH, KeyFileOpt, LedgerOpt
+from market.cli.common import KeyFileOpt, LedgerOpt
+from market.defaults import DEFAULT_LEDGER
 from valuation.errors import InputError
 from valuation.text import printable
 
@@ -22,7 +23,7 @@ app.add_typer(ledger_app, name="ledger")
 
 @ledger_app.command("show")
 def ledger_show_cmd(
-    ledger: LedgerOpt = DEFAULT_LEDGER_PATH,
+    ledger: LedgerOpt = DEFAULT_LEDGER,
     run: Annotated[
         str | None, typer.Option("--run", help="Show the payouts of this run id instead of the run list.")
     ] = None,
@@ -44,7 +45,7 @@ def ledger_show_cmd(
 
 @ledger_app.command("export")
 def ledger_export_cmd(
-    ledger: LedgerOpt = DEFAULT_LEDGER_PATH,
+    ledger: LedgerOpt = DEFAULT_LEDGER,
     csv: Annotated[
         Path | None, typer.Option(
             "--csv",
@@ -70,7 +71,7 @@ def ledger_export_cmd(
 
 @ledger_app.command("verify")
 def ledger_verify_cmd(
-    ledger: LedgerOpt = DEFAULT_LEDGER_PATH,
+    ledger: LedgerOpt = DEFAULT_LEDGER,
     receipt: Annotated[
         list[Path] | None,
         typer.Option(

@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from market.cli.common import DEFAULT_LEDGER_PATH, KeyFileOpt, LedgerOpt, ScenarioArg, warn
+from market.cli.common import KeyFileOpt, LedgerOpt, ScenarioArg, warn
+from market.defaults import DEFAULT_LEDGER
 from valuation.errors import InputError
 
 app = typer.Typer()  # this module's commands; the root app (market.cli) composes the layers' apps
@@ -26,7 +27,7 @@ def payout_cmd(
         str | None,
         typer.Option("--period", "-p", help="Pay out this period only (default: every period of the schedule)."),
     ] = None,
-    ledger: LedgerOpt = DEFAULT_LEDGER_PATH,
+    ledger: LedgerOpt = DEFAULT_LEDGER,
     no_ledger: Annotated[bool, typer.Option("--no-ledger", help="Compute and print only; write nothing.")] = False,
     receipt: Annotated[
         Path | None,

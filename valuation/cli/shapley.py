@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from valuation.errors import InputError
 from valuation.files import atomic_write_text, check_writable
+from valuation.games.methods import check_method
 from valuation.terminal import safe_console
 
 if TYPE_CHECKING:  # annotations only; the import is deferred at run time (see the module docstring)
@@ -78,10 +78,9 @@ def shapley(
     Prints RESULT.json ({"method", "players", "objectives", "values": [{"player", "objective", "value",
     "std_err"}], ...}) on stdout, or writes it to --out. Bad tables exit with code 2 and name the row.
     """
-    from valuation.games.estimators import METHODS, value_table_file  # deferred: see the module docstring
+    from valuation.games.estimators import value_table_file  # deferred: see the module docstring
 
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})", field="--method")
+    check_method(method, field="--method")  # before reading the table
     if out is not None:
         check_writable(out, field="--out")
     player_list = None

@@ -11,5 +11,13 @@ semivalues (Shapley, Banzhaf) and leave-one-out are; the least core (an LP optim
 
 from __future__ import annotations
 
+from valuation.errors import InputError
+
 METHODS: tuple[str, ...] = ("exact", "permutation", "banzhaf", "loo", "least_core")
 LINEAR_METHODS: frozenset[str] = frozenset(METHODS) - {"least_core"}
+
+
+def check_method(method: str, *, field: str = "method") -> None:
+    """Raise `InputError` at `field` unless `method` is one of `METHODS` (the message lists them)."""
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})", field=field)

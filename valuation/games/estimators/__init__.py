@@ -39,7 +39,7 @@ from valuation.games.estimators.least_core import least_core
 from valuation.games.estimators.loo import leave_one_out
 from valuation.games.estimators.permutation import permutation_shapley
 from valuation.games.game import Game, TableGame
-from valuation.games.methods import METHODS
+from valuation.games.methods import METHODS, check_method
 from valuation.games.result import ValuationResult
 from valuation.games.stopping import StoppingRule
 
@@ -76,8 +76,7 @@ def approximate(
         stopping: extra stopping rule for sampled methods (combined with the budget by ``|``).
         progress: show a rich progress bar on stderr while sampling.
     """
-    if method not in METHODS:
-        raise InputError(f"unknown method {method!r} (choose from {', '.join(METHODS)})", field="method")
+    check_method(method)
     if budget is not None and int(budget) < 1:
         raise InputError(f"budget must be a positive number of evaluations, got {budget}", field="budget")
     n = len(game.players)

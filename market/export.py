@@ -3,7 +3,10 @@
 Columns: `market.ledger.EXPORT_COLUMNS` — at least ``run_id, period, member, rule, value, share, amount,
 currency``. ``amount`` is a decimal string with exactly the currency's minor digits ("1234.50" EUR,
 "1234" JPY) and ``amount_minor`` the same amount as an integer; ``value``, ``std_err``, ``share``,
-``seq`` and ``amount_minor`` are numeric columns. ``line`` is ``payout`` for a member's row and ``held``
+``seq`` and ``amount_minor`` are numeric columns. The uncertainty of each payout (`market.uncertainty`):
+``value_lo``/``value_hi`` (numeric) bound the weighted value, ``amount_se`` (numeric, currency units) is
+the amount's standard error and ``amount_lo``/``amount_hi`` (decimal strings like ``amount``) its
+interval; all empty for runs recorded without it. ``line`` is ``payout`` for a member's row and ``held``
 for the one extra row of a run that held its pool (``no_value = "hold"``: no member created value; no
 member, value or share, the held amount), so every run's ``amount_minor`` sums to its pool.
 
@@ -34,7 +37,7 @@ from valuation.files import atomic_path, check_outputs
 
 FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
 ESCAPE = "'"
-NUMERIC_TEXT_COLUMNS = frozenset({"amount"})  # decimal strings we produce: numbers, not text
+NUMERIC_TEXT_COLUMNS = frozenset({"amount", "amount_lo", "amount_hi"})  # decimal strings we produce: numbers, not text
 
 
 def escape_cell(text: str) -> str:
@@ -55,7 +58,7 @@ def _frame(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> Any:
     for col in columns:
         if col in ("seq", "amount_minor"):
             schema[col] = pl.Int64
-        elif col in ("value", "std_err", "share"):
+        elif col in ("value", "std_err", "share", "value_lo", "value_hi", "amount_se"):
             schema[col] = pl.Float64
         else:
             schema[col] = pl.String

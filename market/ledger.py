@@ -20,6 +20,14 @@ Tables (created on first use; ``meta`` holds the schema version):
 * ``payouts`` — ``(run_id, position, member, sources, value, std_err, share, amount_minor, currency)``.
 * ``run_macs`` — ``(run_id, mac)``: the optional keyed MAC of a run's record hash (`market.ledger_mac`;
   absent in ledgers written before it, created empty when one is opened for writing).
+* the payout's uncertainty (`market.uncertainty`; absent in ledgers written before it and created empty when
+  one is opened for writing; a run without uncertainty has no rows there):
+  ``uncertainty`` — ``(run_id, position, method_json)``: what was resampled, replicates, level, seed;
+  ``valuation_intervals`` — ``(run_id, position, player, objective, lo, hi)``: the interval of each
+  ``valuations`` row (same position); ``payout_intervals`` — ``(run_id, position, member, share_se,
+  share_lo, share_hi, amount_se, amount_lo_minor, amount_hi_minor, rank_json)``: per member the share's and
+  the amount's standard error and interval (amounts in minor units) and ``rank_json``, ``{other member:
+  P(this member is paid more)}``.
 
 Guarantees:
 
@@ -30,7 +38,8 @@ Guarantees:
   the content of the files it references, so re-running the same scenario and period adds nothing,
   and any change to the scenario or its inputs is a new run.
 * **Hash-chained.** ``record_hash = sha256(prev_hash ‖ canonical JSON of the run row and all its child
-  rows)``, chained through ``prev_hash`` (the previous run's ``record_hash``; 64 zeros for the first), so
+  rows)`` (an uncertainty table enters only when the run has rows in it, so runs recorded before those
+  tables existed keep their hashes), chained through ``prev_hash`` (the previous run's ``record_hash``; 64 zeros for the first), so
   `verify` detects an edited, deleted or re-ordered row *that was not re-hashed*. The chain alone proves
   nothing against whoever can write the file (they can recompute every hash): tamper evidence comes from
   outside the file — receipts and head hashes members keep (`market.receipts`) and the optional keyed MAC
@@ -82,8 +91,9 @@ from market.ledger_file import (
 )
 from market.ledger_file import LedgerDamagedError as LedgerDamagedError  # re-exported for callers
 from market.ledger_mac import MAC_SCHEMA, check_writer_key, insert_mac, read_macs
-from market.money import format_minor
-from market.rules import Payout, PeriodRun
+from market.money import format_minor, minor_to_units
+from market.period import PeriodRun
+from market.rules import Payout
 from market.scenario.inputs import ScenarioInputs
 from market.scenario.schema import scenario_config_json
 from valuation.errors import InputError, OutputError
@@ -175,13 +185,47 @@ CREATE TABLE IF NOT EXISTS payouts (
     amount_minor BIGINT NOT NULL,
     currency VARCHAR NOT NULL
 );
+CREATE TABLE IF NOT EXISTS uncertainty (
+    run_id VARCHAR NOT NULL REFERENCES runs (run_id),
+    position INTEGER NOT NULL,
+    method_json VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS valuation_intervals (
+    run_id VARCHAR NOT NULL REFERENCES runs (run_id),
+    position INTEGER NOT NULL,
+    player VARCHAR NOT NULL,
+    objective VARCHAR NOT NULL,
+    lo DOUBLE,
+    hi DOUBLE
+);
+CREATE TABLE IF NOT EXISTS payout_intervals (
+    run_id VARCHAR NOT NULL REFERENCES runs (run_id),
+    position INTEGER NOT NULL,
+    member VARCHAR NOT NULL,
+    share_se DOUBLE,
+    share_lo DOUBLE,
+    share_hi DOUBLE,
+    amount_se DOUBLE,
+    amount_lo_minor BIGINT NOT NULL,
+    amount_hi_minor BIGINT NOT NULL,
+    rank_json VARCHAR NOT NULL
+);
 """ + MAC_SCHEMA
 
 _CHILD_TABLES: dict[str, tuple[str, ...]] = {
     "coalition_utilities": ("position", "coalition", "objective", "utility"),
     "valuations": ("position", "player", "objective", "value", "std_err"),
     "payouts": ("position", "member", "sources", "value", "std_err", "share", "amount_minor", "currency"),
+    "uncertainty": ("position", "method_json"),
+    "valuation_intervals": ("position", "player", "objective", "lo", "hi"),
+    "payout_intervals": (
+        "position", "member", "share_se", "share_lo", "share_hi", "amount_se", "amount_lo_minor",
+        "amount_hi_minor", "rank_json",
+    ),
 }
+#: Child tables added after the first ledgers: absent in old files (created when one is opened for
+#: writing), and hashed into a run only when it has rows there.
+UNCERTAINTY_TABLES: tuple[str, ...] = ("uncertainty", "valuation_intervals", "payout_intervals")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -303,7 +347,7 @@ def check_ledger(path: str | Path) -> None:
         return
     try:
         with connect(path, read_only=True) as con:
-            read_every_row(con, LEDGER_TABLES)
+            read_every_row(con, [*LEDGER_TABLES, *present_tables(con, UNCERTAINTY_TABLES)])
     except (LedgerBusyError, EmptyDatabaseError):
         return
 
@@ -453,6 +497,7 @@ def child_rows(inputs: ScenarioInputs, run: PeriodRun) -> dict[str, list[tuple[A
             for k, obj in enumerate(run.objectives)
         ],
         "valuations": _valuation_rows(payout),
+        **_uncertainty_rows(run),
         "payouts": [
             (
                 i,
@@ -467,6 +512,50 @@ def child_rows(inputs: ScenarioInputs, run: PeriodRun) -> dict[str, list[tuple[A
             for i, m in enumerate(payout.members)
         ],
     }
+
+
+def _uncertainty_rows(run: PeriodRun) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows of `UNCERTAINTY_TABLES` for one period (all empty without uncertainty)."""
+    unc = run.uncertainty
+    if unc is None:
+        return {t: [] for t in UNCERTAINTY_TABLES}
+    payout = run.payout
+    intervals: list[tuple[Any, ...]] = []
+    result = payout.result
+    v_lo, v_hi = unc.value_interval()
+    pos = 0
+    for i, member in enumerate(payout.members):
+        if result is not None:
+            for k, obj in enumerate(result.objectives):
+                lo = None if result.lo is None else _float_or_none(result.lo[i, k])
+                hi = None if result.hi is None else _float_or_none(result.hi[i, k])
+                intervals.append((pos, member, obj, lo, hi))
+                pos += 1
+        intervals.append((pos, member, "weighted", _float_or_none(v_lo[i]), _float_or_none(v_hi[i])))
+        pos += 1
+    s_lo, s_hi = unc.share_interval()
+    a_lo, a_hi = unc.amount_interval()
+    share_se, amount_se, rank = unc.share_se, unc.amount_se, unc.rank
+    payouts = [
+        (
+            i, m, _float_or_none(share_se[i]), _float_or_none(s_lo[i]), _float_or_none(s_hi[i]),
+            _float_or_none(amount_se[i]), int(a_lo[i]), int(a_hi[i]),
+            _dumps({o: float(rank[i, j]) for j, o in enumerate(payout.members) if j != i}),
+        )
+        for i, m in enumerate(payout.members)
+    ]
+    return {
+        "uncertainty": [(0, _dumps(unc.describe()))],
+        "valuation_intervals": intervals,
+        "payout_intervals": payouts,
+    }
+
+
+def present_tables(con: duckdb.DuckDBPyConnection, tables: tuple[str, ...]) -> list[str]:
+    """Those of `tables` that exist in the ledger (`UNCERTAINTY_TABLES` are absent in old ledgers)."""
+    where = "WHERE database_name = current_database()"
+    existing = {str(r[0]) for r in con.execute(f"SELECT table_name FROM duckdb_tables() {where}").fetchall()}
+    return [t for t in tables if t in existing]
 
 
 def _insert_children(con: duckdb.DuckDBPyConnection, run_id: str, children: dict[str, list[tuple[Any, ...]]]) -> None:
@@ -499,7 +588,11 @@ def _valuation_rows(payout: Payout) -> list[tuple[Any, ...]]:
 def record_hash(run_row: dict[str, Any], children: dict[str, list[tuple[Any, ...]]]) -> str:
     """``sha256(prev_hash ‖ canonical JSON(run row without record_hash, child rows by position))``."""
     body = {c: _canonical(run_row[c]) for c in RUN_COLUMNS if c not in ("record_hash",)}
-    kids = {t: [[_canonical(x) for x in r] for r in sorted(rows, key=lambda r: r[0])] for t, rows in children.items()}
+    kids = {
+        t: [[_canonical(x) for x in r] for r in sorted(rows, key=lambda r: r[0])]
+        for t, rows in children.items()
+        if rows or t not in UNCERTAINTY_TABLES
+    }
     text = json.dumps({"run": body, "children": kids}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256((str(run_row["prev_hash"]) + "\n" + text).encode("utf-8")).hexdigest()
 
@@ -588,9 +681,14 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     "rule",
     "value",
     "std_err",
+    "value_lo",
+    "value_hi",
     "share",
     "amount",
     "amount_minor",
+    "amount_se",
+    "amount_lo",
+    "amount_hi",
     "currency",
     "line",
 )
@@ -599,21 +697,41 @@ EXPORT_COLUMNS: tuple[str, ...] = (
 def export_rows(path: str | Path) -> list[dict[str, Any]]:
     """One row per (run, member) with `EXPORT_COLUMNS`; ``amount`` is a decimal string with the
     currency's minor digits (``amount_minor`` the integer), ``created_at`` ISO 8601 UTC, ``line``
-    ``"payout"``. A run whose payouts do not add up to its pool (``no_value = "hold"``: nothing paid) gets
-    one more row after its members, ``line`` ``"held"``, with no member, value or share and the held
-    amount, so a run's ``amount_minor`` always sums to its pool (paid + held = pool)."""
+    ``"payout"``. The uncertainty (`market.uncertainty`; empty for runs recorded without it):
+    ``value_lo``/``value_hi`` the interval of the weighted value, ``amount_se`` the amount's standard
+    error in currency units, ``amount_lo``/``amount_hi`` its interval as decimal strings. A run whose
+    payouts do not add up to its pool (``no_value = "hold"``: nothing paid) gets one more row after its
+    members, ``line`` ``"held"``, with no member, value or share and the held amount, so a run's
+    ``amount_minor`` always sums to its pool (paid + held = pool)."""
     with connect(path, read_only=True) as con:
+        present = set(present_tables(con, UNCERTAINTY_TABLES))
+        pi = "payout_intervals" in present and "valuation_intervals" in present
+        extra = (
+            "pi.amount_se, pi.amount_lo_minor, pi.amount_hi_minor, vi.lo, vi.hi"
+            if pi
+            else "NULL, NULL, NULL, NULL, NULL"
+        )
+        joins = (
+            """LEFT JOIN payout_intervals pi ON pi.run_id = p.run_id AND pi.position = p.position
+               LEFT JOIN valuation_intervals vi
+                 ON vi.run_id = p.run_id AND vi.player = p.member AND vi.objective = 'weighted'"""
+            if pi
+            else ""
+        )
         cur = con.execute(
-            """
+            f"""
             SELECT r.run_id, r.seq, r.period, r.scenario_name, r.scenario_sha256, r.created_at,
-                   p.member, r.rule, p.value, p.std_err, p.share, p.amount_minor, p.currency, r.pool_minor
-            FROM payouts p JOIN runs r USING (run_id)
+                   p.member, r.rule, p.value, p.std_err, p.share, p.amount_minor, p.currency, r.pool_minor, {extra}
+            FROM payouts p JOIN runs r USING (run_id) {joins}
             ORDER BY r.seq, p.position
             """
         )
         out: list[dict[str, Any]] = []
         paid: dict[str, int] = {}
-        for (run_id, seq, period, scen, sha, created, member, rule, value, se, share, minor, cur_, pool) in cur.fetchall():
+        for (
+            run_id, seq, period, scen, sha, created, member, rule, value, se, share, minor, cur_, pool,
+            amount_se, amount_lo, amount_hi, value_lo, value_hi,
+        ) in cur.fetchall():
             if out and out[-1]["run_id"] != run_id:
                 out.extend(_held_row(out[-1], paid))
             paid[run_id] = paid.get(run_id, 0) + int(minor)
@@ -629,9 +747,14 @@ def export_rows(path: str | Path) -> list[dict[str, Any]]:
                     "rule": rule,
                     "value": float(value),
                     "std_err": None if se is None else float(se),
+                    "value_lo": None if value_lo is None else float(value_lo),
+                    "value_hi": None if value_hi is None else float(value_hi),
                     "share": float(share),
                     "amount": format_minor(int(minor), cur_),
                     "amount_minor": int(minor),
+                    "amount_se": None if amount_se is None else minor_to_units(float(amount_se), cur_),
+                    "amount_lo": None if amount_lo is None else format_minor(int(amount_lo), cur_),
+                    "amount_hi": None if amount_hi is None else format_minor(int(amount_hi), cur_),
                     "currency": cur_,
                     "line": "payout",
                     "_pool": int(pool),
@@ -651,8 +774,9 @@ def _held_row(last: dict[str, Any], paid: Mapping[str, int]) -> list[dict[str, A
         return []
     row = dict(last)
     row.update(
-        member=None, value=None, std_err=None, share=None, amount=format_minor(held, last["currency"]),
-        amount_minor=held, line="held",
+        member=None, value=None, std_err=None, value_lo=None, value_hi=None, share=None,
+        amount=format_minor(held, last["currency"]), amount_minor=held, amount_se=None, amount_lo=None,
+        amount_hi=None, line="held",
     )
     return [row]
 
@@ -717,7 +841,10 @@ def verify(path: str | Path) -> VerifyReport:
         report.n_runs = len(runs)
         report.macs = read_macs(con)
         children: dict[str, dict[str, list[tuple[Any, ...]]]] = {r["run_id"]: {t: [] for t in _CHILD_TABLES} for r in runs}
+        present = set(present_tables(con, UNCERTAINTY_TABLES))
         for table, columns in _CHILD_TABLES.items():
+            if table in UNCERTAINTY_TABLES and table not in present:
+                continue
             for rec in con.execute(f"SELECT run_id, {', '.join(columns)} FROM {table} ORDER BY run_id, position").fetchall():
                 run_id = rec[0]
                 if run_id not in children:

@@ -98,6 +98,12 @@ def format_minor(minor: int, currency: str) -> str:
     return f"{sign}{whole}.{frac:0{digits}d}"
 
 
+def minor_to_units(minor: float, currency: str) -> float:
+    """A (fractional) number of minor units in currency units: 112741.67 EUR minor units → 1127.4167. For
+    statistics such as a standard error, never for amounts paid (those stay integers)."""
+    return float(minor) / 10 ** minor_units(currency)
+
+
 def fee_minor(revenue_minor: int, fee: Decimal) -> int:
     """The platform's cut of `revenue_minor`: revenue · fee rounded half-to-even to a whole minor unit."""
     return int((Decimal(revenue_minor) * fee).to_integral_value(rounding=ROUND_HALF_EVEN))

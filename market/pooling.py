@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from market.rules import RuleContext, compute_payout, run_period
+from market.period import run_period
+from market.rules import RuleContext, compute_payout
 from market.scenario.inputs import load_inputs
 from market.scenario.schema import load_scenario
 from valuation.errors import InputError
@@ -230,7 +231,7 @@ def compare_scenario_pools(
 ) -> PoolComparison:
     """`compare_pools` for one period of a scenario file (default: its first period).
 
-    The pot is the period's pool (revenue − platform fee, `market.rules.run_period`); the compared
+    The pot is the period's pool (revenue − platform fee, `market.period.run_period`); the compared
     partitions are the scenario's ``[pool] partitions`` and `partitions` (texts for `parse_partition`),
     each restricted to the members in the pool during the period.
     """

@@ -46,7 +46,6 @@ not produce) are treated as 0, with a warning. Values within ``1e-12 · max |v(S
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -54,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from market.money import fee_minor, largest_remainder, to_minor
+from market.money import largest_remainder
 from market.robust import DEFAULT_STRENGTH, DEFAULT_THRESHOLD, member_similarity, robust_values
 from market.scenario.inputs import ScenarioInputs
 from market.scenario.schema import NEGATIVE_POLICIES, NO_VALUE_POLICIES, RULES
@@ -65,7 +64,6 @@ from valuation.games.game import FunctionGame, Game, GroupedGame, scalarised_gam
 from valuation.games.methods import LINEAR_METHODS
 from valuation.games.players import SNAP_RELATIVE, null_players, symmetrise
 from valuation.games.result import ValuationResult
-from valuation.games.stability import CORE_MAX_MEMBERS, StabilityReport, check_stability
 
 #: The game-engine method behind each value-based rule (``robust_shapley`` rescales the Shapley value by
 #: fixed, data-similarity factors, so it keeps Shapley's linearity).
@@ -184,6 +182,14 @@ def shapley_result(game: Game, ctx: RuleContext) -> ValuationResult:
     if len(game.players) <= ctx.max_exact_members:
         return approximate(game, "exact")
     return approximate(game, "permutation", ctx.budget, seed=ctx.seed)
+
+
+def is_sampled(ctx: RuleContext, n_members: int) -> bool:
+    """True when ``ctx.rule`` estimates its value by sampling for `n_members` members (Shapley and Banzhaf
+    above ``max_exact_members``, the least core with a constraint budget), so it carries estimator noise."""
+    if ctx.rule in ("shapley", "robust_shapley", "banzhaf"):
+        return n_members > ctx.max_exact_members
+    return ctx.rule == "least_core" and ctx.budget is not None
 
 
 def rule_values(ctx: RuleContext, members: Sequence[str]) -> RuleValues:
@@ -404,84 +410,4 @@ def compute_payout(ctx: RuleContext, members: Sequence[str], pool_minor: int, cu
         warnings=alloc.warnings,
         info=rv.info,
         held_minor=alloc.held,
-    )
-
-
-# ---------------------------------------------------------------------------------------------------
-# one period of a scenario
-
-
-@dataclass(frozen=True)
-class PeriodRun:
-    """The payout of one period of a scenario, with its stability verdict.
-
-    Attributes:
-        period: the period label.
-        revenue_minor, fee_minor, pool_minor: revenue, platform fee and the pool (revenue − fee).
-        payout: the `Payout`.
-        stability: the `StabilityReport` of the payout.
-        coalitions: member coalitions of the game table as JSON arrays of member names (``[]`` = ∅,
-            coalition-index order), or () when too large.
-        utilities: ``float[2^n, m]`` member-game utilities per objective (aligned with `coalitions`).
-        objectives: objective names of `utilities`.
-    """
-
-    period: str
-    revenue_minor: int
-    fee_minor: int
-    pool_minor: int
-    payout: Payout
-    stability: StabilityReport
-    coalitions: tuple[str, ...]
-    utilities: np.ndarray
-    objectives: tuple[str, ...]
-
-
-def run_period(inputs: ScenarioInputs, period: str, ctx: RuleContext | None = None) -> PeriodRun:
-    """Pay out one period of a loaded scenario: members present, revenue − fee, rule, stability."""
-    sc = inputs.scenario
-    ctx = ctx or RuleContext.from_inputs(inputs)
-    sc.check_period(period)
-    members = [m.name for m in sc.members_in(period)]
-    if not members:
-        raise InputError(f"no member is in the pool in period {period!r}", file=ctx.file, field="periods")
-    currency = sc.market.currency
-    revenue_minor = to_minor(sc.revenue_for(period), currency, file=ctx.file, field="revenue")
-    fee = fee_minor(revenue_minor, sc.market.platform_fee)
-    pool = revenue_minor - fee
-    payout = compute_payout(ctx, members, pool, currency)
-
-    n = len(members)
-    if n <= CORE_MAX_MEMBERS:
-        masks = all_coalitions(n)
-        member_game = ctx.member_game(members)
-        utilities = np.asarray(member_game(masks), dtype=float)
-        scalar = utilities @ np.array([float(ctx.weights.get(o, 0.0)) for o in member_game.objectives])
-        if ctx.rule == "least_core":
-            epsilon = float(payout.info["epsilon"])
-        else:
-            epsilon = float(approximate(ctx.scalar_game(members), "least_core").info["epsilon"][0])
-        stability = check_stability(members, scalar, payout.shares, least_core_epsilon=epsilon)
-        labels = tuple(
-            json.dumps([m for m, inside in zip(members, row, strict=True) if inside], ensure_ascii=False)
-            for row in masks
-        )
-        objectives = tuple(member_game.objectives)
-    else:
-        game = ctx.scalar_game(members)
-        eye = np.eye(n, dtype=bool)
-        ends = game(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)]))[:, 0]
-        singles = game(eye)[:, 0] - ends[0]
-        stability = check_stability(members, None, payout.shares, singles=singles, grand=float(ends[1] - ends[0]))
-        labels, utilities, objectives = (), np.zeros((0, 0)), ()
-    return PeriodRun(
-        period=period,
-        revenue_minor=revenue_minor,
-        fee_minor=fee,
-        pool_minor=pool,
-        payout=payout,
-        stability=stability,
-        coalitions=labels,
-        utilities=utilities,
-        objectives=objectives,
     )

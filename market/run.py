@@ -8,13 +8,13 @@
    base model → one DPO adapter per source, resumable → cached log-probs → coalition utilities → Shapley
    values); with ``utilities`` the given coalition table is read;
 3. payouts: every period of the schedule (or ``period``): the rule's values, the pool split into minor
-   units, the stability verdict (`market.rules.run_period`);
+   units, the stability verdict (`market.period.run_period`);
 4. ledger: each period appended to the DuckDB ledger, idempotent on scenario hash + period
    (`market.ledger.record_run`; with a key, each run's MAC too), and the receipt of the run's periods
    written to ``OUT/receipt.json`` (`market.receipts`);
 5. export: the ledger's payout rows as CSV (formula-escaped) and Parquet (`market.export.export_ledger`);
-6. values: ``values.json``, member and source Shapley values per objective with standard errors
-   (`plane_values`) and the payouts (`write_values`);
+6. values: ``values.json``, member and source Shapley values per objective with standard errors and
+   intervals (`plane_values`) and the payouts with the uncertainty of every amount (`write_values`);
 7. plot: ``value_plane.png``, the paper's Figure 2 layout (`write_plot`, `market.plots`).
 
 Outputs go to ``out`` (default ``runs/<scenario name>/``); the ledger defaults to ``OUT/ledger.duckdb``.
@@ -34,16 +34,17 @@ from pathlib import Path
 from market.console import RunProgress
 from market.export import export_ledger
 from market.ledger import RecordResult, check_ledger, record_run
-from market.money import format_minor
+from market.money import format_minor, minor_to_units
+from market.period import PeriodRun, run_period
 from market.plots import plane_objectives, points_from_result, write_value_plane
 from market.receipts import Receipt, check_key, save_receipt
-from market.rules import PeriodRun, RuleContext, run_period, shapley_result
+from market.rules import RuleContext, shapley_result
 from market.scenario.inputs import ScenarioInputs, load_inputs
 from market.scenario.schema import LoadedScenario, Scenario, load_scenario
 from valuation.errors import InputError
 from valuation.files import atomic_write_text, check_writable, check_writable_dir
 from valuation.games.result import ValuationResult
-from valuation.pipeline.eval_sampling import MAX_GROUPS_FOR_STD_ERRS, eval_sampling_values
+from valuation.games.uncertainty import valued_with_interval
 from valuation.pipeline.outcome import ValuationRun
 
 STAGES: tuple[str, ...] = ("scenario", "valuation", "payouts", "ledger", "export", "values", "plot")
@@ -62,7 +63,7 @@ class RunOutputs:
 
     Attributes:
         out_dir, ledger, csv, parquet, values, plot: where the outputs are (``plot`` None: not drawn).
-        periods: one `market.rules.PeriodRun` per paid period.
+        periods: one `market.period.PeriodRun` per paid period.
         records: the ledger's `RecordResult` per period (``added`` False: already recorded).
         receipt, receipt_file: the receipt of those runs (`market.receipts.Receipt`) and where it was written.
         adapters_trained, adapters_reused: source names (empty without a valuation config).
@@ -280,33 +281,33 @@ def pay_scenario(
 
 def plane_values(inputs: ScenarioInputs, ctx: RuleContext) -> tuple[ValuationResult, ValuationResult, str]:
     """Per-objective Shapley values of every member of the scenario and of every source, plus a note on
-    what the standard errors mean.
+    what the error bars mean.
 
-    With a valuation run (``preference`` utility) the values are exact and their standard errors come
-    from the finite eval sets (`valuation.pipeline.eval_sampling.eval_sampling_values`); with a given coalition table
-    they are the estimator's (`market.rules.shapley_result`: 0 for exact Shapley). Members' values are on
-    the member game of all members.
+    Values are the rule context's Shapley values (`market.rules.shapley_result`: exact up to
+    ``max_exact_members`` players, sampled above). With replicate tables (`ScenarioInputs.replicates`: a
+    bootstrap over the eval items, or normal noise from the table's standard errors) and a complete table,
+    standard errors and intervals come from the values on every replicate
+    (`valuation.games.uncertainty.valued_with_interval`); otherwise they are the estimator's own (0 for
+    exact values). Members' values are on the member game of all members.
     """
     sc = inputs.scenario
     groups = sc.groups()
-    sources = {s: [s] for s in inputs.game.players}
-    run = inputs.valuation
-    if (
-        run is not None
-        and run.prepared.config.utility.kind == "preference"
-        and len(groups) <= MAX_GROUPS_FOR_STD_ERRS
-        and len(sources) <= MAX_GROUPS_FOR_STD_ERRS
-    ):
-        members_result = eval_sampling_values(run, groups)
-        sources_result = eval_sampling_values(run, sources)
-        return members_result, sources_result, "error bars: ±1 standard error from the finite eval sets"
     member_game = ctx.member_game(list(groups))
     # the member game's players are #0, #1, …: rename them by position
     members_result = replace(shapley_result(member_game, ctx), players=tuple(groups))
     sources_result = shapley_result(inputs.game, ctx)
-    exact = len(groups) <= ctx.max_exact_members and len(sources) <= ctx.max_exact_members
+    replicates = inputs.replicates
+    if replicates is not None and inputs.game.is_complete():
+        level = sc.uncertainty.level
+        aliases = {f"#{i}": tuple(groups[m]) for i, m in enumerate(groups)}
+        members_result = valued_with_interval(
+            members_result, replicates, budget=ctx.budget, seed=ctx.seed, groups=aliases, level=level
+        )
+        sources_result = valued_with_interval(sources_result, replicates, budget=ctx.budget, seed=ctx.seed, level=level)
+        return members_result, sources_result, f"error bars: {level:.0%} intervals; {replicates.kind}"
+    exact = len(groups) <= ctx.max_exact_members and len(inputs.game.players) <= ctx.max_exact_members
     note = (
-        "exact Shapley values of the given coalition table (no error bars)"
+        "exact Shapley values of the given coalition table (no error bars: the table has no standard errors)"
         if exact
         else "error bars: ±1 standard error of the permutation-sampling estimate"
     )
@@ -351,6 +352,7 @@ def period_json(run: PeriodRun, record: RecordResult) -> dict[str, object]:
         "held": format_minor(pay.held_minor, pay.currency),
         "held_minor": pay.held_minor,
         "stable": run.stability.stable,
+        "uncertainty": None if run.uncertainty is None else run.uncertainty.describe(),
         "payouts": [
             {
                 "member": m,
@@ -359,9 +361,34 @@ def period_json(run: PeriodRun, record: RecordResult) -> dict[str, object]:
                 "share": float(pay.shares[i]),
                 "amount": format_minor(pay.amounts[i], pay.currency),
                 "amount_minor": int(pay.amounts[i]),
+                **payout_interval_json(run, i),
             }
             for i, m in enumerate(pay.members)
         ],
+    }
+
+
+def payout_interval_json(run: PeriodRun, i: int) -> dict[str, object]:
+    """Member `i`'s uncertainty in ``values.json``: the intervals of value, share and amount, the amount's
+    standard error (currency units) and ``paid_more_than``: P(paid more than each other member). Empty
+    without uncertainty."""
+    unc = run.uncertainty
+    if unc is None:
+        return {}
+    pay = run.payout
+    v_lo, v_hi = unc.value_interval()
+    s_lo, s_hi = unc.share_interval()
+    a_lo, a_hi = unc.amount_interval()
+    return {
+        "value_lo": _finite(v_lo[i]),
+        "value_hi": _finite(v_hi[i]),
+        "share_se": _finite(unc.share_se[i]),
+        "share_lo": float(s_lo[i]),
+        "share_hi": float(s_hi[i]),
+        "amount_se": _finite(minor_to_units(float(unc.amount_se[i]), pay.currency)),
+        "amount_lo": format_minor(int(a_lo[i]), pay.currency),
+        "amount_hi": format_minor(int(a_hi[i]), pay.currency),
+        "paid_more_than": {o: float(unc.rank[i, j]) for j, o in enumerate(pay.members) if j != i},
     }
 
 

@@ -343,7 +343,7 @@ def test_disk_full_while_writing_a_run_exits_with_one_line_and_leaves_no_outputs
     assert len(lines) == 1 and result.err.rstrip().endswith(lines[0]), result.err  # one line, the last
     assert lines[0].startswith(f"error: cannot write {calls[2]}: No space left on device [ENOSPC]; ")
     assert "output files in" in lines[0] and "were removed" in lines[0]
-    assert [p.name for p in calls] == ["game.csv", "game.parquet", "values.json"]
+    assert [p.name for p in calls] == ["game.csv", "game.parquet", "items.npz"]
     assert leftovers(folder) == []
     assert not any((run_dir / name).exists() for name in RUN_FILES)
     assert {p: file_state(p) for p in kept} == kept  # adapters and cache untouched

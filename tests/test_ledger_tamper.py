@@ -18,7 +18,7 @@ from test_market_ledger import write_scenario
 
 from market import ledger, ledger_mac, receipts
 from market.cli import main
-from market.rules import run_period
+from market.period import run_period
 from market.scenario.inputs import load_inputs
 from market.scenario.schema import load_scenario
 

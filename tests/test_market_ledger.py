@@ -17,7 +17,7 @@ import pytest
 
 from market import ledger
 from market.export import escape_cell, export_ledger
-from market.rules import run_period
+from market.period import run_period
 from market.scenario.inputs import load_inputs
 from market.scenario.schema import load_scenario
 from valuation.games.coalitions import all_coalitions
@@ -98,7 +98,7 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
     import market.ledger as L
-    from market.rules import run_period
+    from market.period import run_period
     from market.scenario.inputs import load_inputs
     from market.scenario.schema import load_scenario
 

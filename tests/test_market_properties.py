@@ -131,7 +131,7 @@ def draw_scenario(seed: int) -> Scenario:
 
 
 def _pay(s: Scenario, members: tuple[str, ...] | None = None) -> tuple[int, int, Payout]:
-    """``(revenue_minor, pool_minor, payout)`` the way a scenario period is paid (`market.rules.run_period`):
+    """``(revenue_minor, pool_minor, payout)`` the way a scenario period is paid (`market.period.run_period`):
     revenue string → Decimal → minor units, fee half-to-even, pool = revenue − fee, then the rule."""
     revenue_minor = to_minor(parse_decimal(s.revenue, field="market.revenue"), s.currency, field="revenue")
     pool = revenue_minor - fee_minor(revenue_minor, s.fee)

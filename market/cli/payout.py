@@ -47,7 +47,7 @@ def payout_cmd(
     and writes a receipt: members keep it and check the ledger against it with `payoutsim ledger verify
     --receipt`. With a key (--key-file or PAYOUTSIM_LEDGER_KEY) each new run also carries a keyed MAC.
     """
-    from market.cli.tables import held_line, payout_table  # deferred: --help speed (module docstring)
+    from market.cli.tables import held_line, payout_table, uncertainty_lines  # deferred: --help speed (module docstring)
     from market.console import wide_console
     from market.ledger_mac import ledger_key
     from market.money import format_minor
@@ -65,6 +65,8 @@ def payout_cmd(
         cur = paid.scenario.market.currency
         title = f"{paid.scenario.market.name} — period {p} — rule {pay.rule} — pool {format_minor(run.pool_minor, cur)} {cur}"
         out.print(payout_table(run, title=title))
+        for line in uncertainty_lines(run):
+            out.print(line, markup=False)
         out.print(f"  (revenue {format_minor(run.revenue_minor, cur)}, fee {format_minor(run.fee_minor, cur)})")
         out.print(run.stability.verdict(), markup=False)
         if pay.held_minor:

@@ -102,7 +102,7 @@ def run_cmd(
 def print_summary(outputs: RunOutputs, *, keyed: bool = False) -> None:
     """The payout table per period, the receipt, what was reused, where the outputs are, and the dashboard
     command (`keyed`: the runs were recorded with a MAC key)."""
-    from market.cli.tables import held_line, payout_table  # deferred: --help speed (module docstring)
+    from market.cli.tables import held_line, payout_table, uncertainty_lines  # deferred: --help speed (module docstring)
     from market.console import wide_console
     from market.money import format_minor
     from market.receipts import receipt_lines
@@ -118,6 +118,8 @@ def print_summary(outputs: RunOutputs, *, keyed: bool = False) -> None:
             f"{format_minor(run.fee_minor, cur)} {cur}",
         )
         out.print(table)
+        for line in uncertainty_lines(run):
+            out.print(line, markup=False)
         out.print(run.stability.verdict(), markup=False)
         if pay.held_minor:
             out.print(held_line(pay.held_minor, cur), markup=False)

@@ -9,36 +9,71 @@ from typing import Any
 from rich.table import Table
 
 from market.money import format_minor
+from market.period import PeriodRun
 from market.pooling import PoolComparison
 from market.read_model import RunSummary
-from market.rules import PeriodRun
 
 
 def payout_table(run: PeriodRun, *, title: str, caption: str | None = None) -> Table:
-    """One period's payout table: member, value, std err, share, amount, a ``held`` row when the pool was
-    held (``no_value = "hold"``: no member created value) and a total row equal to the pool (paid + held)."""
+    """One period's payout table: member, value ± its standard error, share, amount and, when the payout's
+    uncertainty is known (`market.uncertainty`), the amount's standard error and its interval; a ``held``
+    row when the pool was held (``no_value = "hold"``: no member created value) and a total row equal to
+    the pool (paid + held)."""
     pay = run.payout
     cur = pay.currency
+    unc = run.uncertainty
     table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
     table.add_column("member", no_wrap=True)
     table.add_column("value", justify="right")
     table.add_column("std err", justify="right")
     table.add_column("share", justify="right")
     table.add_column(f"amount ({cur})", justify="right", no_wrap=True)
+    if unc is not None:
+        table.add_column("± std err", justify="right", no_wrap=True)
+        table.add_column(f"{unc.level:.0%} interval", justify="right", no_wrap=True)
+        lo, hi = unc.amount_interval()
+        amount_se = unc.amount_se
     for i, member in enumerate(pay.members):
-        table.add_row(
+        cells = [
             member,
             f"{pay.values[i]:.6g}",
             f"{pay.std_errs[i]:.2g}",
             f"{100 * pay.shares[i]:.2f}%",
             format_minor(pay.amounts[i], cur),
-        )
+        ]
+        if unc is not None:
+            cells += [format_minor(round(float(amount_se[i])), cur), f"{format_minor(int(lo[i]), cur)} – {format_minor(int(hi[i]), cur)}"]
+        table.add_row(*cells)
     table.add_section()
+    pad = ["", ""] if unc is not None else []
     if pay.held_minor:
-        table.add_row("held: not paid out", "", "", "", format_minor(pay.held_minor, cur))
+        table.add_row("held: not paid out", "", "", "", format_minor(pay.held_minor, cur), *pad)
     share = "100.00%" if run.pool_minor and not pay.held_minor else ""
-    table.add_row("total", "", "", share, format_minor(sum(pay.amounts) + pay.held_minor, cur))
+    table.add_row("total", "", "", share, format_minor(sum(pay.amounts) + pay.held_minor, cur), *pad)
     return table
+
+
+def uncertainty_lines(run: PeriodRun) -> list[str]:
+    """What the intervals of `payout_table` rest on, and the rank confidence of neighbours in the payout
+    order: ``P(bob paid more than alice) = 0.97``; a pair whose order is below 0.95 either way is called
+    unresolved. Empty without uncertainty."""
+    unc = run.uncertainty
+    if unc is None:
+        return ["uncertainty: none (exact values of a coalition table without standard errors)"]
+    pay = run.payout
+    lines = [f"uncertainty: {unc.n_replicates} replicate payouts; {unc.kind}"]
+    if unc.refused:
+        lines.append(f"  negative = 'error' would have refused to pay in {unc.refused} of {unc.n_replicates} replicates")
+    if unc.held:
+        lines.append(f"  the pool would have been held in {unc.held} of {unc.n_replicates} replicates")
+    order = sorted(range(len(pay.members)), key=lambda i: (-pay.amounts[i], pay.members[i]))
+    paid = [i for i in order if pay.amounts[i] > 0 or unc.amounts[:, i].max() > 0]
+    rank = unc.rank
+    for a, b in zip(paid, paid[1:], strict=False):
+        p = float(rank[a, b])
+        verdict = "resolved" if p >= 0.95 or p <= 0.05 else "NOT resolved"
+        lines.append(f"  P({pay.members[a]} paid more than {pay.members[b]}) = {p:.2f} ({verdict})")
+    return lines
 
 
 def held_line(held_minor: int, currency: str) -> str:

@@ -9,7 +9,10 @@
 3. the data sizes and texts: from ``[valuation] data`` (or the valuation's training data), overridden
    by ``[sizes]``;
 4. the scenario hash (`scenario_hash`): the ledger's idempotency key, over the scenario file and the
-   content of everything it references.
+   content of everything it references;
+5. the replicate tables of the payout's uncertainty (`scenario_replicates`): a bootstrap over the valuation
+   run's eval items, or over ``[valuation] items`` (the item terms of a given table), or normal noise from
+   a Parquet table's ``<objective>_std_err`` columns; None when there is nothing to resample.
 
 `market.scenario.valuation` is imported inside `load_inputs`, only for a scenario with a valuation config:
 it imports the valuation pipeline and the adapter-training module, which the dashboard (it reaches this
@@ -31,6 +34,7 @@ from market.scenario.schema import LoadedScenario, Scenario
 from valuation.errors import InputError
 from valuation.files import require_file
 from valuation.games.game import TableGame
+from valuation.games.replicates import ItemTerms, Replicates, normal_replicates
 from valuation.members import check_sources_known
 from valuation.sources import load_preferences
 
@@ -57,6 +61,7 @@ class ScenarioInputs:
         provenance: with ``[valuation] config``: the valuation run (run dir, config, base model, adapter,
             data and eval-set hashes) as JSON-ready data, recorded in the ledger; else empty.
         valuation: with ``[valuation] config``: the valuation pipeline's run; else None.
+        replicates: the replicate tables of the game (`scenario_replicates`), or None.
     """
 
     loaded: LoadedScenario
@@ -68,6 +73,7 @@ class ScenarioInputs:
     base_model: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     valuation: ValuationRun | None = None
+    replicates: Replicates | None = None
 
     @property
     def scenario(self) -> Scenario:
@@ -102,6 +108,8 @@ def load_inputs(
     base_model = sc.valuation.base_model
     provenance: dict[str, Any] = {}
     valuation_run: ValuationRun | None = None
+    items: ItemTerms | None = None
+    std_errs = None
     if sc.valuation.utilities is None:
         # deferred: the valuation pipeline's imports (module docstring)
         from market.scenario.valuation import run_scenario_valuation
@@ -111,8 +119,10 @@ def load_inputs(
         sizes, texts, provenance = valued.sizes, valued.texts, valued.provenance
         base_model = valued.base_model
         table_name = "the valuation's game.csv"
+        items = valued.run.table.items
     else:
         game, hashes, table_name = read_coalition_table(loaded)
+        items, std_errs = read_uncertainty(loaded, game, hashes)
     check_game(loaded, game, table_name)
     if sc.valuation.data is not None:
         sizes, texts, hashes["data"] = read_data(loaded)
@@ -128,7 +138,58 @@ def load_inputs(
         base_model=base_model,
         provenance=provenance,
         valuation=valuation_run,
+        replicates=scenario_replicates(sc, game, items, std_errs),
     )
+
+
+#: Largest replicate set built (replicates × coalitions × objectives numbers; 2^14 coalitions, 200, 2).
+MAX_REPLICATE_CELLS = 2**14 * 200 * 2
+
+
+def scenario_replicates(
+    sc: Scenario, game: TableGame, items: ItemTerms | None, std_errs: Any
+) -> Replicates | None:
+    """The replicate tables of the scenario's game: ``[uncertainty] replicates`` bootstrap tables of the
+    item terms, else normal replicates from the table's standard errors, else None (also when
+    ``replicates = 0`` or the set would exceed `MAX_REPLICATE_CELLS`)."""
+    settings = sc.uncertainty
+    size = settings.replicates * len(game) * len(game.objectives)
+    if settings.replicates == 0 or size > MAX_REPLICATE_CELLS:
+        return None
+    if items is not None:
+        return items.bootstrap(settings.replicates, settings.seed)
+    if std_errs is not None:
+        return normal_replicates(game, std_errs, settings.replicates, settings.seed)
+    return None
+
+
+def read_uncertainty(loaded: LoadedScenario, game: TableGame, hashes: dict[str, str]) -> tuple[ItemTerms | None, Any]:
+    """What a given table says about its own uncertainty: ``[valuation] items`` (checked against the
+    game; its hash added to `hashes`), else the ``<objective>_std_err`` columns of a Parquet table (aligned
+    with ``game.coalitions``), else nothing."""
+    sc = loaded.scenario
+    if sc.valuation.items is not None:
+        path = loaded.resolve(sc.valuation.items)
+        items = ItemTerms.load(path, field="valuation.items")
+        items.check_matches(game, file=path, field="valuation.items")
+        hashes["items"] = _file_sha256(path)
+        return items, None
+    assert sc.valuation.utilities is not None
+    path = loaded.resolve(sc.valuation.utilities)
+    if path.suffix.lower() not in (".parquet", ".pq"):
+        return None, None
+    import polars as pl  # deferred: only a Parquet table is read here
+
+    from valuation.games.table_io import read_game_parquet
+
+    frame = pl.read_parquet(path)
+    columns = [f"{o}_std_err" for o in game.objectives]
+    if not all(c in frame.columns for c in columns):
+        return None, None
+    contents = read_game_parquet(path, players=game.players)
+    se = frame.select(columns).fill_null(0.0).fill_nan(0.0).to_numpy()
+    aligned = TableGame(game.players, game.objectives, contents.coalitions, se)  # sorted like the game's rows
+    return None, aligned.utilities
 
 
 def read_coalition_table(loaded: LoadedScenario) -> tuple[TableGame, dict[str, str], str]:

@@ -169,6 +169,7 @@ class ValuationSection(_Strict):
     """``[valuation]``: where the coalition utilities come from."""
 
     utilities: str | None = None
+    items: str | None = None  # the utilities' per-item terms (valuation.games.replicates.ItemTerms, .npz)
     config: str | None = None
     pipeline: dict[str, Any] | None = None  # an inline valuation config (the CONFIG.toml tables)
     data: str | None = None
@@ -184,6 +185,10 @@ class ValuationSection(_Strict):
             raise ValueError(
                 "give exactly one of 'utilities' (a coalition table), 'config' (a valuation config file) or a "
                 "[valuation.pipeline] table (an inline valuation config)"
+            )
+        if self.items is not None and self.utilities is None:
+            raise _FieldError(
+                "valuation.items", "the item terms come from the valuation run: leave 'items' out (or use 'utilities')"
             )
         if self.data is not None and self.utilities is None:
             raise _FieldError(
@@ -227,6 +232,22 @@ class RobustSection(_Strict):
     threshold: float = Field(default=0.5, ge=0, lt=1)
 
 
+class UncertaintySection(_Strict):
+    """``[uncertainty]``: how each payout's uncertainty is found (`market.uncertainty`): ``replicates``
+    replicate payouts (0: none, every figure reported as exact), the interval's coverage ``level`` and the
+    resampling ``seed``."""
+
+    replicates: int = Field(default=200, ge=0, le=10_000)
+    level: float = Field(default=0.95, gt=0.5, lt=1.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _enough(self) -> UncertaintySection:
+        if self.replicates == 1:
+            raise _FieldError("uncertainty.replicates", "one replicate has no spread: use 0 (off) or at least 2")
+        return self
+
+
 class PoolSection(_Strict):
     """``[pool]``: user-given structures for `pool compare` (each a partition of the members)."""
 
@@ -244,6 +265,7 @@ class Scenario(_Strict):
     periods: tuple[Period, ...] = ()
     robust: RobustSection = RobustSection()
     pool: PoolSection = PoolSection()
+    uncertainty: UncertaintySection = UncertaintySection()
 
     @field_validator("objectives", mode="before")
     @classmethod

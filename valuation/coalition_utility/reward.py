@@ -77,6 +77,7 @@ def reward_coalition_utilities(
     progress: bool = False,
     importance: ImportanceSettings | None = None,
     diagnostics: list[dict[str, Any]] | None = None,
+    items: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]] | None = None,
 ) -> dict[str, UtilityColumn]:
     """The `reward` utility of every coalition (rows of ``coalitions``) for every objective.
 
@@ -89,6 +90,10 @@ def reward_coalition_utilities(
         importance: estimate from one proposal pool first (see the module docstring); None: direct only.
         diagnostics: if given, one dict per coalition is appended: ``{"method": "importance" | "direct",
             "ess": {objective: ESS}}`` (ESS only when importance sampling ran).
+        items: if given, receives per objective the per-prompt terms ``(N, D)``, each ``float[k, prompts]``,
+            with u(S) = Σ_q N[S, q] / Σ_q D[S, q] (`valuation.games.replicates.ItemTerms`): for a directly
+            sampled coalition the sum and the number of prompt q's rewards, for an importance-sampled one
+            the sums of its normalised weights times rewards and of its weights over prompt q's pool samples.
 
     Returns:
         objective → `UtilityColumn` (values, std errs, sample counts), rows in ``coalitions`` order.
@@ -97,10 +102,13 @@ def reward_coalition_utilities(
     w = np.asarray(weights, dtype=np.float64)
     prompts: list[PromptLike] = []
     owner: list[int] = []  # prompt position → objective index
+    offsets: list[int] = []  # objective → position of its first prompt
     for j, obj in enumerate(objectives):
+        offsets.append(len(prompts))
         prompts.extend(obj.prompts)
         owner.extend([j] * len(obj.prompts))
     k = masks.shape[0]
+    terms = [(np.zeros((k, len(o.prompts))), np.zeros((k, len(o.prompts)))) for o in objectives]
     estimated: dict[str, UtilityColumn] = {}
     ess = np.zeros((len(objectives), k))
     direct_rows = list(range(k))
@@ -116,12 +124,22 @@ def reward_coalition_utilities(
             rows = np.flatnonzero(pool_owner == j)
             scores = _score(obj, [pool[i] for i in rows], prompts)
             est = importance_estimate(log_p[rows], log_q[rows], scores)
+            local = np.array([pool[i].prompt_index - offsets[j] for i in rows], dtype=np.int64)
+            _add_importance_terms(terms[j], log_p[rows], log_q[rows], scores, local)
             ess[j] = est.ess
             accept &= est.ess >= importance.min_ess * len(rows)
             estimated[obj.objective] = UtilityColumn(est.values, est.std_errs, np.floor(est.ess).astype(np.int64))
         direct_rows = [int(i) for i in np.flatnonzero(~accept)]
+    direct_terms = [(np.zeros((len(direct_rows), len(o.prompts))), np.zeros((len(direct_rows), len(o.prompts))))
+                    for o in objectives]
     direct = _direct_reward_utilities(sampler, masks[direct_rows], w[direct_rows], objectives, prompts, owner,
-                                      progress=progress)
+                                      progress=progress, terms=direct_terms, offsets=offsets)
+    for j in range(len(objectives)):
+        for part in (0, 1):
+            terms[j][part][direct_rows] = direct_terms[j][part]
+    if items is not None:
+        for j, obj in enumerate(objectives):
+            items[obj.objective] = terms[j]
     out: dict[str, UtilityColumn] = {}
     for obj in objectives:
         column = estimated.get(obj.objective) or UtilityColumn(
@@ -158,8 +176,11 @@ def _direct_reward_utilities(
     owner: Sequence[int],
     *,
     progress: bool,
+    terms: Sequence[tuple[NDArray[np.float64], NDArray[np.float64]]],
+    offsets: Sequence[int],
 ) -> dict[str, UtilityColumn]:
-    """Sample every coalition (row of ``masks``) directly and average its rewards per objective."""
+    """Sample every coalition (row of ``masks``) directly and average its rewards per objective; fill
+    ``terms[j]`` (N, D: ``[rows, prompts of objective j]``) with each prompt's reward sum and count."""
     per_coalition: list[list[list[Sample]]] = [[[] for _ in range(masks.shape[0])] for _ in objectives]
     with progress_bar("sampling coalitions", masks.shape[0], progress) as update:
         for row, mask in enumerate(masks):
@@ -173,7 +194,30 @@ def _direct_reward_utilities(
         scores = _score(obj, flat, prompts) if flat else np.zeros(0)
         bounds = np.cumsum([0] + [len(row) for row in per_coalition[j]])
         out[obj.objective] = reward_utility([scores[bounds[i] : bounds[i + 1]] for i in range(masks.shape[0])])
+        num, den = terms[j]
+        for i in range(masks.shape[0]):
+            local = np.array([s.prompt_index - offsets[j] for s in per_coalition[j][i]], dtype=np.int64)
+            np.add.at(num[i], local, scores[bounds[i] : bounds[i + 1]])
+            np.add.at(den[i], local, 1.0)
     return out
+
+
+def _add_importance_terms(
+    terms: tuple[NDArray[np.float64], NDArray[np.float64]],
+    log_p: NDArray[np.floating],
+    log_q: NDArray[np.floating],
+    rewards: NDArray[np.floating],
+    prompt: NDArray[np.int64],
+) -> None:
+    """Per-prompt terms of the self-normalised estimate (`importance_estimate`): with w̄[i, S] the weights
+    normalised per coalition, N[S, q] = Σ_{i of prompt q} w̄[i, S] r_i and D[S, q] = Σ_{i of prompt q} w̄[i, S]
+    (so Σ_q N / Σ_q D is the estimate itself)."""
+    log_w = np.asarray(log_p, dtype=np.float64) - np.asarray(log_q, dtype=np.float64)[:, None]
+    w = np.exp(log_w - log_w.max(axis=0, keepdims=True))
+    w_bar = w / w.sum(axis=0, keepdims=True)  # [R, K]
+    num, den = terms
+    np.add.at(num.T, prompt, w_bar * np.asarray(rewards, dtype=np.float64)[:, None])
+    np.add.at(den.T, prompt, w_bar)
 
 
 __all__ = [

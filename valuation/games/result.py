@@ -6,6 +6,9 @@ JSON form (``to_json_dict``), the DESIGN format plus extra keys::
      "values": [{"player": str, "objective": str, "value": float, "std_err": float}],
      "budget": int | null, "n_evaluations": int, "info": {...}}
 
+A result with an interval (`lo`, `hi`: e.g. the bootstrap's 95% percentile interval, described by
+``info["interval"]``) adds ``"lo"`` and ``"hi"`` to every entry of ``values``.
+
 ``values`` is player-major (all objectives of player 0, then player 1, …). A non-finite number (a
 standard error that could not be estimated) is written as ``null`` and read back as NaN.
 """
@@ -35,7 +38,9 @@ class ValuationResult:
         budget: the evaluation budget the caller gave (None: none given).
         n_evaluations: utility evaluations (coalition rows) the estimator requested from the game.
         info: method details, e.g. ``{"epsilon": [...]}`` (least core), ``{"converged": bool,
-            "stopped_by": str, "n_samples": int}`` (sampled methods).
+            "stopped_by": str, "n_samples": int}`` (sampled methods), ``{"interval": {...}}`` (how `lo`
+            and `hi` were found).
+        lo, hi: the lower and upper ends of an interval around each value (same shape), or None.
     """
 
     method: str
@@ -46,6 +51,8 @@ class ValuationResult:
     budget: int | None = None
     n_evaluations: int = 0
     info: dict = field(default_factory=dict)
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         values = np.asarray(self.values, dtype=float)
@@ -53,6 +60,15 @@ class ValuationResult:
         shape = (len(self.players), len(self.objectives))
         if values.shape != shape or std_errs.shape != shape:
             raise ValueError(f"values and std_errs must have shape {shape}, got {values.shape}, {std_errs.shape}")
+        if (self.lo is None) != (self.hi is None):
+            raise ValueError("give both ends of the interval (lo and hi) or neither")
+        for name in ("lo", "hi"):
+            end = getattr(self, name)
+            if end is not None:
+                end = np.asarray(end, dtype=float)
+                if end.shape != shape:
+                    raise ValueError(f"{name} must have shape {shape}, got {end.shape}")
+                object.__setattr__(self, name, end)
         object.__setattr__(self, "players", tuple(self.players))
         object.__setattr__(self, "objectives", tuple(self.objectives))
         object.__setattr__(self, "values", values)
@@ -113,6 +129,11 @@ class ValuationResult:
                 "objective": o,
                 "value": _finite_or_none(self.values[i, k]),
                 "std_err": _finite_or_none(self.std_errs[i, k]),
+                **(
+                    {"lo": _finite_or_none(self.lo[i, k]), "hi": _finite_or_none(self.hi[i, k])}
+                    if self.lo is not None and self.hi is not None
+                    else {}
+                ),
             }
             for i, p in enumerate(self.players)
             for k, o in enumerate(self.objectives)
@@ -135,12 +156,16 @@ class ValuationResult:
             objectives = tuple(str(o) for o in d["objectives"])
             values = np.full((len(players), len(objectives)), np.nan)
             std_errs = np.zeros_like(values)
+            lo, hi = np.full_like(values, np.nan), np.full_like(values, np.nan)
             seen = np.zeros(values.shape, dtype=bool)
+            has_interval = bool(d["values"]) and all("lo" in e and "hi" in e for e in d["values"])
             for entry in d["values"]:
                 i = players.index(entry["player"])
                 k = objectives.index(entry["objective"])
                 values[i, k] = _float_or_nan(entry["value"])
                 std_errs[i, k] = _float_or_nan(entry.get("std_err", 0.0))
+                if has_interval:
+                    lo[i, k], hi[i, k] = _float_or_nan(entry["lo"]), _float_or_nan(entry["hi"])
                 seen[i, k] = True
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"malformed valuation result: {err}") from err
@@ -156,6 +181,8 @@ class ValuationResult:
             budget=None if budget is None else int(budget),
             n_evaluations=int(d.get("n_evaluations", 0)),
             info=dict(d.get("info", {})),
+            lo=lo if has_interval else None,
+            hi=hi if has_interval else None,
         )
 
 

@@ -193,6 +193,21 @@ class EvalSection(BaseModel):
         return self
 
 
+class UncertaintySection(_Section):
+    """``[uncertainty]``: the values' standard errors and intervals from a bootstrap over the eval items
+    (`valuation.games.uncertainty`): ``replicates`` tables (0: none), interval ``level``, ``seed``."""
+
+    replicates: int = Field(200, ge=0, le=10_000)
+    level: float = Field(0.95, gt=0.5, lt=1.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _enough(self) -> UncertaintySection:
+        if self.replicates == 1:
+            raise ValueError("replicates: one replicate has no spread: use 0 (off) or at least 2")
+        return self
+
+
 class ShapleySection(_Section):
     """The estimator (`valuation.games.estimators.approximate`)."""
 
@@ -289,6 +304,7 @@ class ValuationConfig(_Section):
     retrain: RetrainSection = RetrainSection()  # [retrain] (valuation.retraining.run)
     reward: RewardSection = RewardSection()  # [reward] (valuation.coalition_utility.scorers)
     sampling: SamplingSection = SamplingSection()  # [sampling] (valuation.decoding)
+    uncertainty: UncertaintySection = UncertaintySection()  # [uncertainty] (valuation.games.uncertainty)
     members: list[Member] = Field(default_factory=list)  # [[members]] (valuation.members)
     config_path: Path | None = None
 

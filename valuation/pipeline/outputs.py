@@ -2,6 +2,7 @@
 
     game.csv                coalition utilities, GAME.csv format (one column per objective)
     game.parquet            the same plus <objective>_std_err and <objective>_n_pairs per coalition
+    items.npz               the per-item terms (eval pairs / prompts) the utilities are means of, for the bootstrap
     values.json             source-level values (the `payoutsim shapley` result format)
     values_members.json     member-level values, when the config lists [[members]]
     config.toml             the config this run used (a copy)
@@ -33,7 +34,9 @@ from valuation.pipeline.outcome import ValuationRun
 from valuation.pipeline.tables import CoalitionTable
 
 RUN_FORMAT = "payoutsim-valuation-run/1"
-RUN_FILES = ("game.csv", "game.parquet", "values.json", "values_members.json", "config.toml", "run.json")
+RUN_FILES = (
+    "game.csv", "game.parquet", "items.npz", "values.json", "values_members.json", "config.toml", "run.json"
+)
 
 
 def write_run(run: ValuationRun, *, logprobs_computed: int = 0, logprobs_cached: int = 0) -> dict[str, Path]:
@@ -64,6 +67,8 @@ def _write_files(run: ValuationRun, run_dir: Path, computed: int, cached: int) -
     run.game.to_csv(files["game_csv"])
     files["game_parquet"] = run_dir / "game.parquet"
     _write_parquet(run.table, files["game_parquet"])
+    if run.table.items is not None:
+        files["items"] = run.table.items.save(run_dir / "items.npz")
     files["values"] = run_dir / "values.json"
     atomic_write_text(files["values"], json.dumps(run.result.to_json_dict(), indent=2) + "\n")
     if run.member_result is not None:

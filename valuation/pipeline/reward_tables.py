@@ -10,7 +10,7 @@ when its effective sample size is too small. Samples are cached under ``RUN/cach
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from valuation.decoding.coalition_responses import AdapterSpec, CoalitionSampler
 from valuation.decoding.decoder import SamplingParams
 from valuation.decoding.importance import proposal_components
 from valuation.games.coalitions import coalition_label
+from valuation.games.replicates import MAX_ITEM_CELLS, ItemTerms
 from valuation.pipeline.config import ValuationConfig
 from valuation.pipeline.inputs import PreparedInputs
 from valuation.pipeline.tables import CoalitionTable
@@ -76,8 +77,10 @@ def reward_tabulator(
         masks = np.asarray(masks, dtype=bool)
         weights = coalition_weights(masks, sc.weighting, sizes)
         found: list[dict[str, Any]] = []
+        terms: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         columns = reward_coalition_utilities(
-            sampler, masks, weights, objectives, progress=progress, importance=importance, diagnostics=found
+            sampler, masks, weights, objectives, progress=progress, importance=importance, diagnostics=found,
+            items=terms,
         )
         if sampling_report is not None:
             for mask, entry in zip(masks, found, strict=True):
@@ -90,9 +93,23 @@ def reward_tabulator(
             np.stack([columns[o].values for o in names], axis=1),
             np.stack([columns[o].std_errs for o in names], axis=1),
             np.stack([columns[o].counts for o in names], axis=1),
+            _prompt_terms(sources, names, masks, terms),
         )
 
     return tabulate
+
+
+def _prompt_terms(
+    sources: Sequence[str], objectives: Sequence[str], masks: np.ndarray, terms: Mapping[str, tuple[np.ndarray, np.ndarray]]
+) -> ItemTerms | None:
+    """The per-prompt terms of the table (what the bootstrap resamples), or None when they are too large
+    (`valuation.games.replicates.MAX_ITEM_CELLS`) or an objective has no prompt."""
+    if not all(0 < terms[o][0].size <= MAX_ITEM_CELLS for o in objectives):
+        return None
+    return ItemTerms(
+        tuple(sources), tuple(objectives), masks, tuple(terms[o][0] for o in objectives),
+        tuple(terms[o][1] for o in objectives), unit="prompt",
+    )
 
 
 def reward_sampler(

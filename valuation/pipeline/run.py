@@ -22,7 +22,9 @@ Run directory (``[output] dir``)::
     config.toml             the config this run used (a copy)
     game.csv                coalition utilities, GAME.csv format (one column per objective)
     game.parquet            the same plus <objective>_std_err and <objective>_n_pairs per coalition
-    values.json             source-level values (the `payoutsim shapley` result format)
+    items.npz               the per-item terms of game.csv (eval pairs or prompts; valuation.games.replicates)
+    values.json             source-level values with standard errors and 95% intervals (bootstrap over
+                            the eval items, [uncertainty]; the `payoutsim shapley` result format)
     values_members.json     member-level values, when the config lists [[members]]
     run.json                provenance: base model, adapters (hashes, metrics), eval sets, timings
 
@@ -46,6 +48,7 @@ from valuation.games.coalitions import all_coalitions
 from valuation.games.estimators import approximate
 from valuation.games.game import FunctionGame, Game, TableGame
 from valuation.games.result import ValuationResult
+from valuation.games.uncertainty import valued_with_interval
 from valuation.members import member_groups, member_values
 from valuation.pipeline.config import ValuationConfig
 from valuation.pipeline.inputs import PreparedInputs, prepare_inputs
@@ -138,6 +141,7 @@ def run_value(
         seed=config.shapley.seed,
         progress=progress,
     )
+    result, member_result = with_eval_intervals(config, table, game, result, member_result, groups)
     timings["value_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
 
@@ -158,6 +162,31 @@ def run_value(
         logprobs_cached=0 if report is None else report.cached,
     )
     return run
+
+
+def with_eval_intervals(
+    config: ValuationConfig,
+    table: CoalitionTable,
+    game: TableGame,
+    result: ValuationResult,
+    member_result: ValuationResult | None,
+    groups: Mapping[str, Sequence[str]] | None,
+) -> tuple[ValuationResult, ValuationResult | None]:
+    """Source (and member) values with standard errors and intervals from ``[uncertainty] replicates``
+    bootstrap tables of the eval items (`valuation.games.uncertainty.valued_with_interval`; a sampled
+    estimator re-seeded per replicate). Unchanged without item terms, with ``replicates = 0``, or on a
+    partial table (a sampled run at large n: its standard errors stay the estimator's)."""
+    settings = config.uncertainty
+    if table.items is None or settings.replicates == 0 or not game.is_complete():
+        return result, member_result
+    replicates = table.items.bootstrap(settings.replicates, settings.seed)
+    budget, seed = config.shapley.budget, config.shapley.seed
+    result = valued_with_interval(result, replicates, budget=budget, seed=seed, level=settings.level)
+    if member_result is not None and groups:
+        member_result = valued_with_interval(
+            member_result, replicates, budget=budget, seed=seed, groups=groups, level=settings.level
+        )
+    return result, member_result
 
 
 def value_coalitions(
@@ -203,4 +232,4 @@ def value_coalitions(
     return table, game, result, member_result
 
 
-__all__ = ["FULL_TABLE_MAX_PLAYERS", "run_train", "run_value", "value_coalitions"]
+__all__ = ["FULL_TABLE_MAX_PLAYERS", "run_train", "run_value", "value_coalitions", "with_eval_intervals"]

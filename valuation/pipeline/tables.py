@@ -18,15 +18,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from valuation.adapters.store import AdapterRecord
-from valuation.coalition_utility.preference import preference_utility
-from valuation.composition.arithmetic import coalition_weights
+from valuation.coalition_utility.preference import pair_scores, preference_utility
+from valuation.composition.arithmetic import coalition_margins, coalition_weights
 from valuation.composition.logprobs import EvalLogProbs, LogProbReport, compute_eval_logprobs
+from valuation.games.replicates import MAX_ITEM_CELLS, ItemTerms, terms_from_scores
 from valuation.pipeline.inputs import PreparedInputs
 
 
 @dataclass(frozen=True)
 class CoalitionTable:
-    """Utilities of evaluated coalitions: values, std errs and pair counts, each ``[k, m]``."""
+    """Utilities of evaluated coalitions: values, std errs and pair counts, each ``[k, m]``; ``items``: the
+    per-item terms the values are means (ratios) of (`valuation.games.replicates.ItemTerms`, what the
+    bootstrap resamples), or None when the table is too large to keep them (`MAX_ITEM_CELLS`)."""
 
     players: tuple[str, ...]
     objectives: tuple[str, ...]
@@ -34,6 +37,7 @@ class CoalitionTable:
     values: np.ndarray
     std_errs: np.ndarray
     counts: np.ndarray
+    items: ItemTerms | None = None
 
 
 def eval_logprobs(
@@ -72,7 +76,14 @@ def coalition_table(
     for j, objective in enumerate(objectives):
         column = preference_utility(weights, tables[objective].deltas(list(sources)), metric=metric, beta=beta)
         values[:, j], std_errs[:, j], counts[:, j] = column.values, column.std_errs, column.counts
-    return CoalitionTable(tuple(sources), objectives, np.asarray(coalitions, dtype=bool), values, std_errs, counts)
+    masks = np.asarray(coalitions, dtype=bool)
+    items = None
+    if all(0 < k * tables[o].deltas(list(sources)).shape[1] <= MAX_ITEM_CELLS for o in objectives):
+        scores = {
+            o: pair_scores(coalition_margins(weights, tables[o].deltas(list(sources))), metric, beta) for o in objectives
+        }
+        items = terms_from_scores(sources, objectives, masks, scores, unit="eval pair")
+    return CoalitionTable(tuple(sources), objectives, masks, values, std_errs, counts, items)
 
 
 def preference_tabulator(

@@ -1,0 +1,183 @@
+"""The uncertainty of a payout: every replicate game paid out by the same rule, to the minor unit.
+
+The rule's value is only as exact as the coalition table it is computed from, and the table was
+measured on a finite eval set (`valuation.games.replicates`). For each replicate table u_b (B of them:
+a bootstrap over the eval pairs or prompts, jointly across coalitions; or normal noise from the table's
+standard errors when it comes without its items) the whole payout is recomputed — the rule's values,
+the negative-value and no-value policies, the normalisation to shares and the largest-remainder
+rounding to minor units (`market.rules.compute_payout`) — giving B amounts per member. A sampled
+estimator is re-seeded on every replicate, so its own noise is included. From those:
+
+* ``value_se``, ``share_se``, ``amount_se``: standard deviations over the replicates (ddof = 1);
+* ``value_lo/hi``, ``share_lo/hi``, ``amount_lo/hi``: the central ``level`` percentile intervals
+  (amounts: the replicate amounts at those ranks, whole minor units);
+* ``rank``: P[i, j], the fraction of replicates in which member i is paid more than member j (ties
+  count half) — "is alice really paid more than bob?".
+
+With neither replicates nor a sampled estimator there is nothing to resample (exact values of a given
+table without standard errors): `payout_uncertainty` returns None and every figure is reported as exact.
+
+Under ``negative = "error"`` a replicate with a negative value would refuse to pay; it is paid with
+``clip`` instead and counted in ``refused`` (the share of draws in which the payout would have stopped).
+
+Cost: B payouts. On the demo (2 members, 7 sources, B = 200) it takes about 0.3 s; the least core
+solves one LP per replicate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from market.rules import Payout, RuleContext, compute_payout
+from market.scenario.schema import UncertaintySection
+from valuation.errors import InputError
+from valuation.games.replicates import Replicates, percentile_interval, rank_confidence
+
+#: Replicates used when only the estimator is resampled (a given table without standard errors).
+ESTIMATOR_ONLY_REPLICATES = 50
+
+
+@dataclass(frozen=True)
+class PayoutUncertainty:
+    """B replicate payouts of one pool and their summaries (module docstring).
+
+    Attributes:
+        members: names, in payout order.
+        kind: what was resampled, in words.
+        level: the interval's coverage (0.95).
+        seed: the resampling seed.
+        values: ``float[B, n]`` the rule's (objective-weighted) values per replicate.
+        shares: ``float[B, n]``.
+        amounts: ``int[B, n]`` minor units.
+        objective_values: ``float[B, n, k]`` per-objective values (linear rules), or None.
+        objectives: the names of its last axis.
+        refused: replicates that ``negative = "error"`` would have refused to pay.
+        held: replicates in which the pool was held (no member created value).
+    """
+
+    members: tuple[str, ...]
+    kind: str
+    level: float
+    seed: int
+    values: np.ndarray
+    shares: np.ndarray
+    amounts: np.ndarray
+    objective_values: np.ndarray | None = None
+    objectives: tuple[str, ...] = ()
+    refused: int = 0
+    held: int = 0
+
+    @property
+    def n_replicates(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def value_se(self) -> np.ndarray:
+        return _sd(self.values)
+
+    @property
+    def share_se(self) -> np.ndarray:
+        return _sd(self.shares)
+
+    @property
+    def amount_se(self) -> np.ndarray:
+        """Standard error of each amount, in minor units (a float)."""
+        return _sd(self.amounts.astype(float))
+
+    def value_interval(self) -> tuple[np.ndarray, np.ndarray]:
+        return percentile_interval(self.values, self.level)
+
+    def share_interval(self) -> tuple[np.ndarray, np.ndarray]:
+        return percentile_interval(self.shares, self.level)
+
+    def amount_interval(self) -> tuple[np.ndarray, np.ndarray]:
+        """Whole minor units: the replicate amounts at the interval's ranks."""
+        alpha = (1.0 - self.level) / 2.0
+        lo = np.quantile(self.amounts, alpha, axis=0, method="lower")
+        hi = np.quantile(self.amounts, 1.0 - alpha, axis=0, method="higher")
+        return lo.astype(np.int64), hi.astype(np.int64)
+
+    def objective_interval(self) -> tuple[np.ndarray, np.ndarray] | None:
+        if self.objective_values is None:
+            return None
+        return percentile_interval(self.objective_values, self.level)
+
+    @property
+    def rank(self) -> np.ndarray:
+        """P[i, j] = P(member i is paid more than member j), over the replicates (ties half)."""
+        return rank_confidence(self.amounts.astype(float))
+
+    def describe(self) -> dict[str, Any]:
+        """The method in JSON form: what was resampled, how many replicates, level, seed, refusals, holds."""
+        return {
+            "method": "replicate payouts",
+            "resampled": self.kind,
+            "replicates": self.n_replicates,
+            "level": self.level,
+            "seed": self.seed,
+            "refused": self.refused,
+            "held": self.held,
+        }
+
+
+def payout_uncertainty(
+    ctx: RuleContext,
+    members: tuple[str, ...],
+    pool_minor: int,
+    currency: str,
+    payout: Payout,
+    replicates: Replicates | None,
+    settings: UncertaintySection,
+    *,
+    sampled: bool,
+) -> PayoutUncertainty | None:
+    """The replicate payouts of `payout` (module docstring); None when nothing can be resampled (no
+    `replicates` and no sampled estimator: `sampled` False) or ``settings.replicates`` is 0."""
+    if settings.replicates == 0 or (replicates is None and not sampled):
+        return None
+    if replicates is not None:
+        count, kind = replicates.n_replicates, replicates.kind
+    else:
+        count, kind = min(settings.replicates, ESTIMATOR_ONLY_REPLICATES), "the estimator's samples only (re-seeded)"
+    negative = "clip" if ctx.negative == "error" else ctx.negative
+    values, shares, amounts, per_objective = [], [], [], []
+    refused = held = 0
+    for b in range(count):
+        game = replicates.game(b) if replicates is not None else ctx.game
+        rctx = replace(ctx, game=game, seed=ctx.seed + 1 + b, negative=negative)
+        try:
+            pay = compute_payout(rctx, members, pool_minor, currency)
+        except InputError as err:  # a rule that cannot pay this draw (e.g. no sizes) cannot pay the point either
+            raise InputError(f"replicate {b} of the uncertainty: {err.message}", file=ctx.file, field=err.field) from None
+        if ctx.negative == "error" and np.any(pay.values < 0):
+            refused += 1
+        held += int(pay.held_minor > 0)
+        values.append(pay.values)
+        shares.append(pay.shares)
+        amounts.append(pay.amounts)
+        if pay.result is not None and pay.result.is_linear:
+            per_objective.append(pay.result.values)
+    objectives = tuple(payout.result.objectives) if payout.result is not None and per_objective else ()
+    return PayoutUncertainty(
+        members=tuple(members),
+        kind=kind,
+        level=settings.level,
+        seed=settings.seed,
+        values=np.array(values, dtype=float),
+        shares=np.array(shares, dtype=float),
+        amounts=np.array(amounts, dtype=np.int64),
+        objective_values=np.array(per_objective) if len(per_objective) == count else None,
+        objectives=objectives if len(per_objective) == count else (),
+        refused=refused,
+        held=held,
+    )
+
+
+def _sd(x: np.ndarray) -> np.ndarray:
+    return x.std(axis=0, ddof=1) if x.shape[0] > 1 else np.full(x.shape[1:], np.nan)
+
+
+__all__ = ["ESTIMATOR_ONLY_REPLICATES", "PayoutUncertainty", "payout_uncertainty"]

@@ -47,7 +47,11 @@ def payout_cmd(
     and writes a receipt: members keep it and check the ledger against it with `payoutsim ledger verify
     --receipt`. With a key (--key-file or PAYOUTSIM_LEDGER_KEY) each new run also carries a keyed MAC.
     """
-    from market.cli.tables import held_line, payout_table, uncertainty_lines  # deferred: --help speed (module docstring)
+    from market.cli.tables import (  # deferred: --help speed (module docstring)
+        held_line,
+        payout_table,
+        uncertainty_lines,
+    )
     from market.console import wide_console
     from market.ledger_mac import ledger_key
     from market.money import format_minor

@@ -102,7 +102,11 @@ def run_cmd(
 def print_summary(outputs: RunOutputs, *, keyed: bool = False) -> None:
     """The payout table per period, the receipt, what was reused, where the outputs are, and the dashboard
     command (`keyed`: the runs were recorded with a MAC key)."""
-    from market.cli.tables import held_line, payout_table, uncertainty_lines  # deferred: --help speed (module docstring)
+    from market.cli.tables import (  # deferred: --help speed (module docstring)
+        held_line,
+        payout_table,
+        uncertainty_lines,
+    )
     from market.console import wide_console
     from market.money import format_minor
     from market.receipts import receipt_lines

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ def uncertainty_lines(run: PeriodRun) -> list[str]:
     order = sorted(range(len(pay.members)), key=lambda i: (-pay.amounts[i], pay.members[i]))
     paid = [i for i in order if pay.amounts[i] > 0 or unc.amounts[:, i].max() > 0]
     rank = unc.rank
-    for a, b in zip(paid, paid[1:], strict=False):
+    for a, b in itertools.pairwise(paid):
         p = float(rank[a, b])
         verdict = "resolved" if p >= 0.95 or p <= 0.05 else "NOT resolved"
         lines.append(f"  P({pay.members[a]} paid more than {pay.members[b]}) = {p:.2f} ({verdict})")

@@ -1,11 +1,16 @@
 """The value plane: the paper's Figure 2 layout as a PNG (matplotlib, Agg backend, no pyplot state).
 
 Every player is a point at (φ_x, φ_y): its Shapley value for the x objective (helpfulness) and for the y
-objective (harmlessness), with ±1 standard-error bars on both axes. Members (the payees) and data sources
+objective (harmlessness), with error bars on both axes: the value's interval when the result has one
+(`ValuationResult.lo`/``hi``, e.g. the bootstrap's 95% interval), else ±1 standard error. Members (the payees) and data sources
 (the players of the source-level game) are drawn with different markers. The diagonal y = x separates
 players whose data helps the y objective more than the x objective; the axes cross at 0, so the quadrant
 says whether a player helps (> 0) or hurts (< 0) each objective. Each axis is scaled to its own values
 (objectives can differ in scale by an order of magnitude), so the diagonal need not be at 45°.
+
+Names are placed so that no two labels overlap (`_place_labels`: for each label, the first of several
+positions around its point whose box overlaps no label placed before and no other point; the least
+overlapping one when every position collides). The legend lists only what is drawn.
 
 `write_value_plane` writes the PNG atomically (temp file in the destination folder + `os.replace`).
 matplotlib is imported inside it: importing its figure and Agg canvas takes about 0.4 s, which every
@@ -44,6 +49,8 @@ class PlanePoint:
         x, y: its values for the x and y objectives.
         x_err, y_err: their standard errors (0 or NaN: no bar).
         labelled: write the name next to the point (False: e.g. a source whose owner's label names it).
+        x_interval, y_interval: (lower, upper) ends of the values' intervals, drawn instead of ±1 standard
+            error when given.
     """
 
     name: str
@@ -53,20 +60,39 @@ class PlanePoint:
     x_err: float = 0.0
     y_err: float = 0.0
     labelled: bool = True
+    x_interval: tuple[float, float] | None = None
+    y_interval: tuple[float, float] | None = None
+
+    def x_bar(self) -> tuple[float, float]:
+        """(below, above): the bar's lengths on the x axis."""
+        return _bar(self.x, self.x_err, self.x_interval)
+
+    def y_bar(self) -> tuple[float, float]:
+        return _bar(self.y, self.y_err, self.y_interval)
 
 
 def points_from_result(result: ValuationResult, kind: PointKind, x_objective: str, y_objective: str) -> list[PlanePoint]:
-    """One `PlanePoint` per player of a `valuation.games.result.ValuationResult` (values and std errs)."""
+    """One `PlanePoint` per player of a `valuation.games.result.ValuationResult` (values, std errs and,
+    when the result has them, intervals)."""
     out = []
-    for player in result.players:
+    kx, ky = result.objectives.index(x_objective), result.objectives.index(y_objective)
+    for i, player in enumerate(result.players):
+        intervals = (None, None)
+        if result.lo is not None and result.hi is not None:
+            intervals = (
+                (float(result.lo[i, kx]), float(result.hi[i, kx])),
+                (float(result.lo[i, ky]), float(result.hi[i, ky])),
+            )
         out.append(
             PlanePoint(
                 name=str(player),
                 kind=kind,
-                x=float(result.value(player, x_objective)),
-                y=float(result.value(player, y_objective)),
-                x_err=float(result.std_err(player, x_objective)),
-                y_err=float(result.std_err(player, y_objective)),
+                x=float(result.values[i, kx]),
+                y=float(result.values[i, ky]),
+                x_err=float(result.std_errs[i, kx]),
+                y_err=float(result.std_errs[i, ky]),
+                x_interval=intervals[0],
+                y_interval=intervals[1],
             )
         )
     return out
@@ -116,8 +142,8 @@ def write_value_plane(
     fig = Figure(figsize=(7.0, 6.0), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    x_lim = _limits([p.x - _err(p.x_err) for p in points] + [p.x + _err(p.x_err) for p in points])
-    y_lim = _limits([p.y - _err(p.y_err) for p in points] + [p.y + _err(p.y_err) for p in points])
+    x_lim = _limits([p.x - p.x_bar()[0] for p in points] + [p.x + p.x_bar()[1] for p in points])
+    y_lim = _limits([p.y - p.y_bar()[0] for p in points] + [p.y + p.y_bar()[1] for p in points])
 
     ax.axhline(0.0, color="black", linewidth=0.8, zorder=1)
     ax.axvline(0.0, color="black", linewidth=0.8, zorder=1)
@@ -136,6 +162,7 @@ def write_value_plane(
     if note:
         fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=7, color="dimgrey", wrap=True)
     fig.tight_layout(rect=(0.0, 0.04 if note else 0.0, 1.0, 1.0))
+    _place_labels(fig, ax, points)
 
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -151,8 +178,8 @@ def _draw_group(ax: Axes, group: Sequence[PlanePoint], kind: PointKind) -> None:
     ax.errorbar(
         [p.x for p in group],
         [p.y for p in group],
-        xerr=[_err(p.x_err) for p in group],
-        yerr=[_err(p.y_err) for p in group],
+        xerr=[[p.x_bar()[0] for p in group], [p.x_bar()[1] for p in group]],
+        yerr=[[p.y_bar()[0] for p in group], [p.y_bar()[1] for p in group]],
         fmt=style["marker"],
         color=style["color"],
         markersize=style["markersize"],
@@ -164,19 +191,67 @@ def _draw_group(ax: Axes, group: Sequence[PlanePoint], kind: PointKind) -> None:
         zorder=3,
         label=style["label"],
     )
-    for p in group:
+
+
+#: Label positions tried around a point, in points: (dx, dy, horizontal alignment, vertical alignment).
+_LABEL_SPOTS: tuple[tuple[float, float, str, str], ...] = tuple(
+    (dx * r, dy * r, ha, va)
+    for r in (1.0, 2.2, 3.6)
+    for dx, dy, ha, va in (
+        (6, 6, "left", "bottom"), (6, -6, "left", "top"), (-6, 6, "right", "bottom"), (-6, -6, "right", "top"),
+        (0, 9, "center", "bottom"), (0, -9, "center", "top"), (9, 0, "left", "center"), (-9, 0, "right", "center"),
+    )
+)
+
+
+def _place_labels(fig: Any, ax: Axes, points: Sequence[PlanePoint]) -> None:
+    """Write each labelled point's name at the first `_LABEL_SPOTS` position whose box overlaps no label
+    placed so far and no other point's marker (the least overlapping position when all collide)."""
+    renderer = fig.canvas.get_renderer()
+    to_display = ax.transData.transform
+    markers = [_box(*to_display((p.x, p.y)), 5.0) for p in points]
+    placed: list[tuple[float, float, float, float]] = []
+    for idx, p in enumerate(points):
         if not p.labelled:
             continue
-        offset = (6, 6) if kind == "member" else (6, -12)
-        ax.annotate(
-            p.name,
-            (p.x, p.y),
-            textcoords="offset points",
-            xytext=offset,
-            fontsize=9,
-            color=style["color"],
-            zorder=4,
-        )
+        color = _STYLE[p.kind]["color"]
+        best: tuple[float, Any, tuple[float, float, float, float]] | None = None
+        for dx, dy, ha, va in _LABEL_SPOTS:
+            text = ax.annotate(
+                p.name, (p.x, p.y), textcoords="offset points", xytext=(dx, dy), ha=ha, va=va, fontsize=9,
+                color=color, zorder=4,
+            )
+            extent = text.get_window_extent(renderer)
+            box = (extent.x0, extent.y0, extent.x1, extent.y1)
+            others = placed + [m for j, m in enumerate(markers) if j != idx]
+            overlap = sum(_overlap(box, o) for o in others) + _outside(box, ax.get_window_extent(renderer))
+            if best is None or overlap < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (overlap, text, box)
+            else:
+                text.remove()
+            if overlap == 0:
+                break
+        assert best is not None
+        placed.append(best[2])
+
+
+def _box(x: float, y: float, half: float) -> tuple[float, float, float, float]:
+    return (x - half, y - half, x + half, y + half)
+
+
+def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
+    """The area two boxes (x0, y0, x1, y1) share."""
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def _outside(box: tuple[float, float, float, float], frame: Any) -> float:
+    """How much of `box` lies outside the axes (area, weighted to avoid clipped labels)."""
+    inside = _overlap(box, (frame.x0, frame.y0, frame.x1, frame.y1))
+    return 10.0 * ((box[2] - box[0]) * (box[3] - box[1]) - inside)
 
 
 def _limits(values: Sequence[float]) -> tuple[float, float]:
@@ -189,4 +264,11 @@ def _limits(values: Sequence[float]) -> tuple[float, float]:
 def _err(value: float) -> float:
     """A standard error as a bar half-length: NaN / negative → 0."""
     return value if math.isfinite(value) and value > 0 else 0.0
+
+
+def _bar(value: float, std_err: float, interval: tuple[float, float] | None) -> tuple[float, float]:
+    """(below, above) bar lengths: to the interval's ends when given (finite), else ±1 standard error."""
+    if interval is not None and all(math.isfinite(e) for e in interval):
+        return max(value - interval[0], 0.0), max(interval[1] - value, 0.0)
+    return _err(std_err), _err(std_err)
 

@@ -408,11 +408,17 @@ def write_plot(
     points = [
         replace(p, labelled=p.name not in sole) for p in points_from_result(sources, "source", x, y)
     ] + [
-        replace(p, name=f"{p.name} ({', '.join(owners[p.name])})") for p in points_from_result(members, "member", x, y)
+        replace(p, name=member_label(p.name, owners[p.name])) for p in points_from_result(members, "member", x, y)
     ]
     title = f"{inputs.scenario.market.name}: Shapley values, {x} vs {y}"
     assert outputs.plot is not None
     write_value_plane(points, outputs.plot, x_label=x, y_label=y, title=title, note=error_note)
+
+
+def member_label(member: str, sources: list[str]) -> str:
+    """A member's name on the plot: ``"carol (evol_instruct, flan_v2_niv2)"``, or just the name when the
+    member owns one source of the same name."""
+    return member if sources == [member] else f"{member} ({', '.join(sources)})"
 
 
 def _finite(x: float) -> float | None:

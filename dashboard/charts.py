@@ -2,40 +2,97 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import altair as alt
 import pandas as pd
 
 from market.currencies import minor_units
 
 
-def payout_bars(frame: pd.DataFrame, currency: str) -> alt.Chart:
-    """Bar per member of its payout (``amount_minor`` shown in major units) with the share as tooltip."""
-    data = frame.assign(amount=frame["amount_minor"] / 10 ** minor_units(currency))
-    return (
+def payout_bars(frame: pd.DataFrame, currency: str, interval: str | None = None) -> alt.Chart | alt.LayerChart:
+    """Bar per member of its payout (``amount_minor`` shown in major units) with the share as tooltip;
+    with `interval` (a column title such as ``"95% interval"``) and columns ``amount_lo_minor``,
+    ``amount_hi_minor``, an error bar per member over that interval."""
+    scale = 10 ** minor_units(currency)
+    data = frame.assign(amount=frame["amount_minor"] / scale)
+    tooltip: list[Any] = ["member", "sources", alt.Tooltip("share %:Q", format=".2f"), f"amount ({currency})"]
+    with_bars = interval is not None and "amount_lo_minor" in frame.columns
+    if with_bars:
+        data = data.assign(amount_lo=frame["amount_lo_minor"] / scale, amount_hi=frame["amount_hi_minor"] / scale)
+        tooltip += ["± std err", interval]
+    bars = (
         alt.Chart(data)
         .mark_bar()
         .encode(
             x=alt.X("member:N", sort=None, title="member"),
             y=alt.Y("amount:Q", title=f"payout ({currency})"),
             color=alt.Color("member:N", legend=None),
-            tooltip=["member", "sources", alt.Tooltip("share %:Q", format=".2f"), f"amount ({currency})"],
+            tooltip=tooltip,
         )
         .properties(height=280)
     )
+    if not with_bars:
+        return bars
+    errors = (
+        alt.Chart(data)
+        .mark_errorbar(ticks=True, color="black", thickness=1.5)
+        .encode(
+            x=alt.X("member:N", sort=None),
+            y=alt.Y("amount_lo:Q", title=f"payout ({currency})"),
+            y2="amount_hi:Q",
+            tooltip=tooltip,
+        )
+    )
+    return (bars + errors).properties(height=280)
 
 
-def tradeoff_scatter(points: pd.DataFrame, x: str, y: str) -> alt.LayerChart:
-    """The paper's Figure 2: each member at (φ_x, φ_y) with ±1 std-err bars and the y = x diagonal.
+def rank_heatmap(frame: pd.DataFrame, members: list[str]) -> alt.LayerChart:
+    """P(row member paid more than column member) as a heatmap (`dashboard.common.rank_frame` rows):
+    colour = P, the value written in each cell; pairs ``not resolved`` (P between 0.05 and 0.95) outlined
+    in black and marked with a ``?``."""
+    base = alt.Chart(frame).encode(
+        x=alt.X("other:N", sort=members, title="… than this member", axis=alt.Axis(labelAngle=0, orient="top")),
+        y=alt.Y("member:N", sort=members, title="P(this member paid more …)"),
+    )
+    tooltip = ["member", "other", alt.Tooltip("p:Q", title="P(member paid more)", format=".3f"), "pair"]
+    rect = base.mark_rect().encode(
+        color=alt.Color("p:Q", title="P", scale=alt.Scale(scheme="blueorange", domain=[0, 1], domainMid=0.5)),
+        stroke=alt.condition("datum.pair == 'not resolved'", alt.value("black"), alt.value("white")),
+        strokeWidth=alt.condition("datum.pair == 'not resolved'", alt.value(3), alt.value(1)),
+        tooltip=tooltip,
+    )
+    text = base.mark_text(fontSize=12).encode(
+        text=alt.Text("label:N"),
+        color=alt.condition("datum.p < 0.2 || datum.p > 0.8", alt.value("white"), alt.value("black")),
+        tooltip=tooltip,
+    ).transform_calculate(
+        label="format(datum.p, '.2f') + (datum.pair == 'not resolved' ? ' ?' : '')"
+    )
+    wide = len(members) <= 6
+    return (rect + text).properties(width=alt.Step(64 if wide else 40), height=alt.Step(36 if wide else 26))
 
-    `points` has columns ``member, label, x, y, x_se, y_se``.
+
+def tradeoff_scatter(points: pd.DataFrame, x: str, y: str, bar: str = "±1 std err") -> alt.LayerChart:
+    """The paper's Figure 2: each member at (φ_x, φ_y) with error bars on both axes and the y = x diagonal.
+
+    `points` has columns ``member, label, x, y`` and either ``x_lo, x_hi, y_lo, y_hi`` (an interval, e.g.
+    the recorded 95% intervals; `bar` names it, e.g. ``"95% interval"``) or ``x_se, y_se`` (±1 std err).
     """
-    lo = float(min(points["x"].min() - points["x_se"].max(), points["y"].min() - points["y_se"].max(), 0.0))
-    hi = float(max(points["x"].max() + points["x_se"].max(), points["y"].max() + points["y_se"].max(), 0.0))
+    if "x_lo" in points.columns:
+        data = points
+    else:
+        data = points.assign(
+            x_lo=points["x"] - points["x_se"], x_hi=points["x"] + points["x_se"],
+            y_lo=points["y"] - points["y_se"], y_hi=points["y"] + points["y_se"],
+        )
+    lo = float(min(data["x_lo"].min(), data["y_lo"].min(), 0.0))
+    hi = float(max(data["x_hi"].max(), data["y_hi"].max(), 0.0))
     pad = 0.08 * (hi - lo or 1.0)
     domain = [lo - pad, hi + pad]
-    data = points.assign(
-        x_lo=points["x"] - points["x_se"], x_hi=points["x"] + points["x_se"],
-        y_lo=points["y"] - points["y_se"], y_hi=points["y"] + points["y_se"],
+    data = data.assign(
+        x_bar=[f"{a:.4g} – {b:.4g}" for a, b in zip(data["x_lo"], data["x_hi"], strict=True)],
+        y_bar=[f"{a:.4g} – {b:.4g}" for a, b in zip(data["y_lo"], data["y_hi"], strict=True)],
     )
     base = alt.Chart(data)
     xs = alt.Scale(domain=domain, nice=False)
@@ -58,9 +115,9 @@ def tradeoff_scatter(points: pd.DataFrame, x: str, y: str) -> alt.LayerChart:
         tooltip=[
             "label",
             alt.Tooltip("x:Q", title=x, format=".4g"),
-            alt.Tooltip("x_se:Q", title=f"{x} std err", format=".2g"),
+            alt.Tooltip("x_bar:N", title=f"{x} {bar}"),
             alt.Tooltip("y:Q", title=y, format=".4g"),
-            alt.Tooltip("y_se:Q", title=f"{y} std err", format=".2g"),
+            alt.Tooltip("y_bar:N", title=f"{y} {bar}"),
         ],
     )
     text = base.mark_text(dx=9, dy=-9, align="left").encode(

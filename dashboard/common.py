@@ -165,6 +165,51 @@ def amounts_frame(
     )
 
 
+def interval_label(unc: read_model.RunUncertainty) -> str:
+    """``"95% interval"`` (the recorded level)."""
+    return f"{100 * unc.level:g}% interval"
+
+
+def with_intervals(run: read_model.RunData, frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` (`amounts_frame` of the run's *recorded* payout, same members) with the recorded amount
+    uncertainty: ``± std err`` (the amount's std err, in the currency), ``95% interval`` (``lo – hi``) and
+    the interval in minor units (``amount_lo_minor``, ``amount_hi_minor``, for charts). Unchanged when the
+    run has no uncertainty."""
+    unc = run.uncertainty
+    if unc is None:
+        return frame
+    index = [run.members.index(m) for m in frame["member"]]
+    se = [unc.amount_se[i] for i in index]
+    lo, hi = [unc.amount_lo[i] for i in index], [unc.amount_hi[i] for i in index]
+    out = frame.copy()
+    at = out.columns.get_loc("amount_minor")
+    out.insert(at, interval_label(unc), [f"{format_minor(a, run.currency)} – {format_minor(b, run.currency)}" for a, b in zip(lo, hi, strict=True)])
+    out.insert(at, "± std err", ["–" if s != s else format_minor(round(s), run.currency) for s in se])  # NaN: no spread
+    out["amount_lo_minor"], out["amount_hi_minor"] = lo, hi
+    return out
+
+
+def rank_frame(run: read_model.RunData) -> pd.DataFrame:
+    """The rank confidence as long rows ``member, other, p, pair`` (``p`` = P(member paid more than other);
+    ``pair``: ``resolved``, ``not resolved`` (P between 0.05 and 0.95) or ``tied`` (both paid the same in
+    every replicate)); empty without uncertainty."""
+    unc = run.uncertainty
+    if unc is None:
+        return pd.DataFrame(columns=["member", "other", "p", "pair"])
+    unresolved = {frozenset((a, b)) for a, b, _ in unc.unresolved(run.members)}
+    rows = []
+    for i, a in enumerate(run.members):
+        for j, b in enumerate(run.members):
+            if i == j:
+                continue
+            if read_model.always_tied(unc, i, j):
+                pair = "tied"
+            else:
+                pair = "not resolved" if frozenset((a, b)) in unresolved else "resolved"
+            rows.append({"member": a, "other": b, "p": float(unc.rank[i, j]), "pair": pair})
+    return pd.DataFrame(rows)
+
+
 def verdict(stability: Mapping[str, Any] | read_model.StabilityReport) -> None:
     """Show a stability verdict (stored `StabilityReport.to_json_dict` or a fresh report) in the words
     `payoutsim payout` prints: green when stable, red when not, blue when the core was not checked."""

@@ -20,6 +20,13 @@ per-member factor that depends only on data similarity; the factor is recovered 
 least core is not linear: it is re-solved on the stored table. ``proportional`` and ``equal`` do not depend
 on the weights.
 
+Uncertainty. A run recorded with its uncertainty (`market.uncertainty`; the ledger's optional tables
+``uncertainty``, ``valuation_intervals``, ``payout_intervals``) is loaded as `RunData.uncertainty`
+(`RunUncertainty`: amount and share std errs and intervals, value intervals per objective, the rank
+matrix and what was resampled); runs recorded without it, and ledgers written before those tables
+existed, load with None. The intervals belong to the recorded weights and rule: a re-weighted payout
+(`weighted_payout` with other weights, see `same_weights`) or a what-if pool has no recorded interval.
+
 Sub-pool pricing (what-if). As in `market.pooling`, a pool S of the run's members earns
 ``revenue(S) = P · max(0, v'(S)) / v'(N)`` (P the run's pot, ``v'(S) = v(S) − v(∅)`` the objective-weighted
 value created; half-to-even to a minor unit), and splits it with the chosen rule on its own member game.
@@ -41,7 +48,16 @@ import numpy as np
 
 from market.defaults import LEDGER_ENV as LEDGER_ENV  # re-exported for the dashboard and its tests
 from market.export import write_csv, write_parquet
-from market.ledger import DEFAULT_LEDGER, EXPORT_COLUMNS, LedgerBusyError, connect, export_rows, list_runs
+from market.ledger import (
+    DEFAULT_LEDGER,
+    EXPORT_COLUMNS,
+    UNCERTAINTY_TABLES,
+    LedgerBusyError,
+    connect,
+    export_rows,
+    list_runs,
+    present_tables,
+)
 from market.rules import LINEAR_RULES, Payout, RuleContext, allocate, compute_payout, rule_values
 from valuation.errors import InputError, PayoutsimError
 from valuation.games.coalitions import all_coalitions
@@ -165,6 +181,87 @@ def runs(path: str | os.PathLike[str]) -> list[RunSummary]:
     return out
 
 
+#: A pair of members is resolved when P(one is paid more than the other) is outside (1 − this, this).
+RESOLVED = 0.95
+
+
+@dataclass(frozen=True)
+class RunUncertainty:
+    """A run's recorded uncertainty (`market.uncertainty`, the ledger's optional tables), as arrays
+    aligned with the run's ``members`` (and ``objectives`` for ``phi_lo``/``phi_hi``); NaN where the ledger
+    has no figure.
+
+    Attributes:
+        method: the stored method (``uncertainty.method_json``: ``resampled``, ``replicates``, ``level``,
+            ``seed``, ``refused``, ``held``).
+        amount_se: the amount's standard error in minor units (a float).
+        amount_lo, amount_hi: the amount's interval, whole minor units.
+        share_se, share_lo, share_hi: the share's standard error and interval (fractions of the pool).
+        value_lo, value_hi: the interval of the rule's weighted value (the payout's claim).
+        phi_lo, phi_hi: ``float[n, k]`` the interval of each per-objective value (the trade-off plane).
+        rank: ``float[n, n]``, ``rank[i, j]`` = P(member i is paid more than member j) over the replicates
+            (ties half; the diagonal NaN).
+    """
+
+    method: dict[str, Any]
+    amount_se: np.ndarray
+    amount_lo: tuple[int, ...]
+    amount_hi: tuple[int, ...]
+    share_se: np.ndarray
+    share_lo: np.ndarray
+    share_hi: np.ndarray
+    value_lo: np.ndarray
+    value_hi: np.ndarray
+    phi_lo: np.ndarray
+    phi_hi: np.ndarray
+    rank: np.ndarray
+
+    @property
+    def level(self) -> float:
+        return float(self.method.get("level", 0.95))
+
+    @property
+    def replicates(self) -> int:
+        return int(self.method.get("replicates", 0))
+
+    @property
+    def resampled(self) -> str:
+        return str(self.method.get("resampled", "unknown"))
+
+    @property
+    def has_objective_intervals(self) -> bool:
+        return self.phi_lo.size > 0 and bool(np.isfinite(self.phi_lo).all() and np.isfinite(self.phi_hi).all())
+
+    def describe(self) -> str:
+        """One sentence: ``"95% intervals from 200 replicate payouts; resampled: bootstrap over …"``, plus
+        the replicates refused (``negative = "error"``) or held, when any."""
+        text = f"{100 * self.level:g}% intervals from {self.replicates} replicate payouts; resampled: {self.resampled}"
+        extra = []
+        if int(self.method.get("refused", 0)):
+            extra.append(f"{self.method['refused']} replicate(s) had a negative value the rule would refuse to pay")
+        if int(self.method.get("held", 0)):
+            extra.append(f"in {self.method['held']} replicate(s) the pool was held")
+        return text + (f" ({'; '.join(extra)})" if extra else "")
+
+    def unresolved(self, members: Sequence[str], resolved: float = RESOLVED) -> list[tuple[str, str, float]]:
+        """The pairs ``(a, b, P(a paid more than b))``, each once (i < j), whose order is not resolved:
+        ``1 − resolved < P < resolved`` (pairs paid the same in every replicate, `always_tied`, are not
+        listed)."""
+        out = []
+        for i, a in enumerate(members):
+            for j in range(i + 1, len(members)):
+                p = float(self.rank[i, j])
+                if np.isfinite(p) and 1.0 - resolved < p < resolved and not always_tied(self, i, j):
+                    out.append((a, members[j], p))
+        return out
+
+
+def always_tied(unc: RunUncertainty, i: int, j: int) -> bool:
+    """Members i and j were paid the same amount in every replicate (both intervals one and the same
+    point, e.g. 0 – 0): their P = 0.5 is a tie, not an unresolved order."""
+    return unc.amount_lo[i] == unc.amount_hi[i] == unc.amount_lo[j] == unc.amount_hi[j]
+
+
 @dataclass(frozen=True)
 class RunData:
     """Everything stored about one run, as arrays aligned with ``members``.
@@ -182,6 +279,8 @@ class RunData:
             order (member j = bit j), or None when the ledger has none (more than 16 members).
         sizes: member -> preference pairs (from the scenario's ``[sizes]``), or None.
         stability: the stored stability verdict (`StabilityReport.to_json_dict`).
+        uncertainty: the payout's recorded uncertainty (`RunUncertainty`), or None: a run recorded
+            without it (exact values of a table without standard errors) or a ledger written before it.
     """
 
     run_id: str
@@ -213,6 +312,7 @@ class RunData:
     budget: int | None = None
     max_exact_members: int = 12
     no_value: str = "equal"
+    uncertainty: RunUncertainty | None = None
 
     @property
     def n(self) -> int:
@@ -235,7 +335,7 @@ class RunData:
 
 def load_run(path: str | os.PathLike[str], run_id: str) -> RunData:
     """Read one run with its payouts, per-objective values and coalition table (`InputError` if unknown)."""
-    row, pay, vals, coal = _stored_rows(path, run_id)
+    row, pay, vals, coal, unc = _stored_rows(path, run_id)
     (seq, scen, period, rule, negative, currency, rev, fee, pool, weights_json, config_json, stab_json, warn_json) = row
     members = tuple(str(p[0]) for p in pay)
     index = {m: i for i, m in enumerate(members)}
@@ -274,14 +374,16 @@ def load_run(path: str | os.PathLike[str], run_id: str) -> RunData:
         budget=valuation.get("budget"),
         max_exact_members=int(valuation.get("max_exact_members") or 12),
         no_value=str(config.get("market", {}).get("no_value", "equal")),
+        uncertainty=_stored_uncertainty(unc, index, objectives),
     )
 
 
 def _stored_rows(
     path: str | os.PathLike[str], run_id: str
-) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]], dict[str, list[Any]]]:
     """The run's row of ``runs`` and its rows of ``payouts``, ``valuations`` and ``coalition_utilities``
-    (in position order), read in one read-only connection; `InputError` for an unknown run id."""
+    (in position order), and its rows of those `UNCERTAINTY_TABLES` the ledger has (old ledgers: none),
+    read in one read-only connection; `InputError` for an unknown run id."""
     with connect(path, read_only=True) as con:
         row = con.execute(
             "SELECT seq, scenario_name, period, rule, negative, currency, revenue_minor, fee_minor, pool_minor, "
@@ -301,7 +403,69 @@ def _stored_rows(
             "SELECT coalition, objective, utility FROM coalition_utilities WHERE run_id = ? ORDER BY position",
             [run_id],
         ).fetchall()
-    return row, pay, vals, coal
+        unc: dict[str, list[Any]] = {}
+        queries = {
+            "uncertainty": "SELECT method_json FROM uncertainty",
+            "valuation_intervals": "SELECT player, objective, lo, hi FROM valuation_intervals",
+            "payout_intervals": "SELECT member, share_se, share_lo, share_hi, amount_se, amount_lo_minor, "
+            "amount_hi_minor, rank_json FROM payout_intervals",
+        }
+        for table in present_tables(con, UNCERTAINTY_TABLES):
+            unc[table] = con.execute(f"{queries[table]} WHERE run_id = ? ORDER BY position", [run_id]).fetchall()
+    return row, pay, vals, coal, unc
+
+
+def _stored_uncertainty(
+    unc: Mapping[str, Sequence[tuple[Any, ...]]], index: Mapping[str, int], objectives: Sequence[str]
+) -> RunUncertainty | None:
+    """`RunUncertainty` from the rows of the uncertainty tables (`_stored_rows`), or None when the run has
+    no method row or no payout interval (old ledgers, runs recorded without uncertainty)."""
+    method_rows, pay_rows = unc.get("uncertainty", []), unc.get("payout_intervals", [])
+    if not method_rows or not pay_rows:
+        return None
+    n, k = len(index), len(objectives)
+
+    def nan(shape: tuple[int, ...] | int) -> np.ndarray:
+        return np.full(shape, np.nan)
+
+    def num(x: Any) -> float:
+        return np.nan if x is None else float(x)
+
+    amount_se, share_se, share_lo, share_hi = nan(n), nan(n), nan(n), nan(n)
+    amount_lo, amount_hi = [0] * n, [0] * n
+    rank = nan((n, n))
+    for member, s_se, s_lo, s_hi, a_se, a_lo, a_hi, rank_json in pay_rows:
+        if member not in index:
+            continue
+        i = index[member]
+        share_se[i], share_lo[i], share_hi[i], amount_se[i] = num(s_se), num(s_lo), num(s_hi), num(a_se)
+        amount_lo[i], amount_hi[i] = int(a_lo), int(a_hi)
+        for other, p in json.loads(rank_json).items():
+            if other in index:
+                rank[i, index[other]] = float(p)
+    value_lo, value_hi, phi_lo, phi_hi = nan(n), nan(n), nan((n, k)), nan((n, k))
+    for player, obj, lo, hi in unc.get("valuation_intervals", []):
+        if player not in index:
+            continue
+        i = index[player]
+        if obj == WEIGHTED:
+            value_lo[i], value_hi[i] = num(lo), num(hi)
+        elif obj in objectives:
+            phi_lo[i, objectives.index(obj)], phi_hi[i, objectives.index(obj)] = num(lo), num(hi)
+    return RunUncertainty(
+        method=dict(json.loads(method_rows[0][0])),
+        amount_se=amount_se,
+        amount_lo=tuple(amount_lo),
+        amount_hi=tuple(amount_hi),
+        share_se=share_se,
+        share_lo=share_lo,
+        share_hi=share_hi,
+        value_lo=value_lo,
+        value_hi=value_hi,
+        phi_lo=phi_lo,
+        phi_hi=phi_hi,
+        rank=rank,
+    )
 
 
 def _stored_values(
@@ -397,6 +561,23 @@ def objective_values(run: RunData) -> tuple[tuple[str, ...], np.ndarray, np.ndar
         return (), np.zeros((run.n, 0)), np.zeros((run.n, 0)), run.rule
     values = np.asarray(exact_shapley(run.table), dtype=float)
     return run.table_objectives, values, np.zeros_like(values), "shapley"
+
+
+def objective_intervals(run: RunData) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """``(lo, hi, level)``, ``float[n, k]`` each: the recorded intervals of the per-objective values that
+    `objective_values` returns, or None when the run has none for them (no uncertainty, an old ledger, or
+    a rule whose trade-off values are recomputed here: least core, proportional, equal)."""
+    unc = run.uncertainty
+    if unc is None or not run.objectives or not unc.has_objective_intervals:
+        return None
+    return unc.phi_lo, unc.phi_hi, unc.level
+
+
+def same_weights(run: RunData, weights: Mapping[str, float], tol: float = 1e-9) -> bool:
+    """True when `weights` are the run's recorded objective weights (absent objectives count as 0): only
+    then do the run's recorded intervals describe a re-weighted payout (`weighted_payout`)."""
+    keys = set(run.weights) | set(weights)
+    return all(abs(float(run.weights.get(o, 0.0)) - float(weights.get(o, 0.0))) <= tol for o in keys)
 
 
 def scalar_table(run: RunData, weights: Mapping[str, float] | None = None) -> np.ndarray:

@@ -1,7 +1,9 @@
 """The dashboard (Streamlit AppTest per page) and its read API `market.read_model`.
 
 Ledgers are built in tmp folders with `payoutsim payout`: the bundled example (4 members, 3 periods,
-2 objectives), a one-objective game, and a 12-member synthetic game (timing, reported not asserted).
+2 objectives; recorded without uncertainty), the same example with eval items (`uncertain_example`: its
+intervals and rank confidence recorded), a one-objective game, and a 12-member synthetic game (timing,
+reported not asserted).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
+from uncertain_example import write_uncertain_example
 
 from market import read_model
 from market.cli import main
-from market.money import largest_remainder
+from market.money import format_minor, largest_remainder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 APP = REPO_ROOT / "dashboard" / "app.py"
@@ -81,6 +85,14 @@ def _payout(scenario: Path, ledger: Path) -> None:
 def example_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ledger = tmp_path_factory.mktemp("example") / "ledger.duckdb"
     _payout(EXAMPLE, ledger)
+    return ledger
+
+
+@pytest.fixture(scope="module")
+def uncertain_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("uncertain")
+    ledger = folder / "ledger.duckdb"
+    _payout(write_uncertain_example(folder), ledger)
     return ledger
 
 
@@ -429,3 +441,134 @@ def test_empty_ledger_shows_what_to_do(tmp_path: Path, monkeypatch: pytest.Monke
         pass
     at = _app(tmp_path / "empty.duckdb", monkeypatch)
     assert "no run yet" in at.info[0].value
+
+
+# ---------------------------------------------------------------------------------------------------
+# uncertainty (issue 15): read model, payouts page, trade-offs page, old ledgers
+
+
+def _newest(ledger: Path) -> read_model.RunData:
+    return read_model.load_run(ledger, read_model.runs(ledger)[-1].run_id)
+
+
+def _without_uncertainty_tables(ledger: Path, copy: Path) -> Path:
+    """A copy of `ledger` as a ledger written before issue 15: the three uncertainty tables dropped."""
+    copy.write_bytes(ledger.read_bytes())
+    con = duckdb.connect(str(copy))
+    try:
+        for table in ("uncertainty", "valuation_intervals", "payout_intervals"):
+            con.execute(f"DROP TABLE {table}")
+    finally:
+        con.close()
+    return copy
+
+
+def test_read_model_loads_the_recorded_uncertainty(uncertain_ledger: Path) -> None:
+    run = _newest(uncertain_ledger)
+    unc = run.uncertainty
+    assert unc is not None
+    assert (unc.replicates, unc.level) == (200, 0.95)
+    assert unc.resampled.startswith("bootstrap over eval pairs (60 helpfulness, 60 harmlessness")
+    con = duckdb.connect(str(uncertain_ledger), read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT member, amount_se, amount_lo_minor, amount_hi_minor, rank_json FROM payout_intervals "
+            "WHERE run_id = ? ORDER BY position", [run.run_id]
+        ).fetchall()
+        weighted = con.execute(
+            "SELECT player, lo, hi FROM valuation_intervals WHERE run_id = ? AND objective = 'weighted' ORDER BY position",
+            [run.run_id],
+        ).fetchall()
+    finally:
+        con.close()
+    assert [r[0] for r in rows] == list(run.members)
+    np.testing.assert_array_equal(unc.amount_se, [r[1] for r in rows])
+    assert unc.amount_lo == tuple(r[2] for r in rows) and unc.amount_hi == tuple(r[3] for r in rows)
+    assert unc.value_lo.tolist() == [w[1] for w in weighted] and unc.value_hi.tolist() == [w[2] for w in weighted]
+    for i, (_, _, lo, hi, rank_json) in enumerate(rows):
+        assert lo <= run.amounts[i] <= hi
+        for other, p in json.loads(rank_json).items():
+            j = run.members.index(other)
+            assert unc.rank[i, j] == p and unc.rank[i, j] + unc.rank[j, i] == pytest.approx(1.0)
+    # the newest period: alice vs bob not resolved; dave (paid 0 in every replicate) below everyone
+    assert [(a, b) for a, b, _ in unc.unresolved(run.members)] == [("alice", "bob")]
+    assert unc.amount_lo[3] == unc.amount_hi[3] == 0 and unc.rank[0, 3] == 1.0
+    lo, hi, level = read_model.objective_intervals(run)
+    assert lo.shape == hi.shape == run.phi.shape and level == 0.95
+    assert np.all(lo <= run.phi) and np.all(run.phi <= hi)
+    assert read_model.same_weights(run, {"helpfulness": 0.5, "harmlessness": 0.5})
+    assert not read_model.same_weights(run, {"helpfulness": 0.8, "harmlessness": 0.2})
+
+
+def test_ledgers_without_uncertainty_load_verify_and_say_so(
+    example_ledger: Path, uncertain_ledger: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A run recorded without uncertainty, and a ledger written before the uncertainty tables existed (they
+    are dropped here), load with ``uncertainty`` None; the old ledger still verifies; the payouts page says
+    so in one line and shows no interval."""
+    assert _newest(example_ledger).uncertainty is None
+    old = _without_uncertainty_tables(example_ledger, tmp_path / "old.duckdb")
+    for summary in read_model.runs(old):
+        run = read_model.load_run(old, summary.run_id)
+        assert run.uncertainty is None and read_model.objective_intervals(run) is None
+    assert main(["ledger", "verify", "--ledger", str(old)]) == 0
+    assert "ok: 3 run(s) verified" in capsys.readouterr().out
+    # tables dropped from a ledger that had rows: still loads (its hashes no longer verify, as they should not)
+    stripped = _without_uncertainty_tables(uncertain_ledger, tmp_path / "stripped.duckdb")
+    assert _newest(stripped).uncertainty is None
+    at = _app(old, monkeypatch)
+    notes = [c.value for c in at.caption if "No uncertainty recorded" in c.value]
+    assert len(notes) == 1 and "\n" not in notes[0]
+    assert "95% interval" not in at.dataframe[0].value.columns
+    assert not at.subheader and len(at.get("vega_lite_chart")) == 1  # no rank-confidence view
+
+
+def test_payouts_page_shows_intervals_error_bars_and_rank_confidence(
+    uncertain_ledger: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _newest(uncertain_ledger)
+    unc = run.uncertainty
+    assert unc is not None
+    at = _app(uncertain_ledger, monkeypatch)
+    table = at.dataframe[0].value
+    assert table["amount_minor"].tolist() == list(run.amounts)
+    assert table["95% interval"].tolist() == [
+        f"{format_minor(lo, 'EUR')} – {format_minor(hi, 'EUR')}" for lo, hi in zip(unc.amount_lo, unc.amount_hi, strict=True)
+    ]
+    assert table["± std err"].tolist() == [format_minor(round(se), "EUR") for se in unc.amount_se]
+    assert any("resampled: bootstrap over eval pairs" in c.value and "200 replicate payouts" in c.value for c in at.caption)
+    bars, heatmap = (json.loads(c.proto.spec) for c in at.get("vega_lite_chart"))
+    marks = [layer["mark"]["type"] for layer in bars["layer"]]
+    assert marks == ["bar", "errorbar"]
+    assert bars["layer"][1]["encoding"]["y2"]["field"] == "amount_hi"
+    assert at.subheader[0].value == "Rank confidence"
+    assert "not resolved" in json.dumps(heatmap)
+    unresolved = [w.value for w in at.warning if w.value.startswith("Not resolved")]
+    assert len(unresolved) == 1 and "alice and bob: P(bob paid more) = 0.85" in unresolved[0] and "carol" not in unresolved[0]
+
+
+def test_trade_offs_plane_has_interval_bars_and_other_weights_show_no_stale_interval(
+    uncertain_ledger: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _newest(uncertain_ledger)
+    lo, hi, _ = read_model.objective_intervals(run)
+    at = _app(uncertain_ledger, monkeypatch, "views/trade_offs.py")
+    plane = at.get("vega_lite_chart")[0].proto
+    tables = [pa.ipc.open_stream(d.data.data).read_all() for d in plane.datasets]
+    points = next(t for t in tables if "x_lo" in t.column_names).to_pandas()
+    assert points["member"].tolist() == list(run.members)
+    for col, bound in (("x_lo", lo[:, 0]), ("x_hi", hi[:, 0]), ("y_lo", lo[:, 1]), ("y_hi", hi[:, 1])):
+        np.testing.assert_array_equal(points[col], bound)  # the recorded 95% intervals, not ±1 std err
+    layers = json.loads(plane.spec)["layer"]
+    assert {"x_lo", "y_lo"} <= {layer["encoding"].get(axis, {}).get("field") for layer in layers for axis in ("x", "y")}
+    assert any("95% intervals on both axes" in c.value for c in at.caption)
+    recorded = at.table[0].value
+    assert recorded["95% interval"].tolist()[0] == (
+        f"{format_minor(run.uncertainty.amount_lo[0], 'EUR')} – {format_minor(run.uncertainty.amount_hi[0], 'EUR')}"
+    )
+    at.slider(key="tradeoffs_weight").set_value(0.8).run()
+    assert not at.exception
+    other = at.table[0].value
+    assert "95% interval" not in other.columns and "± std err" not in other.columns
+    assert any(c.value.startswith("No interval for these weights") for c in at.caption)

@@ -1,9 +1,12 @@
 """Real-browser test of the dashboard: `payoutsim dashboard` driven by Playwright on Debian's Chromium.
 
-Starts the server on a free 127.0.0.1 port with a ledger built from the bundled example, waits for the
-charts, moves the objective-weight slider with the keyboard, checks a payout changed, downloads the CSV
-and checks its content, and saves screenshots under the test's tmp folder (and one copy at
-/tmp/dashboard-screenshot.png). Skipped only when /usr/bin/chromium is absent.
+Starts the server on a free 127.0.0.1 port with a ledger built from the bundled example with its eval
+items (`uncertain_example`: the example's payouts, recorded with their uncertainty), waits for the charts,
+checks the payouts page shows each amount's 95% interval (table, error bars, rank confidence), moves the
+objective-weight slider with the keyboard, checks a payout changed and the recorded interval is no longer
+shown for the new weights, downloads the CSV and checks its content, and saves screenshots under the
+test's tmp folder (and one copy at /tmp/dashboard-screenshot.png). Skipped only when /usr/bin/chromium is
+absent.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from uncertain_example import write_uncertain_example
 
+from market import read_model
 from market.cli import main
+from market.money import format_minor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO_ROOT / "data" / "scenarios" / "example.toml"
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = [
     "--no-sandbox",
@@ -63,7 +68,7 @@ def _payoutsim() -> list[str]:
 def server(tmp_path: Path) -> Iterator[str]:
     """`payoutsim dashboard --ledger <tmp> --port <free>`; yields the base URL; always killed afterwards."""
     ledger = tmp_path / "ledger.duckdb"
-    assert main(["payout", str(EXAMPLE), "--ledger", str(ledger)]) == 0
+    assert main(["payout", str(write_uncertain_example(tmp_path / "example")), "--ledger", str(ledger)]) == 0
     port = _free_port()
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen(
@@ -104,12 +109,13 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def _payout_cells(page) -> dict[str, str]:
-    """member -> amount text from the trade-offs page's payout table (an HTML table)."""
+def _payout_cells(page, column: str = "amount (") -> dict[str, str]:
+    """member -> the text of the first column whose header starts with `column` (default: the amount) from
+    the trade-offs page's payout table (an HTML table)."""
     table = page.locator('[data-testid="stTable"] table').first
     table.wait_for()
     headers = [h.strip() for h in table.locator("thead th").all_inner_texts()]
-    col = next(i for i, h in enumerate(headers) if h.startswith("amount ("))
+    col = next(i for i, h in enumerate(headers) if h.startswith(column))
     out = {}
     for row in table.locator("tbody tr").all():
         cells = [c.strip() for c in row.locator("th, td").all_inner_texts()]
@@ -117,8 +123,22 @@ def _payout_cells(page) -> dict[str, str]:
     return out
 
 
+def _recorded_intervals(tmp_path: Path) -> dict[str, str]:
+    """member -> ``"lo – hi"`` of the newest run's recorded 95% amount interval (read_model)."""
+    ledger = tmp_path / "ledger.duckdb"
+    run = read_model.load_run(ledger, read_model.runs(ledger)[-1].run_id)
+    assert run.uncertainty is not None
+    unc = run.uncertainty
+    return {
+        m: f"{format_minor(lo, run.currency)} – {format_minor(hi, run.currency)}"
+        for m, lo, hi in zip(run.members, unc.amount_lo, unc.amount_hi, strict=True)
+    }
+
+
 def test_dashboard_in_a_real_browser(server: str, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
+
+    intervals = _recorded_intervals(tmp_path)
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS, timeout=WAIT_MS)
@@ -131,6 +151,16 @@ def test_dashboard_in_a_real_browser(server: str, tmp_path: Path) -> None:
             expect(page.get_by_role("heading", name="Payouts", exact=True)).to_be_visible()
             page.locator('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg').first.wait_for()
             expect(page.get_by_text("equals the pool")).to_be_visible()
+            # ... with the uncertainty: the interval column (the data grid draws on a canvas; its hidden
+            # accessible grid carries the cells' text), what was resampled, the rank-confidence view
+            grid = page.locator('[data-testid="stDataFrame"]').first
+            expect(grid.get_by_role("columnheader", name="95% interval", include_hidden=True)).to_be_attached()
+            for text in intervals.values():
+                expect(grid.get_by_role("gridcell", name=text, exact=True, include_hidden=True)).to_be_attached()
+            expect(page.get_by_text("95% intervals from 200 replicate payouts")).to_be_visible()
+            expect(page.get_by_role("heading", name="Rank confidence")).to_be_visible()
+            expect(page.get_by_text("Not resolved")).to_contain_text("alice and bob")
+            expect(page.locator('[data-testid="stVegaLiteChart"]')).to_have_count(2)  # bars with error bars, heatmap
             page.screenshot(path=str(tmp_path / "payouts.png"), full_page=True)
 
             # Trade-offs: charts, slider, payouts change
@@ -140,8 +170,10 @@ def test_dashboard_in_a_real_browser(server: str, tmp_path: Path) -> None:
             expect(charts).to_have_count(2)
             charts.last.locator("canvas, svg").first.wait_for()
             expect(page.get_by_text("Payouts at helpfulness = 0.50")).to_be_visible()
+            expect(page.get_by_text("95% intervals on both axes")).to_be_visible()
             before = _payout_cells(page)
             assert set(before) == {"alice", "bob", "carol", "dave"}
+            assert _payout_cells(page, "95% interval") == intervals  # the recorded weights: the recorded intervals
             # Streamlit's slider: a visually hidden, focusable input[type=range] (older builds: a
             # [role=slider] thumb), driven by the keyboard
             slider = page.locator('[data-testid="stSlider"]').first
@@ -157,6 +189,7 @@ def test_dashboard_in_a_real_browser(server: str, tmp_path: Path) -> None:
                 page.wait_for_timeout(200)
             assert after != before
             assert float(after["alice"]) > float(before["alice"])  # alice's data is mostly helpful
+            expect(page.get_by_text("No interval for these weights")).to_be_visible()  # not the stale one
             shot = tmp_path / "trade_offs.png"
             page.screenshot(path=str(shot), full_page=True)
             shutil.copyfile(shot, "/tmp/dashboard-screenshot.png")

@@ -1,15 +1,31 @@
-"""Payouts: one run's split of the pool — value, share and amount per member; totals equal the pool."""
+"""Payouts: one run's split of the pool — value, share and amount per member; totals equal the pool.
+
+With the run's recorded uncertainty (`market.read_model.RunUncertainty`): each amount's std err and 95%
+interval in the table, error bars in the chart, what was resampled, and the rank confidence — P(row
+member paid more than column member), pairs not resolved (P between 0.05 and 0.95) outlined.
+"""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from dashboard import charts
-from dashboard.common import amounts_frame, money, pick_run, require_ledger, verdict
+from dashboard.common import (
+    amounts_frame,
+    interval_label,
+    money,
+    pick_run,
+    rank_frame,
+    require_ledger,
+    verdict,
+    with_intervals,
+)
+from market.read_model import RESOLVED
 
 st.header("Payouts")
 path, version = require_ledger()
 run = pick_run(path, version, "payouts_run")
+unc = run.uncertainty
 
 cols = st.columns(4)
 cols[0].metric("Pool (revenue − fee)", money(run.pool_minor, run.currency))
@@ -17,8 +33,11 @@ cols[1].metric("Revenue", money(run.revenue_minor, run.currency))
 cols[2].metric("Platform fee", money(run.fee_minor, run.currency))
 cols[3].metric("Rule", run.rule, help=f"negative values: {run.negative}")
 
-frame = amounts_frame(run, run.amounts, run.shares, run.values, run.std_errs)
-left, right = st.columns([3, 2])
+frame = with_intervals(run, amounts_frame(run, run.amounts, run.shares, run.values, run.std_errs))
+interval = interval_label(unc) if unc is not None else None
+# without uncertainty: table and chart side by side; with it the table is wider (± std err, interval), so it
+# takes the whole width and the chart shares a row with the rank confidence below
+left, right = st.columns([3, 2]) if unc is None else (st.container(), None)
 with left:
     st.dataframe(
         frame,
@@ -26,8 +45,11 @@ with left:
         width="stretch",
         column_config={
             "value": st.column_config.NumberColumn(format="%.6g"),
-            "std err": st.column_config.NumberColumn(format="%.2g"),
+            "std err": st.column_config.NumberColumn(format="%.2g", help="the value's standard error"),
             "share %": st.column_config.NumberColumn(format="%.2f"),
+            "± std err": st.column_config.TextColumn(help=f"the amount's standard error ({run.currency})"),
+            "amount_lo_minor": None,
+            "amount_hi_minor": None,
         },
     )
     total = sum(run.amounts)
@@ -39,11 +61,46 @@ with left:
     else:
         check = "equals" if total == run.pool_minor else "DOES NOT equal"
         st.caption(f"Total paid {money(total, run.currency)} {check} the pool {money(run.pool_minor, run.currency)}.")
-with right:
-    st.altair_chart(charts.payout_bars(frame, run.currency), width="stretch")
+    if unc is None:
+        st.caption(
+            "No uncertainty recorded for this run (a coalition table without standard errors or eval items, "
+            "or a ledger written before uncertainty was recorded): the amounts are shown as exact."
+        )
+    else:
+        st.caption(
+            f"Uncertainty: {unc.describe()}. Each replicate recomputes the values, the negative-value policy, "
+            f"the shares and the rounding to minor units; the error bars are the amounts' {interval}s."
+        )
+if right is not None:
+    with right:
+        st.altair_chart(charts.payout_bars(frame, run.currency), width="stretch")
+else:
+    chart, ranks_col = st.columns([1, 1])
+    chart.altair_chart(charts.payout_bars(frame, run.currency, interval), width="stretch")
 
 weights = ", ".join(f"{k} {v:g}" for k, v in sorted(run.weights.items()))
 st.caption(f"Objective weights: {weights}. Scenario {run.scenario!r}, period {run.period!r}, run {run.run_id}.")
 verdict(run.stability)
 for w in run.warnings:
     st.warning(w)
+
+if unc is not None and run.n > 1:
+    with ranks_col:
+        st.subheader("Rank confidence", help="P(row member is paid more than column member) over the replicates")
+        ranks = rank_frame(run)
+        st.altair_chart(charts.rank_heatmap(ranks, list(run.members)), width="content")
+        unresolved = unc.unresolved(run.members)
+        lo, hi = 1 - RESOLVED, RESOLVED
+        if unresolved:
+            pairs = "; ".join(
+                f"{a} and {b}: P({a if p >= 0.5 else b} paid more) = {max(p, 1 - p):.2f}" for a, b, p in unresolved
+            )
+            st.warning(f"Not resolved (P between {lo:.2f} and {hi:.2f}, outlined, '?'): {pairs}.")
+        else:
+            st.caption(f"Every pair's order is resolved (P ≤ {lo:.2f} or ≥ {hi:.2f}).")
+        tied = sorted({" and ".join(sorted((r.member, r.other))) for r in ranks.itertuples() if r.pair == "tied"})
+        tie_note = f" Paid the same in every replicate: {', '.join(tied)}." if tied else ""
+        st.caption(
+            f"Each cell: the share of the {unc.replicates} replicate payouts in which the row member is paid more "
+            f"than the column member (ties count half).{tie_note}"
+        )

@@ -2,7 +2,9 @@
 
 The slider re-weights the stored per-objective values by linearity (Σ_k a_k φ_k, no recomputation) and
 splits the pool with the run's rule's negative policy and largest-remainder rounding
-(`market.read_model.weighted_payout`).
+(`market.read_model.weighted_payout`). The plane's error bars are the run's recorded per-objective
+intervals when it has them (else ±1 std err); the payout table shows the recorded amount intervals only
+at the recorded weights (`market.read_model.same_weights`): they are not recomputed for other weights.
 """
 
 from __future__ import annotations
@@ -11,7 +13,16 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts
-from dashboard.common import amounts_frame, cached_curve, cached_weighted, money, pick_run, require_ledger
+from dashboard.common import (
+    amounts_frame,
+    cached_curve,
+    cached_weighted,
+    interval_label,
+    money,
+    pick_run,
+    require_ledger,
+    with_intervals,
+)
 from market import read_model
 from market.currencies import minor_units
 from market.read_model import EXAMPLE_COMMAND
@@ -36,20 +47,29 @@ x = c1.selectbox("x objective", objectives, index=0, key="tradeoffs_x")
 y_choices = [o for o in objectives if o != x]
 y = c2.selectbox("y objective", y_choices, index=0, key="tradeoffs_y")
 
+ix, iy = objectives.index(x), objectives.index(y)
 points = pd.DataFrame(
     {
         "member": list(run.members),
         "label": [f"{m} ({', '.join(s)})" for m, s in zip(run.members, run.sources, strict=True)],
-        "x": phi[:, objectives.index(x)],
-        "y": phi[:, objectives.index(y)],
-        "x_se": phi_se[:, objectives.index(x)],
-        "y_se": phi_se[:, objectives.index(y)],
+        "x": phi[:, ix],
+        "y": phi[:, iy],
+        "x_se": phi_se[:, ix],
+        "y_se": phi_se[:, iy],
     }
 )
-st.altair_chart(charts.tradeoff_scatter(points, x, y), width="stretch")
+intervals = read_model.objective_intervals(run)
+if intervals is not None and run.uncertainty is not None:
+    lo, hi, level = intervals
+    points = points.assign(x_lo=lo[:, ix], x_hi=hi[:, ix], y_lo=lo[:, iy], y_hi=hi[:, iy])
+    bar = f"{100 * level:g}% interval"
+    bars = f"{bar}s on both axes ({run.uncertainty.replicates} replicates; resampled: {run.uncertainty.resampled})"
+else:
+    bar, bars = "±1 std err", "±1 standard error (no per-objective intervals recorded for this run)"
+st.altair_chart(charts.tradeoff_scatter(points, x, y, bar), width="stretch")
 st.caption(
-    f"{method} value of each member (its sources in the tooltip) for {x} (x) and {y} (y), ±1 standard "
-    "error; above the dashed y = x line a member's data helps more with the second objective."
+    f"{method} value of each member (its sources in the tooltip) for {x} (x) and {y} (y), {bars}; "
+    "above the dashed y = x line a member's data helps more with the second objective."
 )
 
 wx, wy = run.weights.get(x, 0.0), run.weights.get(y, 0.0)
@@ -67,12 +87,22 @@ weights = {o: 0.0 for o in objectives}
 weights[x], weights[y] = float(a), 1.0 - float(a)
 wp = cached_weighted(path, version, run.run_id, tuple(sorted(weights.items())))
 frame = amounts_frame(run, wp.amounts, wp.shares, wp.values, wp.std_errs)
+recorded = read_model.same_weights(run, weights) or wp.method == "unchanged"
+if recorded and run.uncertainty is not None:  # the recorded payout: its recorded std errs and intervals apply
+    frame["std err"] = list(run.std_errs)
+    frame = with_intervals(run, frame).drop(columns=["amount_lo_minor", "amount_hi_minor"])
 frame["stored amount_minor"] = list(run.amounts)
 frame["change"] = frame["amount_minor"] - frame["stored amount_minor"]
 st.subheader(f"Payouts at {x} = {a:.2f}, {y} = {1 - a:.2f}")
 shown = frame.assign(**{"share %": frame["share %"].map(lambda v: f"{v:.2f}"), "value": frame["value"].map(lambda v: f"{v:.6g}"),
                          "std err": frame["std err"].map(lambda v: f"{v:.2g}")})
 st.table(shown.set_index("member"))
+if run.uncertainty is not None and not recorded:
+    st.caption(
+        f"No interval for these weights: the recorded {interval_label(run.uncertainty)}s (Payouts page) belong to the "
+        f"run's weights ({', '.join(f'{k} {v:g}' for k, v in sorted(run.weights.items()))}) and are not "
+        "recomputed for others. The std err column is the value's (Σ |a_k| · se_k, conservative)."
+    )
 method = {"linear": "by linearity (Σ a_k φ_k of the stored values)",
           "re-solved": "by re-solving the least core on the stored coalition table (not linear)",
           "unchanged": f"unchanged: rule {run.rule!r} does not depend on the weights"}[wp.method]

@@ -27,10 +27,12 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+from market.adaptive import AdaptiveReport, evaluate_until_known
 from market.console import RunProgress
 from market.export import export_ledger
 from market.ledger import RecordResult, check_ledger, record_run
@@ -40,12 +42,21 @@ from market.plots import plane_objectives, points_from_result, write_value_plane
 from market.receipts import Receipt, check_key, save_receipt
 from market.rules import RuleContext, shapley_result
 from market.scenario.inputs import ScenarioInputs, load_inputs
-from market.scenario.schema import LoadedScenario, Scenario, load_scenario
+from market.scenario.schema import LoadedScenario, Scenario, load_scenario, with_uncertainty
 from valuation.errors import InputError
 from valuation.files import atomic_write_text, check_writable, check_writable_dir
 from valuation.games.result import ValuationResult
 from valuation.games.uncertainty import valued_with_interval
 from valuation.pipeline.outcome import ValuationRun
+
+#: The ``[uncertainty]`` keys `run_scenario` takes from the command line, and their flags.
+UNCERTAINTY_FLAGS: dict[str, str] = {
+    "target": "--target",
+    "target_share": "--target-share",
+    "max_pairs": "--max-eval-pairs",
+    "max_seconds": "--max-seconds",
+    "replicates": "--replicates",
+}
 
 STAGES: tuple[str, ...] = ("scenario", "valuation", "payouts", "ledger", "export", "values", "plot")
 LEDGER_NAME = "ledger.duckdb"
@@ -70,6 +81,7 @@ class RunOutputs:
         logprobs_computed, logprobs_cached: log-prob tables computed vs read from the cache.
         valuation_dir: the valuation run directory, or None.
         notes: one-line remarks for the summary (why no plot, …).
+        adaptive: the report of the eval rounds (`market.adaptive.AdaptiveReport`) when a target was set.
     """
 
     out_dir: Path
@@ -88,6 +100,7 @@ class RunOutputs:
     logprobs_cached: int = 0
     valuation_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
+    adaptive: AdaptiveReport | None = None
 
     @property
     def rows_added(self) -> int:
@@ -148,11 +161,15 @@ def run_scenario(
     progress: bool = True,
     key: bytes | None = None,
     receipt: str | Path | None = None,
+    uncertainty: Mapping[str, Any] | None = None,
 ) -> RunOutputs:
     """Run every stage of the module docstring and return where everything is (see `RunOutputs`).
 
     `key`: the ledger's MAC key (`market.ledger_mac`); `receipt`: where the receipt goes (default
-    ``OUT/receipt.json``).
+    ``OUT/receipt.json``); `uncertainty`: ``[uncertainty]`` keys overriding the scenario's (the command's
+    flags, `UNCERTAINTY_FLAGS`). With a target (``[uncertainty] target`` / ``target_share``) the valuation
+    and payout stages run in rounds until the split is known (`market.adaptive.evaluate_until_known`);
+    ``outputs.adaptive`` is its report.
 
     Raises:
         InputError: a bad scenario, valuation config, data or period, or an output path (``out``, its
@@ -164,7 +181,7 @@ def run_scenario(
     """
     with RunProgress(STAGES, enabled=progress) as display:
         display.step(0, "reading the scenario")
-        loaded = load_scenario(scenario)
+        loaded = with_uncertainty(load_scenario(scenario), uncertainty or {}, flags=UNCERTAINTY_FLAGS)
         periods = scenario_periods(loaded.scenario, period)
         outputs = planned_outputs(loaded.scenario, out, ledger)
         check_run_outputs(outputs)
@@ -172,15 +189,25 @@ def run_scenario(
         check_key(outputs.ledger, key)
         display.advance()
 
-        inputs = valued_inputs(loaded, display, retrain=retrain)
+        if loaded.scenario.uncertainty.adaptive:
+            display.step(1, "valuation and payouts: evaluate until the split is known (rounds)")
+            inputs, paid, outputs.adaptive = evaluate_until_known(
+                loaded, periods, retrain=retrain, log=display.log, callbacks=[display.training_callback()]
+            )
+            display.finish_training()
+            outputs.periods.extend(paid)
+            outputs.notes.append(outputs.adaptive.summary())
+        else:
+            inputs = valued_inputs(loaded, display, retrain=retrain)
         if inputs.valuation is not None:
             note_valuation(inputs.valuation, outputs)
         display.advance()
 
         ctx = RuleContext.from_inputs(inputs)
-        for i, p in enumerate(periods, start=1):
-            display.step(2, f"payouts: period {p} ({i}/{len(periods)}), rule {ctx.rule}")
-            outputs.periods.append(run_period(inputs, p, ctx))
+        if outputs.adaptive is None:
+            for i, p in enumerate(periods, start=1):
+                display.step(2, f"payouts: period {p} ({i}/{len(periods)}), rule {ctx.rule}")
+                outputs.periods.append(run_period(inputs, p, ctx))
         display.advance()
 
         display.step(3, f"ledger: {outputs.ledger}")

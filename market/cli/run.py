@@ -80,6 +80,43 @@ def run_cmd(
         ),
     ] = None,
     key_file: KeyFileOpt = None,
+    target: Annotated[
+        str | None,
+        typer.Option(
+            "--target",
+            help="Evaluate until the split is known: grow the eval pairs in rounds until every member's 95% amount "
+            r"interval is at most this wide, in the scenario's currency (e.g. 500.00); overrides \[uncertainty] target.",
+            show_default=False,
+        ),
+    ] = None,
+    target_share: Annotated[
+        float | None,
+        typer.Option(
+            "--target-share",
+            help="Like --target, as a fraction of the pool (0.01: intervals at most 1% of the pool wide).",
+            show_default=False,
+        ),
+    ] = None,
+    max_eval_pairs: Annotated[
+        int | None,
+        typer.Option(
+            "--max-eval-pairs", help="Budget of a target: at most this many eval pairs per objective (default 2000).",
+            show_default=False,
+        ),
+    ] = None,
+    max_seconds: Annotated[
+        float | None,
+        typer.Option("--max-seconds", help="Budget of a target: stop starting new rounds after this many seconds.",
+                     show_default=False),
+    ] = None,
+    replicates: Annotated[
+        int | None,
+        typer.Option(
+            "--replicates",
+            help="Replicate payouts behind every standard error and interval (default 200; 0: none).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a scenario end to end: valuation → payouts → ledger → CSV/Parquet → values JSON → PNG plot.
 
@@ -88,13 +125,23 @@ def run_cmd(
     Ends with the payout table, the receipt (members keep it: `payoutsim ledger verify --receipt` checks the
     ledger against it), where the outputs are and the command that opens the dashboard. With a key
     (--key-file or PAYOUTSIM_LEDGER_KEY) each new run also carries a keyed MAC.
+
+    Every amount carries its uncertainty: the payout is recomputed on 200 bootstrap replicates of the eval
+    set (standard error, 95% interval, and how sure it is that one member is paid more than another). With
+    --target / --target-share the eval set grows in rounds until every interval is that narrow or the budget
+    (--max-eval-pairs, --max-seconds) is spent; the best result is kept and recorded either way.
     """
     from market.ledger_mac import ledger_key  # deferred: --help speed (module docstring)
     from market.run import run_scenario
 
     key = ledger_key(key_file)
+    given = {
+        "target": target, "target_share": target_share, "max_pairs": max_eval_pairs, "max_seconds": max_seconds,
+        "replicates": replicates,
+    }
     outputs = run_scenario(
-        scenario, ledger=ledger, out=out, period=period, retrain=retrain, progress=progress, key=key, receipt=receipt
+        scenario, ledger=ledger, out=out, period=period, retrain=retrain, progress=progress, key=key, receipt=receipt,
+        uncertainty={k: v for k, v in given.items() if v is not None},
     )
     print_summary(outputs, keyed=key is not None)
 

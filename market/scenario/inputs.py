@@ -92,12 +92,14 @@ def load_inputs(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     callbacks: Sequence[Any] = (),
+    eval_pairs: int | None = None,
 ) -> ScenarioInputs:
     """Load the coalition table (and the data, if given) and cross-check them with the scenario.
 
     With ``[valuation] config`` (or ``[valuation.pipeline]``) the valuation pipeline runs first (see
     `market.scenario.valuation.run_scenario_valuation`; ``retrain``, ``progress``, ``log`` and ``callbacks``
-    are passed to `valuation.pipeline.run.run_value`) and its source-level coalition table is the game;
+    are passed to `valuation.pipeline.run.run_value`; ``eval_pairs``: the eval size of an adaptive round,
+    see `market.scenario.valuation.run_scenario_valuation`) and its source-level coalition table is the game;
     sizes and texts come from its training data.
 
     Checks: `check_game`; `[sizes]` names known sources. Raises `InputError` naming the scenario field.
@@ -114,7 +116,9 @@ def load_inputs(
         # deferred: the valuation pipeline's imports (module docstring)
         from market.scenario.valuation import run_scenario_valuation
 
-        valued = run_scenario_valuation(loaded, retrain=retrain, progress=progress, log=log, callbacks=callbacks)
+        valued = run_scenario_valuation(
+            loaded, retrain=retrain, progress=progress, log=log, callbacks=callbacks, eval_pairs=eval_pairs
+        )
         game, hashes, valuation_run = valued.game, dict(valued.hashes), valued.run
         sizes, texts, provenance = valued.sizes, valued.texts, valued.provenance
         base_model = valued.base_model

@@ -235,17 +235,50 @@ class RobustSection(_Strict):
 class UncertaintySection(_Strict):
     """``[uncertainty]``: how each payout's uncertainty is found (`market.uncertainty`): ``replicates``
     replicate payouts (0: none, every figure reported as exact), the interval's coverage ``level`` and the
-    resampling ``seed``."""
+    resampling ``seed``.
+
+    Evaluate until the split is known (`market.adaptive`, a valuation config with the ``preference``
+    utility): with ``target`` (currency units) or ``target_share`` (a fraction of the pool) the eval pairs
+    per objective grow in rounds, from ``start_pairs``, until every member's amount interval is at most
+    that wide, or ``max_pairs`` pairs per objective or ``max_seconds`` are spent."""
 
     replicates: int = Field(default=200, ge=0, le=10_000)
     level: float = Field(default=0.95, gt=0.5, lt=1.0)
     seed: int = 0
+    target: Decimal | None = None
+    target_share: float | None = Field(default=None, gt=0, lt=1)
+    start_pairs: int = Field(default=50, ge=2)
+    max_pairs: int = Field(default=2000, ge=2)
+    max_seconds: float | None = Field(default=None, gt=0)
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target(cls, value: object) -> Decimal | None:
+        return None if value is None else _decimal_or_value_error(value)
+
+    @field_validator("target")
+    @classmethod
+    def _target_positive(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None and value <= 0:
+            raise ValueError(f"target must be > 0 (an interval width in the currency), got {value}")
+        return value
 
     @model_validator(mode="after")
     def _enough(self) -> UncertaintySection:
         if self.replicates == 1:
             raise _FieldError("uncertainty.replicates", "one replicate has no spread: use 0 (off) or at least 2")
+        if self.target is not None and self.target_share is not None:
+            raise _FieldError("uncertainty.target", "give 'target' (currency) or 'target_share' (of the pool), not both")
+        if self.adaptive and self.replicates == 0:
+            raise _FieldError("uncertainty.replicates", "a target needs replicates (at least 2) to measure the intervals")
+        if self.start_pairs > self.max_pairs:
+            raise _FieldError("uncertainty.start_pairs", f"start_pairs ({self.start_pairs}) exceeds max_pairs ({self.max_pairs})")
         return self
+
+    @property
+    def adaptive(self) -> bool:
+        """True when a target is set: evaluate in rounds until the split is known."""
+        return self.target is not None or self.target_share is not None
 
 
 class PoolSection(_Strict):
@@ -438,6 +471,24 @@ class LoadedScenario:
         """A path of the scenario (``valuation.utilities`` …) resolved against the scenario's folder."""
         p = Path(relative).expanduser()
         return p if p.is_absolute() else (self.path.parent / p)
+
+
+def with_uncertainty(loaded: LoadedScenario, overrides: Mapping[str, Any], *, flags: Mapping[str, str]) -> LoadedScenario:
+    """`loaded` with ``[uncertainty]`` keys replaced by `overrides` (command-line flags: `flags` maps each key
+    to its flag, named in the error). Raises `InputError` for a value the section refuses."""
+    if not overrides:
+        return loaded
+    merged = {**loaded.scenario.uncertainty.model_dump(), **overrides}
+    try:
+        section = UncertaintySection.model_validate(merged)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = str(first["loc"][0]) if first["loc"] else next(iter(overrides))
+        if isinstance(first.get("ctx", {}).get("error"), _FieldError):
+            key = first["ctx"]["error"].field.split(".")[-1]
+        raise InputError(first["msg"].removeprefix("Value error, "), field=flags.get(key, f"uncertainty.{key}")) from None
+    scenario = loaded.scenario.model_copy(update={"uncertainty": section})
+    return LoadedScenario(scenario, loaded.path, loaded.file_sha256)
 
 
 def load_scenario(path: str | Path) -> LoadedScenario:

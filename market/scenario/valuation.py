@@ -24,7 +24,12 @@ from valuation.errors import InputError
 from valuation.files import require_file, sha256_file, sha256_json
 from valuation.games.game import TableGame
 from valuation.members import check_sources_known
-from valuation.pipeline.config import ValuationConfig, load_valuation_config, parse_valuation_config
+from valuation.pipeline.config import (
+    ValuationConfig,
+    load_valuation_config,
+    parse_valuation_config,
+    with_eval_pairs,
+)
 from valuation.pipeline.outcome import ValuationRun
 from valuation.pipeline.run import run_value
 
@@ -107,6 +112,7 @@ def run_scenario_valuation(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     callbacks: Sequence[Any] = (),
+    eval_pairs: int | None = None,
 ) -> ScenarioValuation:
     """Run (or reuse) the valuation pipeline of the scenario's valuation config.
 
@@ -114,9 +120,13 @@ def run_scenario_valuation(
     not recomputed, so a second call only redoes the (cheap) coalition arithmetic and rewrites the run
     dir's tables with identical content. Before anything is trained, the scenario is checked against the
     config (`check_against_config`). ``retrain``, ``progress``, ``log`` and ``callbacks`` (transformers
-    ``TrainerCallback`` objects) are passed to `valuation.pipeline.run.run_value`.
+    ``TrainerCallback`` objects) are passed to `valuation.pipeline.run.run_value`. ``eval_pairs``:
+    evaluate on the first that many pairs of each eval set (`valuation.pipeline.config.with_eval_pairs`;
+    the rounds of `market.adaptive`).
     """
     config, config_hash = scenario_valuation_config(loaded)
+    if eval_pairs is not None:
+        config = with_eval_pairs(config, eval_pairs)
     check_against_config(loaded, config)
     run = run_value(config, retrain=retrain, progress=progress, callbacks=callbacks, log=log)
     prepared = run.prepared

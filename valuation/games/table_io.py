@@ -10,6 +10,10 @@ GAME.csv format (read by `read_game_csv`, written by `write_game_csv`; ``TableGa
   number, exponent allowed (``0.65``, ``-.5``, ``1e-3``; not ``1_000``, full-width ``０.６５`` or ``nan``:
   `valuation.text`).
 
+A valuation run's ``game.parquet`` reads as its game: its ``<objective>_std_err``, ``<objective>_n_pairs``
+and ``size`` columns are not objectives (`run_table_extras`); a scenario uses the standard errors for the
+payout's uncertainty (`market.scenario.inputs.read_uncertainty`).
+
 The player set is the union of the names that appear. Order: players in the order their single-player
 rows first appear, then any players that have no single-player row, sorted by name. An explicit
 ``players=`` list fixes the set and the order instead (names outside it are "unknown player" errors).
@@ -164,6 +168,18 @@ def _check_unique_columns(header: Sequence[str], source: str) -> None:
         seen[name] = position
 
 
+def run_table_extras(names: Sequence[str]) -> set[str]:
+    """The columns of a valuation run's ``game.parquet`` that are not objectives: ``<objective>_std_err`` and
+    ``<objective>_n_pairs`` for an objective column present, and ``size`` alongside them."""
+    present = set(names)
+    extras = {
+        c for c in names for suffix in ("_std_err", "_n_pairs") if c.endswith(suffix) and c[: -len(suffix)] in present
+    }
+    if extras and "size" in present:
+        extras.add("size")
+    return extras
+
+
 def _objective_columns(columns: Mapping[str, list[object]], names: list[str], source: str) -> list[str]:
     """The objective columns (all but ``coalition``); ``InputError`` for a bad header."""
     if COALITION_COLUMN not in columns:
@@ -172,7 +188,7 @@ def _objective_columns(columns: Mapping[str, list[object]], names: list[str], so
             file=source,
             field=COALITION_COLUMN,
         )
-    objectives = [c for c in names if c != COALITION_COLUMN]
+    objectives = [c for c in names if c != COALITION_COLUMN and c not in run_table_extras(names)]
     if not objectives:
         raise InputError("no objective column: add one numeric column per objective", file=source)
     for name in objectives:

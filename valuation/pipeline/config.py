@@ -322,6 +322,13 @@ class ValuationConfig(_Section):
         return self.utility.beta if self.utility.beta is not None else self.training.beta
 
 
+def with_eval_pairs(config: ValuationConfig, pairs: int) -> ValuationConfig:
+    """`config` evaluating on the first `pairs` pairs of each eval set (``[eval] max_pairs``). A synthetic
+    corpus is left as it is (the ``tiny`` base model is pre-trained on it: a bigger corpus would be another
+    base model and retrain every adapter), so its ``eval_pairs_per_objective`` is the most there is."""
+    return config.model_copy(update={"eval": config.eval.model_copy(update={"max_pairs": pairs})})
+
+
 def load_valuation_config(path: str | Path, *, output_dir: str | Path | None = None) -> ValuationConfig:
     """Read and validate ``CONFIG.toml``; ``output_dir`` (relative to the cwd) overrides ``[output] dir``.
 

@@ -224,6 +224,15 @@ def test_reward_utility_end_to_end(
         assert (frame[f"{objective}_std_err"] >= 0).all()
     assert (frame["helpfulness_std_err"] > 0).any()
     assert np.allclose(efficiency_gap(run), 0.0, atol=1e-12)
+    # the per-prompt terms reproduce the table (the bootstrap resamples prompts jointly across coalitions)
+    items = run.table.items
+    assert items is not None and items.unit == "prompt" and items.n_items == (3, 3)
+    assert np.allclose(items.utilities(), run.table.values, rtol=1e-9, atol=1e-12)
+    if not importance:  # a direct coalition: every prompt has its 2 samples
+        assert all(np.array_equal(den, np.full(den.shape, 2.0)) for den in items.denominators)
+    values = json.loads(run.files["values"].read_text())
+    assert "bootstrap over prompts" in values["info"]["interval"]["resampled"]
+    assert all(v["lo"] <= v["value"] <= v["hi"] for v in values["values"])
     cache = run.run_dir / "cache" / "samples"
     samples = sorted(p for p in cache.glob("*.json") if not p.name.startswith("proposal-"))
     if importance:

@@ -11,6 +11,7 @@ import contextlib
 import csv
 import io
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,11 +187,29 @@ def test_ledger_csv_and_values_json_agree(env: Env) -> None:
     }
     for v in doc["members"]["values"]:
         assert v["value"] == pytest.approx(stored[(v["player"], v["objective"])], abs=1e-12)
-        assert v["std_err"] > 0  # eval-sampling standard errors
+        assert v["std_err"] > 0 and v["lo"] < v["value"] < v["hi"]  # bootstrap over the eval pairs
     weights = doc["weights"]
     for p in doc["periods"][0]["payouts"]:
         weighted = sum(weights[o] * stored[(p["member"], o)] for o in weights)
         assert p["value"] == pytest.approx(weighted, abs=1e-12)
+    # every amount carries its uncertainty: ledger, CSV and values.json say the same
+    intervals = ledger_rows(
+        ledger,
+        "SELECT p.run_id, p.member, p.amount_minor, i.amount_se, i.amount_lo_minor, i.amount_hi_minor, i.rank_json "
+        "FROM payouts p JOIN payout_intervals i USING (run_id, position) JOIN runs r USING (run_id) "
+        "ORDER BY r.seq, p.position",
+    )
+    assert len(intervals) == len(payouts)
+    for (_, member, amount, se, lo, hi, rank), row in zip(intervals, csv_rows, strict=True):
+        assert row["member"] == member and lo <= hi and se >= 0
+        assert row["amount_lo"] == f"{lo // 100}.{lo % 100:02d}" and row["amount_hi"] == f"{hi // 100}.{hi % 100:02d}"
+        assert float(row["amount_se"]) == pytest.approx(se / 100, rel=1e-12)
+        assert set(json.loads(rank)) == {"alice", "carol", "mallory"} - {member}
+    first = doc["periods"][0]
+    assert first["uncertainty"]["replicates"] == 200 and "eval pairs" in first["uncertainty"]["resampled"]
+    for x in first["payouts"]:
+        assert {"amount_se", "amount_lo", "amount_hi", "paid_more_than", "value_lo", "value_hi"} <= set(x)
+    assert "uncertainty: 200 replicate payouts" in env.first.out
     # source values = the valuation run's values.json (exact Shapley on the same coalition table)
     source_values = json.loads((env.folder / "valuation" / "values.json").read_text(encoding="utf-8"))
     expected = {(v["player"], v["objective"]): v["value"] for v in source_values["values"]}
@@ -286,3 +305,46 @@ def test_unknown_period_exits_2(env: Env, tmp_path: Path) -> None:
     result = run_cli(["run", str(env.scenario), "--out", str(tmp_path), "--period", "2031-Q9", "--no-progress"])
     assert result.code == 2
     assert "unknown period" in result.err
+
+
+def test_evaluate_until_known_grows_the_eval_pairs_and_keeps_the_best_result(env: Env, tmp_path: Path) -> None:
+    """A target the 12 eval pairs per objective cannot meet: rounds 4 → … → 12 pairs, a clear message, the last
+    round paid and recorded with the rounds in its provenance; a reachable target is reported reached."""
+    folder = tmp_path / "adaptive"
+    shutil.copytree(env.folder, folder, ignore=shutil.ignore_patterns("out*"))
+    scenario = folder / "scenario.toml"
+    scenario.write_text(SCENARIO + "\n[uncertainty]\nstart_pairs = 4\n", encoding="utf-8")
+    result = run_cli(["run", str(scenario), "--out", str(folder / "out"), "--no-progress", "--target", "0.01"])
+    assert result.code == 0, result.err
+    assert "evaluate until known: NOT reached (the eval sets have no more pairs (12 per objective))" in result.out
+    assert "target 0.01 EUR" in result.out
+    provenance = json.loads(
+        ledger_rows(folder / "out" / "ledger.duckdb", "SELECT inputs_json FROM runs ORDER BY seq")[0][0]
+    )["valuation"]
+    rounds = provenance["adaptive"]["rounds"]
+    assert rounds[0]["eval_pairs"] == 4 and rounds[-1]["eval_pairs"] == 12 and not provenance["adaptive"]["reached"]
+    assert all(r["predicted_pairs"] > r["eval_pairs"] for r in rounds)
+    easy = run_cli(["run", str(scenario), "--out", str(folder / "out2"), "--no-progress", "--target-share", "0.99"])
+    assert easy.code == 0, easy.err
+    assert "evaluate until known: reached" in easy.out
+
+
+@pytest.mark.parametrize(
+    ("extra", "args", "field"),
+    [
+        ("", ["--target", "0"], "--target"),
+        ("", ["--target-share", "1.5"], "--target-share"),
+        ("", ["--replicates", "-1"], "--replicates"),
+        ("[uncertainty]\nreplicates = -2\n", [], "uncertainty.replicates"),
+        ("[uncertainty]\ntarget = \"-5\"\n", [], "uncertainty.target"),
+        ("[uncertainty]\nlevel = 1.2\n", [], "uncertainty.level"),
+    ],
+)
+def test_bad_uncertainty_settings_exit_2_naming_the_field(
+    tmp_path: Path, extra: str, args: list[str], field: str
+) -> None:
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(SCENARIO + "\n" + extra, encoding="utf-8")
+    result = run_cli(["run", str(scenario), "--out", str(tmp_path / "out"), "--no-progress", *args])
+    assert result.code == 2, result.err
+    assert field in result.err and "Traceback" not in result.err

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from market.adaptive import AdaptiveReport, evaluate_until_known
+from market.adaptive import evaluate_until_known
 from market.console import RunProgress
 from market.export import export_ledger
 from market.ledger import RecordResult, check_ledger, record_run
@@ -48,6 +48,7 @@ from valuation.files import atomic_write_text, check_writable, check_writable_di
 from valuation.games.result import ValuationResult
 from valuation.games.uncertainty import valued_with_interval
 from valuation.pipeline.outcome import ValuationRun
+from valuation.pipeline.rounds import RoundsReport
 
 #: The ``[uncertainty]`` keys `run_scenario` takes from the command line, and their flags.
 UNCERTAINTY_FLAGS: dict[str, str] = {
@@ -81,7 +82,8 @@ class RunOutputs:
         logprobs_computed, logprobs_cached: log-prob tables computed vs read from the cache.
         valuation_dir: the valuation run directory, or None.
         notes: one-line remarks for the summary (why no plot, …).
-        adaptive: the report of the eval rounds (`market.adaptive.AdaptiveReport`) when a target was set.
+        adaptive: the report of the eval rounds (`valuation.pipeline.rounds.RoundsReport`, widths in minor
+            units) when a target was set.
     """
 
     out_dir: Path
@@ -100,7 +102,7 @@ class RunOutputs:
     logprobs_cached: int = 0
     valuation_dir: Path | None = None
     notes: list[str] = field(default_factory=list)
-    adaptive: AdaptiveReport | None = None
+    adaptive: RoundsReport | None = None
 
     @property
     def rows_added(self) -> int:
@@ -196,7 +198,7 @@ def run_scenario(
             )
             display.finish_training()
             outputs.periods.extend(paid)
-            outputs.notes.append(outputs.adaptive.summary())
+            outputs.notes.append(outputs.adaptive.summary("amount interval"))
         else:
             inputs = valued_inputs(loaded, display, retrain=retrain)
         if inputs.valuation is not None:

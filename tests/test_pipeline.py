@@ -186,6 +186,32 @@ def test_second_value_run_skips_training_and_reuses_the_cache(
     assert "0 trained, 3 up to date" in capsys.readouterr().out
 
 
+def test_value_until_known_grows_the_eval_pairs(
+    valued: tuple[Path, Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--target-width: rounds of growing eval size (4 → … pairs), adapters reused; an unreachable width stops
+    at the budget with the last round's values written; bad budgets exit 2 naming the flag."""
+    config, run_dir, _ = valued
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    text = config.read_text() + "\n[uncertainty]\nstart_pairs = 4\n"
+    path = tmp_path / "valuation.toml"
+    path.write_text(text, encoding="utf-8")
+    args = ["value", str(path), "--out", str(copy), "--no-progress"]
+    assert main([*args, "--target-width", "1e-9", "--max-eval-pairs", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "round 1: 4 eval pairs per objective" in out and "round 2: 8 eval pairs per objective" in out
+    assert "evaluate until known: NOT reached (max_pairs (8) spent)" in out
+    values = json.loads((copy / "values.json").read_text())
+    assert "(8 helpfulness, 8 harmlessness" in values["info"]["interval"]["resampled"]
+    assert main([*args, "--target-width", "100"]) == 0
+    assert "evaluate until known: reached" in capsys.readouterr().out
+    assert main([*args, "--target-width", "0"]) == 2
+    assert "--target-width" in capsys.readouterr().err
+    assert main([*args, "--target-width", "0.1", "--max-eval-pairs", "2"]) == 2  # below start_pairs
+    assert "start_pairs" in capsys.readouterr().err
+
+
 def test_changed_data_under_a_finished_adapter_exits_2(
     valued: tuple[Path, Path, str], shared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -95,6 +95,25 @@ def value(
     out: OutOpt = None,
     progress: ProgressOpt = True,
     mode: ModeOpt = Mode.arithmetic,
+    target_width: Annotated[
+        float | None,
+        typer.Option(
+            "--target-width",
+            help="Evaluate until known: grow the eval pairs per objective in rounds until every source value's 95% "
+            "interval is at most this wide (utility units, e.g. 0.01); overrides \\[uncertainty] target.",
+            show_default=False,
+        ),
+    ] = None,
+    max_eval_pairs: Annotated[
+        int | None,
+        typer.Option("--max-eval-pairs", help="Budget of --target-width: eval pairs per objective (default 2000).",
+                     show_default=False),
+    ] = None,
+    max_seconds: Annotated[
+        float | None,
+        typer.Option("--max-seconds", help="Budget of --target-width: no new round after this many seconds.",
+                     show_default=False),
+    ] = None,
 ) -> None:
     """Value every data source (and member) per objective with Shapley values.
 
@@ -102,18 +121,29 @@ def value(
 
     Writes RUN/game.csv (GAME.csv format), game.parquet (+ std errs, pair counts), values.json (the `payoutsim shapley` result format), values_members.json (with \\[\\[members]]) and run.json (provenance); prints a summary table.
 
+    Every value carries a standard error and a 95% interval (a bootstrap over the eval pairs, \\[uncertainty]). With --target-width (or \\[uncertainty] target) the eval pairs grow in rounds until every interval is that narrow or the budget is spent; the last round is kept either way.
+
     With --mode retrain|both also writes game_retrain_sequential.csv, game_retrain_union.csv, game_merge_cat.csv, retrain_coalitions.csv, values_retrain_*.json and fidelity.json, and prints a fidelity table.
     """
-    from valuation.pipeline.config import load_valuation_config  # deferred: see the module docstring
-    from valuation.pipeline.run import run_value  # deferred: see the module docstring
+    from valuation.pipeline.config import (  # deferred: module docstring
+        load_valuation_config,
+        with_uncertainty,
+    )
+    from valuation.pipeline.run import run_value, value_until_known  # deferred: see the module docstring
     from valuation.retraining.run import run_retrain  # deferred: see the module docstring
 
     cfg = load_valuation_config(config, output_dir=out)
+    cfg = with_uncertainty(cfg, {"target": target_width, "max_pairs": max_eval_pairs, "max_seconds": max_seconds})
     check_writable_dir(cfg.output.dir, field="--out" if out is not None else "output.dir")
     run = None
     if mode in (Mode.arithmetic, Mode.both):
-        run = run_value(cfg, retrain=retrain, progress=progress)
-        _print_summary(run)
+        if cfg.uncertainty.target is not None:
+            run, report = value_until_known(cfg, retrain=retrain, progress=progress, log=typer.echo)
+            _print_summary(run)
+            typer.echo(printable(report.summary("value interval")))
+        else:
+            run = run_value(cfg, retrain=retrain, progress=progress)
+            _print_summary(run)
     if mode in (Mode.retrain, Mode.both):
         _print_fidelity(run_retrain(cfg, arithmetic=run, retrain=retrain, progress=progress))
 

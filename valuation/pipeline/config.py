@@ -77,6 +77,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -195,16 +196,27 @@ class EvalSection(BaseModel):
 
 class UncertaintySection(_Section):
     """``[uncertainty]``: the values' standard errors and intervals from a bootstrap over the eval items
-    (`valuation.games.uncertainty`): ``replicates`` tables (0: none), interval ``level``, ``seed``."""
+    (`valuation.games.uncertainty`): ``replicates`` tables (0: none), interval ``level``, ``seed``. With
+    ``target`` (a width in utility units) ``payoutsim value`` grows the eval pairs per objective in rounds,
+    from ``start_pairs``, until every source value's interval is at most that wide, or ``max_pairs`` or
+    ``max_seconds`` are spent (`valuation.pipeline.rounds`)."""
 
     replicates: int = Field(200, ge=0, le=10_000)
     level: float = Field(0.95, gt=0.5, lt=1.0)
     seed: int = 0
+    target: float | None = Field(None, gt=0)
+    start_pairs: int = Field(50, ge=2)
+    max_pairs: int = Field(2000, ge=2)
+    max_seconds: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _enough(self) -> UncertaintySection:
         if self.replicates == 1:
             raise ValueError("replicates: one replicate has no spread: use 0 (off) or at least 2")
+        if self.target is not None and self.replicates == 0:
+            raise ValueError("replicates: a target needs replicates (at least 2) to measure the intervals")
+        if self.start_pairs > self.max_pairs:
+            raise ValueError(f"start_pairs ({self.start_pairs}) exceeds max_pairs ({self.max_pairs})")
         return self
 
 
@@ -320,6 +332,24 @@ class ValuationConfig(_Section):
     def utility_beta(self) -> float:
         """β of the Bradley–Terry utility: ``[utility] beta`` or, by default, the training β."""
         return self.utility.beta if self.utility.beta is not None else self.training.beta
+
+
+UNCERTAINTY_FLAGS: dict[str, str] = {"target": "--target-width", "max_pairs": "--max-eval-pairs", "max_seconds": "--max-seconds"}
+
+
+def with_uncertainty(config: ValuationConfig, overrides: Mapping[str, Any]) -> ValuationConfig:
+    """`config` with the ``[uncertainty]`` keys of `overrides` that are not None (command-line flags,
+    `UNCERTAINTY_FLAGS`); `InputError` naming the flag for a value the section refuses."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if not given:
+        return config
+    try:
+        section = UncertaintySection.model_validate({**config.uncertainty.model_dump(), **given})
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = str(first["loc"][0]) if first["loc"] else next(iter(given))
+        raise InputError(first["msg"].removeprefix("Value error, "), field=UNCERTAINTY_FLAGS.get(key, key)) from None
+    return config.model_copy(update={"uncertainty": section})
 
 
 def with_eval_pairs(config: ValuationConfig, pairs: int) -> ValuationConfig:

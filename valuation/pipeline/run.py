@@ -44,17 +44,19 @@ import numpy as np
 from valuation.adapters.dpo import train_adapters
 from valuation.adapters.store import AdapterRecord
 from valuation.coalition_utility.preference import LOGLIK_WARNING
+from valuation.errors import InputError
 from valuation.games.coalitions import all_coalitions
 from valuation.games.estimators import approximate
 from valuation.games.game import FunctionGame, Game, TableGame
 from valuation.games.result import ValuationResult
 from valuation.games.uncertainty import valued_with_interval
 from valuation.members import member_groups, member_values
-from valuation.pipeline.config import ValuationConfig
+from valuation.pipeline.config import ValuationConfig, with_eval_pairs
 from valuation.pipeline.inputs import PreparedInputs, prepare_inputs
 from valuation.pipeline.outcome import ValuationRun
 from valuation.pipeline.outputs import write_run
 from valuation.pipeline.reward_tables import reward_objectives, reward_tabulator
+from valuation.pipeline.rounds import Measured, RoundsReport, grow_until_known
 from valuation.pipeline.tables import CoalitionTable, eval_logprobs, preference_tabulator
 
 FULL_TABLE_MAX_PLAYERS = 16  # up to here every coalition is tabulated (2^16 rows); beyond, only sampled ones
@@ -164,6 +166,48 @@ def run_value(
     return run
 
 
+def value_until_known(
+    config: ValuationConfig,
+    *,
+    retrain: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> tuple[ValuationRun, RoundsReport]:
+    """`run_value` in rounds of growing eval size (`valuation.pipeline.rounds.grow_until_known`) until every
+    source value's interval (``[uncertainty] level``, every objective) is at most ``[uncertainty] target``
+    wide; returns the last round's run (its directory holds that round's files) and the report.
+
+    Raises:
+        InputError: no ``[uncertainty] target``, or a utility other than ``preference`` (field
+            ``uncertainty.target``).
+    """
+    settings = config.uncertainty
+    if settings.target is None:
+        raise InputError("set a target width for the values' intervals", file=config.config_path,
+                         field="uncertainty.target")
+    if config.utility.kind != "preference":
+        raise InputError(
+            "a target grows the eval pairs of the preference utility; the reward utility's size is [sampling] "
+            "prompts_per_objective", file=config.config_path, field="uncertainty.target",
+        )
+    trained = False
+
+    def evaluate(pairs: int) -> Measured[ValuationRun]:
+        nonlocal trained
+        run = run_value(with_eval_pairs(config, pairs), retrain=retrain and not trained, progress=progress, log=log)
+        trained = True
+        res = run.result
+        widths = np.full(res.values.shape, np.inf) if res.lo is None or res.hi is None else res.hi - res.lo
+        i, k = np.unravel_index(int(np.argmax(widths)), widths.shape)
+        used = min(len(es.pairs) for es in run.prepared.eval_sets)
+        return Measured(run, used, float(widths[i, k]), f"{res.players[i]}, {res.objectives[k]}")
+
+    return grow_until_known(
+        evaluate, target=settings.target, start=settings.start_pairs, max_pairs=settings.max_pairs,
+        max_seconds=settings.max_seconds, log=log,
+    )
+
+
 def with_eval_intervals(
     config: ValuationConfig,
     table: CoalitionTable,
@@ -232,4 +276,6 @@ def value_coalitions(
     return table, game, result, member_result
 
 
-__all__ = ["FULL_TABLE_MAX_PLAYERS", "run_train", "run_value", "value_coalitions", "with_eval_intervals"]
+__all__ = [
+    "FULL_TABLE_MAX_PLAYERS", "run_train", "run_value", "value_coalitions", "value_until_known", "with_eval_intervals",
+]

@@ -9,8 +9,8 @@ says whether a player helps (> 0) or hurts (< 0) each objective. Each axis is sc
 (objectives can differ in scale by an order of magnitude), so the diagonal need not be at 45°.
 
 Names are placed so that no two labels overlap (`_place_labels`: for each label, the first of several
-positions around its point whose box overlaps no label placed before and no other point; the least
-overlapping one when every position collides). The legend lists only what is drawn.
+positions around its point whose box overlaps no label placed before, no other point and no error bar;
+the least overlapping one when every position collides). The legend lists only what is drawn.
 
 `write_value_plane` writes the PNG atomically (temp file in the destination folder + `os.replace`).
 matplotlib is imported inside it: importing its figure and Agg canvas takes about 0.4 s, which every
@@ -109,20 +109,18 @@ def plane_objectives(objectives: Sequence[str]) -> tuple[str, str] | None:
     return names[0], names[1]
 
 
-def write_value_plane(
+def value_plane_figure(
     points: Sequence[PlanePoint],
-    path: str | Path,
     *,
     x_label: str = "helpfulness",
     y_label: str = "harmlessness",
     title: str | None = None,
     note: str | None = None,
-) -> Path:
-    """Draw `points` on the value plane (module docstring) and write a PNG to `path`, atomically.
+) -> Any:
+    """The value plane (module docstring) as a matplotlib ``Figure`` with an Agg canvas.
 
     Args:
         points: the players; at least one, with finite values.
-        path: the PNG to write (its folder is created).
         x_label, y_label: the objectives on the axes (``"… Shapley value"`` is appended).
         title: the figure title.
         note: a small caption under the plot (e.g. where the error bars come from).
@@ -163,7 +161,24 @@ def write_value_plane(
         fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=7, color="dimgrey", wrap=True)
     fig.tight_layout(rect=(0.0, 0.04 if note else 0.0, 1.0, 1.0))
     _place_labels(fig, ax, points)
+    return fig
 
+
+def write_value_plane(
+    points: Sequence[PlanePoint],
+    path: str | Path,
+    *,
+    x_label: str = "helpfulness",
+    y_label: str = "harmlessness",
+    title: str | None = None,
+    note: str | None = None,
+) -> Path:
+    """Draw `points` on the value plane (`value_plane_figure`) and write a PNG to `path`, atomically.
+
+    Raises:
+        ValueError: no points, or a non-finite value.
+    """
+    fig = value_plane_figure(points, x_label=x_label, y_label=y_label, title=title, note=note)
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})
@@ -210,6 +225,15 @@ def _place_labels(fig: Any, ax: Axes, points: Sequence[PlanePoint]) -> None:
     renderer = fig.canvas.get_renderer()
     to_display = ax.transData.transform
     markers = [_box(*to_display((p.x, p.y)), 5.0) for p in points]
+    bars: list[tuple[float, float, float, float]] = []  # the error bars: thin boxes a label should not cross
+    for p in points:
+        (below, above), (down, up) = p.x_bar(), p.y_bar()
+        x0, y0 = to_display((p.x - below, p.y))
+        x1, _ = to_display((p.x + above, p.y))
+        bars.append((x0, y0 - 1.5, x1, y0 + 1.5))
+        xa, ya = to_display((p.x, p.y - down))
+        _, yb = to_display((p.x, p.y + up))
+        bars.append((xa - 1.5, ya, xa + 1.5, yb))
     placed: list[tuple[float, float, float, float]] = []
     for idx, p in enumerate(points):
         if not p.labelled:
@@ -223,7 +247,7 @@ def _place_labels(fig: Any, ax: Axes, points: Sequence[PlanePoint]) -> None:
             )
             extent = text.get_window_extent(renderer)
             box = (extent.x0, extent.y0, extent.x1, extent.y1)
-            others = placed + [m for j, m in enumerate(markers) if j != idx]
+            others = placed + [m for j, m in enumerate(markers) if j != idx] + bars
             overlap = sum(_overlap(box, o) for o in others) + _outside(box, ax.get_window_extent(renderer))
             if best is None or overlap < best[0]:
                 if best is not None:

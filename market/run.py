@@ -424,8 +424,9 @@ def payout_interval_json(run: PeriodRun, i: int) -> dict[str, object]:
 def write_plot(
     outputs: RunOutputs, inputs: ScenarioInputs, members: ValuationResult, sources: ValuationResult, error_note: str
 ) -> None:
-    """Draw the value plane (`market.plots.write_value_plane`) of sources and members to ``outputs.plot``;
-    with fewer than two objectives set ``outputs.plot`` to None and add a note instead."""
+    """Draw the value plane (`market.plots.write_value_plane`) of sources and members to ``outputs.plot``
+    (a source that is its one-source owner's point exactly is drawn once, as the member); with fewer than
+    two objectives set ``outputs.plot`` to None and add a note instead."""
     axes = plane_objectives(members.objectives)
     if axes is None:
         outputs.plot = None
@@ -434,14 +435,20 @@ def write_plot(
     x, y = axes
     owners = {m.name: list(m.sources) for m in inputs.scenario.members}
     sole = {srcs[0]: name for name, srcs in owners.items() if len(srcs) == 1}  # source -> its one-source owner
+    member_points = points_from_result(members, "member", x, y)
+    at = {p.name: (p.x, p.y) for p in member_points}
     points = [
-        replace(p, labelled=p.name not in sole) for p in points_from_result(sources, "source", x, y)
-    ] + [
-        replace(p, name=member_label(p.name, owners[p.name])) for p in points_from_result(members, "member", x, y)
-    ]
+        replace(p, labelled=p.name not in sole)
+        for p in points_from_result(sources, "source", x, y)
+        if not (p.name in sole and _same_place(at[sole[p.name]], (p.x, p.y)))  # drawn as its member already
+    ] + [replace(p, name=member_label(p.name, owners[p.name])) for p in member_points]
     title = f"{inputs.scenario.market.name}: Shapley values, {x} vs {y}"
     assert outputs.plot is not None
     write_value_plane(points, outputs.plot, x_label=x, y_label=y, title=title, note=error_note)
+
+
+def _same_place(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return all(math.isclose(u, v, rel_tol=1e-9, abs_tol=1e-12) for u, v in zip(a, b, strict=True))
 
 
 def member_label(member: str, sources: list[str]) -> str:

@@ -63,3 +63,28 @@ def test_points_from_result() -> None:
         PlanePoint("a", "member", 2.0, 1.0, 0.2, 0.1),
         PlanePoint("b", "member", 4.0, 3.0, 0.4, 0.3),
     ]
+
+
+def test_labels_never_overlap_and_bars_follow_the_intervals() -> None:
+    """Six players crowded around two spots (the paper example's flan/sharegpt case, worse): every label box
+    is clear of every other label box; a point with an interval gets asymmetric bars to its ends."""
+    from market.plots import value_plane_figure
+
+    names = ["flan_v2_niv2", "sharegpt", "evol_instruct", "ultrachat", "carol (a, b)", "mallory"]
+    xy = [(0.109, 0.006), (0.145, 0.011), (0.110, 0.007), (0.144, 0.010), (0.111, 0.008), (0.146, 0.012)]
+    points = [
+        PlanePoint(n, "member", x, y, x_interval=(x - 0.01, x + 0.03), y_interval=(y - 0.002, y + 0.001))
+        for n, (x, y) in zip(names, xy, strict=True)
+    ]
+    fig = value_plane_figure(points)
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    boxes = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts}
+    assert set(boxes) == set(names)
+    for a in names:
+        for b in names:
+            if a < b:
+                assert not boxes[a].overlaps(boxes[b]), (a, b)
+    assert points[0].x_bar() == pytest.approx((0.01, 0.03)) and points[0].y_bar() == pytest.approx((0.002, 0.001))
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["y = x", "member (payee)"]  # no source was drawn: no source in the legend

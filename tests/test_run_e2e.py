@@ -201,7 +201,7 @@ def test_ledger_csv_and_values_json_agree(env: Env) -> None:
     )
     assert len(intervals) == len(payouts)
     for (_, member, amount, se, lo, hi, rank), row in zip(intervals, csv_rows, strict=True):
-        assert row["member"] == member and lo <= hi and se >= 0
+        assert row["member"] == member and int(row["amount_minor"]) == amount and lo <= hi and se >= 0
         assert row["amount_lo"] == f"{lo // 100}.{lo % 100:02d}" and row["amount_hi"] == f"{hi // 100}.{hi % 100:02d}"
         assert float(row["amount_se"]) == pytest.approx(se / 100, rel=1e-12)
         assert set(json.loads(rank)) == {"alice", "carol", "mallory"} - {member}

@@ -30,8 +30,9 @@ asked for — the same wrapper for everyone), ``SEEDS`` seeds each:
   KernelSHAP, kADDSHAP, SPEX, ProxySPEX) with its defaults, as a new user would call it
   (``Class(n, random_state=seed).approximate(budget, game)``; the sparse ones ``Class(n=n, index="SV",
   max_order=1)``). A class that cannot run here (ProxySPEX needs lightgbm) is listed under ``skipped``
-  with the reason; the sparse ones (SPEX, ProxySPEX) run at n ≤ 16 only (minutes per call at n = 32) and
-  not in ``--quick`` runs; a call that refuses the budget (SPEX: "Insufficient budget") is listed under
+  with the reason; the sparse ones (SPEX, ProxySPEX) run at n ≤ 16 only (minutes per call at n = 32), with
+  `SPARSE_SEEDS` = 2 seeds (4–44 s per call at n = 12; never near the best there), and not in ``--quick``
+  runs; a call that refuses the budget (SPEX: "Insufficient budget") is listed under
   the cell's ``failed``.
 
 Per cell (family, n, budget): MSE over players against the exact values, averaged over seeds (± its
@@ -77,7 +78,8 @@ RATIO_TARGET = 1.2
 COVERAGE_TARGET = (0.93, 0.85)  # share of players within 2 s.e.: overall at least, every cell at least
 EXACT_TOL = 1e-9  # errors and standard errors below this share of the value scale are "exact"
 SPARSE = ("SPEX", "ProxySPEX")  # left out of --quick runs (seconds per call) and above SPARSE_MAX_N
-SPARSE_MAX_N = 16  # SPEX at n = 32, B = 1,500 ran over 2 minutes per call here (killed); at n = 12 ~0.4 s
+SPARSE_MAX_N = 16  # SPEX at n = 32, B = 1,500 ran over 2 minutes per call here (killed)
+SPARSE_SEEDS = 2  # SPEX at n = 12: 4–44 s per call, MSE 76–300× the best (10 seeds, B = 500/1,500)
 BT_PAIRS = 200
 BT_BETA = 0.5
 
@@ -345,8 +347,9 @@ def _cell(game: BenchGame, phi: NDArray[np.float64], budget: int, n_seeds: int, 
                                      "B = 1,500 on the 2-core machine)")
             continue
         mses, maxes, used, secs, covered = [], [], [], [], []
+        seeds = min(n_seeds, SPARSE_SEEDS) if name.removeprefix("shapiq:") in SPARSE else n_seeds
         try:
-            for s in range(n_seeds):
+            for s in range(seeds):
                 start = time.perf_counter()
                 values, std_errs, evaluations = fn(game, budget, seed * 1_000 + s)
                 secs.append(time.perf_counter() - start)
@@ -365,7 +368,8 @@ def _cell(game: BenchGame, phi: NDArray[np.float64], budget: int, n_seeds: int, 
             continue
         out["estimators"][name] = {
             "mse": float(np.mean(mses)),
-            "mse_se": float(np.std(mses, ddof=1) / np.sqrt(n_seeds)) if n_seeds > 1 else None,
+            "seeds": seeds,
+            "mse_se": float(np.std(mses, ddof=1) / np.sqrt(seeds)) if seeds > 1 else None,
             "max_abs_error": float(np.mean(maxes)),
             "evaluations_mean": float(np.mean(used)),
             "evaluations_max": int(np.max(used)),

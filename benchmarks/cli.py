@@ -39,7 +39,7 @@ def bench(
             help="Comma-separated part keys to run (default: all). a = arithmetic vs retraining every "
             "coalition (tiny, n = 4, 6), b = coalition evaluation from the log-prob cache, c = batched "
             "multi-adapter forward and composed decoding (tiny, SmolLM2), d = importance-sampled vs direct "
-            "reward utilities (tiny, n = 4), e = Shapley estimators vs shapiq.",
+            "reward utilities (tiny, n = 4), e = Shapley estimators vs every shapiq Shapley approximator.",
         ),
     ] = None,
     out: Annotated[
@@ -62,8 +62,10 @@ def bench(
     log-probs vs the n + 1 forward passes that fill the cache (n = 8, 12, 16); (c) one batched forward of
     base + |S| adapters vs |S| + 1 separate passes, and tokens/s of composed decoding for |S| = 1..4 vs the
     base (tiny, SmolLM2); (d) all 16 coalitions' reward utilities from one importance-sampling pool vs
-    sampling each directly (time ratio, differences in standard errors, ESS); (e) sampled Shapley (ours)
-    vs shapiq's permutation sampling and KernelSHAP at equal budgets (n = 10, 20, 50). The machine is
+    sampling each directly (time ratio, differences in standard errors, ESS); (e) sampled Shapley (ours:
+    size-stratified regression, and permutation sampling) vs every Shapley approximator of shapiq at equal
+    budgets, MSE against exact values and calibration of our standard errors (four game families, n = 12,
+    32, 64). The machine is
     recorded (cores, torch threads, versions, load average): quote figures with it. Run it alone: other
     torch jobs on the same cores distort every timing.
     """

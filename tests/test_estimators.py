@@ -127,7 +127,7 @@ def test_method_and_budget_errors() -> None:
         approximate(game, "permutation", budget=5)
     with pytest.raises(InputError, match="positive"):
         approximate(game, "permutation", budget=0)
-    assert set(METHODS) == {"exact", "permutation", "banzhaf", "loo", "least_core"}
+    assert set(METHODS) == {"exact", "permutation", "regression", "banzhaf", "loo", "least_core"}
 
 
 # --- sampled methods -------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ data = "corpus/"          # optional: the preference data (sizes for `proportion
 base_model = "SmolLM2-135M-Instruct"   # optional provenance for the ledger
 seed = 0                  # seed of sampled estimators
 budget = 20000            # optional evaluation budget of sampled estimators
-max_exact_members = 12    # exact Shapley/Banzhaf up to this many members, permutation sampling above
+max_exact_members = 12    # exact Shapley/Banzhaf up to this many members, sampled (regression / MSR) above
 
 [sizes]                   # alternative to `data` for `proportional`: pairs per source
 sharegpt = 1200

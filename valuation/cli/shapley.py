@@ -25,7 +25,9 @@ app = typer.Typer()  # this module's commands; the root app (market.cli) compose
 
 
 _METHOD_HELP = (
-    "Valuation method: exact (Shapley over all 2^n coalitions), permutation (sampled Shapley, orders in "
+    "Valuation method: exact (Shapley over all 2^n coalitions), regression (sampled Shapley by "
+    "size-stratified regression, paired when it pays; the most accurate per evaluation, see README), "
+    "permutation (sampled Shapley, orders in "
     "Latin-square blocks; budget = distinct coalitions), banzhaf (exact when small, else maximum-sample-reuse sampling), loo (leave-one-out), "
     "least_core (HiGHS LP; reports epsilon)."
 )

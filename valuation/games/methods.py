@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from valuation.errors import InputError
 
-METHODS: tuple[str, ...] = ("exact", "permutation", "banzhaf", "loo", "least_core")
+METHODS: tuple[str, ...] = ("exact", "permutation", "regression", "banzhaf", "loo", "least_core")
 LINEAR_METHODS: frozenset[str] = frozenset(METHODS) - {"least_core"}
 
 

@@ -6,7 +6,7 @@ computed on each, φ_i(u_b), and summarised as
 * standard error: the standard deviation of φ_i(u_b) over b (ddof = 1);
 * interval: the central ``level`` percentile interval of φ_i(u_b) (`percentile_interval`).
 
-A sampled estimator (``permutation``, sampled ``banzhaf``) is re-seeded on every replicate (seed + 1 + b),
+A sampled estimator (``regression``, ``permutation``, sampled ``banzhaf``) is re-seeded on every replicate (seed + 1 + b),
 so its own sampling noise is part of the spread: the standard error covers the eval set *and* the
 estimator. Exact linear methods on complete tables value all replicates in one pass (`Replicates.stacked_game`).
 """
@@ -20,10 +20,11 @@ import numpy as np
 
 from valuation.games.estimators import approximate
 from valuation.games.game import Game, GroupedGame
-from valuation.games.methods import LINEAR_METHODS
 from valuation.games.replicates import Replicates, percentile_interval
 from valuation.games.result import ValuationResult
 
+#: Methods that are exact and linear on a complete table without a budget: every replicate in one pass.
+EXACT_LINEAR_METHODS = frozenset({"exact", "banzhaf", "loo"})
 DEFAULT_REPLICATES = 200
 DEFAULT_LEVEL = 0.95
 
@@ -42,9 +43,8 @@ def replicate_values(
     def wrap(game: Game) -> Game:
         return GroupedGame(game, groups) if groups else game
 
-    if method in LINEAR_METHODS and method != "permutation" and budget is None and len(replicates.coalitions) == 2 ** len(
-        replicates.players
-    ):
+    complete = len(replicates.coalitions) == 2 ** len(replicates.players)
+    if method in EXACT_LINEAR_METHODS and budget is None and complete:
         stacked = approximate(wrap(replicates.stacked_game()), method)
         return replicates.unstack(stacked.values)
     return np.stack(

@@ -223,7 +223,7 @@ class UncertaintySection(_Section):
 class ShapleySection(_Section):
     """The estimator (`valuation.games.estimators.approximate`)."""
 
-    method: Literal["exact", "permutation", "banzhaf", "loo", "least_core"] = "exact"  # estimators.METHODS (tested)
+    method: Literal["exact", "permutation", "regression", "banzhaf", "loo", "least_core"] = "exact"  # estimators.METHODS (tested)
     budget: int | None = Field(None, ge=1)
     seed: int = Field(0, ge=0)
 

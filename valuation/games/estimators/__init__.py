@@ -5,6 +5,9 @@ Methods (``METHODS``, from `valuation.games.methods`, which also says which are 
 * ``exact`` — Shapley over all 2^n coalitions (matrix arithmetic; n <= 22). std err 0.
 * ``permutation`` — Shapley by permutation sampling, orders in Latin-square blocks (position strata); std err
   measured from the samples; the budget counts distinct coalitions.
+* ``regression`` — Shapley by size-stratified regression (KernelSHAP with one intercept per coalition size,
+  paired coalitions when a pilot shows they pay, Neyman allocation over sizes); std err by linearisation;
+  the budget counts distinct coalitions. The default sampled Shapley method of the market rules.
 * ``banzhaf`` — exact over all coalitions when no budget/stopping rule is given and 2^n is within the
   default budget (or the game is a complete table); otherwise the MSR estimator.
 * ``loo`` — leave-one-out, ``u(N) − u(N∖i)`` (n + 1 evaluations). std err 0.
@@ -38,6 +41,7 @@ from valuation.games.estimators.exact import (
 from valuation.games.estimators.least_core import least_core
 from valuation.games.estimators.loo import leave_one_out
 from valuation.games.estimators.permutation import permutation_shapley
+from valuation.games.estimators.regression import regression_shapley
 from valuation.games.game import Game, TableGame
 from valuation.games.methods import METHODS, check_method
 from valuation.games.result import ValuationResult
@@ -105,6 +109,8 @@ def approximate(
         rule = make_rule(budget, stopping, n, method)
         return banzhaf_msr(game, rule, budget=budget, seed=seed, progress=progress)
     rule = make_rule(budget, stopping, n, method)
+    if method == "regression":
+        return regression_shapley(game, rule, budget=budget, seed=seed, progress=progress)
     return permutation_shapley(game, rule, budget=budget, seed=seed, progress=progress)
 
 

@@ -338,7 +338,7 @@ def plane_values(inputs: ScenarioInputs, ctx: RuleContext) -> tuple[ValuationRes
     note = (
         "exact Shapley values of the given coalition table (no error bars: the table has no standard errors)"
         if exact
-        else "error bars: ±1 standard error of the permutation-sampling estimate"
+        else "error bars: ±1 standard error of the sampled Shapley estimate"
     )
     return members_result, sources_result, note
 

@@ -55,18 +55,20 @@ def adapter_loss(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     }
 
 
-def loss_summary(run_dir: Path) -> dict[str, Any]:
-    """Per adapter kind (``source``: the per-source adapters of every replicate; ``sequential``; ``union``) of a
-    sweep point's run: adapter count, median and max of the last-epoch mean loss, median and max of its change
+def loss_summary(run_dirs: Sequence[Path]) -> dict[str, Any]:
+    """Per adapter kind (``source``: the per-source adapters of every replicate; ``sequential``; ``union``) over
+    a sweep point's run directories (one per replicate): adapter count, median and max of the last-epoch mean loss, median and max of its change
     from the epoch before (a flat loss: change ≈ 0), and the mean loss per epoch over the kind's adapters
     (``curve``: what the PNG's loss panel draws)."""
     by_kind: dict[str, list[dict[str, Any]]] = {}
-    for manifest_path in sorted(run_dir.glob("**/manifest.json")):
-        if "cache" in manifest_path.relative_to(run_dir).parts:
-            continue
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        metrics = manifest.get("metrics", {})
-        by_kind.setdefault(_kind_of(manifest_path.parent, run_dir), []).append(metrics)
+    for run_dir in run_dirs:
+        for manifest_path in sorted(run_dir.glob("**/manifest.json")):
+            parts = manifest_path.relative_to(run_dir).parts
+            if parts[0] not in ("adapters", "retrain"):
+                continue  # the log-prob cache, the corpus
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            metrics = manifest.get("metrics", {})
+            by_kind.setdefault(_kind_of(manifest_path.parent, run_dir), []).append(metrics)
     out: dict[str, Any] = {}
     for kind, all_metrics in sorted(by_kind.items()):
         rows = [adapter_loss(m) for m in all_metrics]
@@ -103,10 +105,10 @@ def epoch_curve(all_metrics: Sequence[Mapping[str, Any]]) -> list[float]:
 # fidelity
 
 
-def point_fidelity(fidelity: Mapping[str, Any]) -> dict[str, Any]:
-    """The noise-floor figures of one point's ``fidelity.json``, compact: per kind, objective, comparison
-    (and ``gap``) and metric ``[value, lo, hi]`` (95% bootstrap interval over eval pairs)."""
-    noise = fidelity["seeds"]["noise_floor"]
+def point_fidelity(noise: Mapping[str, Any]) -> dict[str, Any]:
+    """One point's noise-floor figures (per kind: `valuation.retraining.fidelity.noise_floor`; the
+    ``seeds.noise_floor`` of a ``fidelity.json``), compact: per kind, objective, comparison (and ``gap``) and
+    metric ``[value, lo, hi]`` (95% bootstrap interval over eval pairs)."""
     return {
         kind: {
             objective: {
@@ -236,23 +238,33 @@ def plot(sweep: Mapping[str, Any], path: Path) -> None:
             ax.axvline(1.0, color="grey", linewidth=0.6, linestyle=":")
             if metric == "shapley_sign_agreement":
                 ax.axhline(SIGN_TARGET, color="red", linewidth=0.6, linestyle=":")
-            ax.set_ylim(-1.05 if metric != "shapley_sign_agreement" else -0.05, 1.05)
+            if metric == "utility_pearson":
+                ax.set_ylim(top=1.02)
+            else:
+                ax.set_ylim(-1.05 if metric == "shapley_spearman" else -0.05, 1.05)
             if row == 0 and col == 0:
                 ax.legend(fontsize=7, loc="lower right")
     ax = fig.add_subplot(grid[len(objectives), :])
-    for p in points:
-        curve = p["loss"].get("union", {}).get("curve") or []
-        ax.plot(
-            np.arange(1, len(curve) + 1),
-            curve,
-            "o-",
-            markersize=3,
-            label=f"{p['budget']:g}× (lr {p['learning_rate']:g}, {p['epochs']:g} ep)",
-        )
+    for i, p in enumerate(points):
+        color = f"C{i}"
+        label = f"{p['budget']:g}× (lr {p['learning_rate']:g}, {p['epochs']:g} ep)"
+        for kind, style in (("union", "o-"), ("source", "s--")):
+            curve = p["loss"].get(kind, {}).get("curve") or []
+            ax.plot(
+                np.arange(1, len(curve) + 1),
+                curve,
+                style,
+                color=color,
+                markersize=3,
+                label=f"{label}: {'union' if kind == 'union' else 'per-source'} adapters",
+            )
     ax.axhline(np.log(2), color="grey", linewidth=0.6, linestyle=":")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("mean DPO loss (union adapters)")
-    ax.set_title("training loss per epoch (dotted: log 2, the untrained loss)", fontsize=10)
+    ax.set_ylabel("mean DPO training loss")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_title(
+        "training loss per epoch, mean over adapters (dotted: log 2, the untrained loss)", fontsize=10
+    )
     ax.legend(fontsize=7, ncols=2)
     fig.suptitle(
         f"Fidelity of language-model arithmetic against retraining, tiny preset, {len(sweep['setup']['sources'])} "
@@ -261,3 +273,23 @@ def plot(sweep: Mapping[str, Any], path: Path) -> None:
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m benchmarks.fidelity_sweep_report SWEEP.json [PNG]``: redraw the PNG (default: beside the
+    JSON) and print the markdown table, from a finished sweep's JSON."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print(main.__doc__)
+        return 2
+    path = Path(args[0])
+    sweep = json.loads(path.read_text(encoding="utf-8"))
+    plot(sweep, Path(args[1]) if len(args) > 1 else path.with_suffix(".png"))
+    print(table(sweep))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -48,7 +48,7 @@ def test_loss_summary_groups_manifests_by_kind(tmp_path: Path) -> None:
     write(tmp_path / "retrain" / "seed1" / "adapters" / "a", [0.7, 0.6, 0.5, 0.5])
     write(tmp_path / "retrain" / "union" / "k1", [0.7, 0.3, 0.1, 0.1])
     write(tmp_path / "cache" / "x", [9.0, 9.0])  # not an adapter
-    out = loss_summary(tmp_path)
+    out = loss_summary([tmp_path])
     assert set(out) == {"source", "union"}
     assert out["source"]["adapters"] == 2 and out["union"]["adapters"] == 1
     assert out["union"]["last_epoch_median"] == pytest.approx(0.1)
@@ -108,8 +108,37 @@ def test_point_config_is_a_valid_valuation_config(tmp_path: Path) -> None:
     (tmp_path / "corpus").mkdir()
     point = parse_points("3e-3:2")[0]
     assert point == Point(3e-3, 2.0) and point.budget == pytest.approx(3.0)
-    text = point_config(point, tmp_path / "corpus", tmp_path / "run", seeds=2, bootstrap=10, sequential=False)
+    text = point_config(point, tmp_path / "corpus", tmp_path / "run", seed=1, batch_size=4, sequential=False)
     (tmp_path / "v.toml").write_text(text)
     config = load_valuation_config(tmp_path / "v.toml")
     assert config.training.learning_rate == pytest.approx(3e-3) and config.training.epochs == 2.0
-    assert config.retrain.seeds == 2 and not config.retrain.sequential and config.retrain.union
+    assert config.training.seed == 1 and config.retrain.seed == 1 and config.training.batch_size == 4
+    assert config.retrain.seeds == 1 and not config.retrain.sequential and config.retrain.union
+
+
+def test_combine_puts_the_replicates_through_the_noise_floor(tmp_path: Path) -> None:
+    import numpy as np
+
+    from benchmarks.fidelity_sweep import combine
+
+    rng = np.random.default_rng(0)
+    masks = (np.arange(16)[:, None] >> np.arange(4)) & 1
+    truth = 0.5 + masks @ np.array([0.05, 0.02, -0.03, 0.08])
+
+    def scores() -> list[np.ndarray]:
+        return [truth[:, None] + rng.normal(scale=0.01, size=(16, 1)) + rng.normal(scale=0.1, size=(16, 30))
+                for _ in OBJECTIVES]
+
+    replicates = []
+    for seed in range(2):
+        run = tmp_path / f"seed{seed}" / "run"
+        (run / "adapters" / "a").mkdir(parents=True)
+        (run / "adapters" / "a" / "manifest.json").write_text(json.dumps({"metrics": _metrics([0.7, 0.5], 2)}))
+        replicates.append({"run_dir": str(run), "objectives": list(OBJECTIVES), "wall_time_s": 1.0,
+                           "load_average_after": None, "scores": {"arithmetic": scores(), "union": scores()}})
+    row = combine(Point(1e-2, 2.0), replicates, bootstrap=40)
+    assert row["budget"] == pytest.approx(10.0) and row["loss"]["source"]["adapters"] == 2
+    figures = row["fidelity"]["union"]["helpfulness"]
+    assert set(figures) == {*COMPARISONS, "gap"}
+    value, lo, hi = figures["arithmetic_vs_retrain"]["shapley_spearman"]
+    assert lo <= value <= hi and value > 0.5  # both ways measure the same planted game

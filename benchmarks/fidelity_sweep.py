@@ -45,6 +45,7 @@ from typing import Any
 
 from benchmarks import fidelity_sweep_report as report
 from benchmarks.timing import load_average
+from valuation.games.estimators import exact_shapley
 from valuation.retraining.fidelity import noise_floor
 
 SOURCES = ("flan_v2_niv2", "sharegpt", "evol_instruct", "ultrachat")
@@ -164,10 +165,22 @@ def combine(point: Point, replicates: list[dict[str, Any]], bootstrap: int) -> d
         )
         for kind in kinds
     }
+    values = {  # exact Shapley values per way, objective and replicate: how far apart the seeds put them
+        way: {
+            objective: [
+                [round(float(v), 6) for v in exact_shapley(r["scores"][way][j].mean(axis=1))]
+                for r in replicates
+            ]
+            for j, objective in enumerate(objectives)
+        }
+        for way in replicates[0]["scores"]
+    }
     return {
         **asdict(point),
         "name": point.name,
         "budget": point.budget,
+        "players": list(SOURCES),
+        "values": values,
         "wall_time_s": [r["wall_time_s"] for r in replicates],
         "load_average_after": [r["load_average_after"] for r in replicates],
         "loss": report.loss_summary([Path(r["run_dir"]) for r in replicates]),

@@ -142,3 +142,6 @@ def test_combine_puts_the_replicates_through_the_noise_floor(tmp_path: Path) -> 
     assert set(figures) == {*COMPARISONS, "gap"}
     value, lo, hi = figures["arithmetic_vs_retrain"]["shapley_spearman"]
     assert lo <= value <= hi and value > 0.5  # both ways measure the same planted game
+    per_seed = row["values"]["union"]["helpfulness"]
+    assert len(per_seed) == 2 and len(per_seed[0]) == 4
+    assert per_seed[0][3] == pytest.approx(0.08, abs=0.03)  # the planted value of the 4th source

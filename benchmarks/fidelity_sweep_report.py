@@ -58,8 +58,8 @@ def adapter_loss(metrics: Mapping[str, Any]) -> dict[str, float | None]:
 def loss_summary(run_dirs: Sequence[Path]) -> dict[str, Any]:
     """Per adapter kind (``source``: the per-source adapters of every replicate; ``sequential``; ``union``) over
     a sweep point's run directories (one per replicate): adapter count, median and max of the last-epoch mean loss, median and max of its change
-    from the epoch before (a flat loss: change ≈ 0), and the mean loss per epoch over the kind's adapters
-    (``curve``: what the PNG's loss panel draws)."""
+    from the epoch before (a flat loss: change ≈ 0), and per epoch the median (``curve``) and the largest
+    (``curve_max``) of the adapters' mean losses (what the PNG's loss panel draws)."""
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for run_dir in run_dirs:
         for manifest_path in sorted(run_dir.glob("**/manifest.json")):
@@ -81,24 +81,27 @@ def loss_summary(run_dirs: Sequence[Path]) -> dict[str, Any]:
             "change_median": float(np.median(change)) if change else None,
             "change_max": float(np.max(change)) if change else None,
             "curve": epoch_curve(all_metrics),
+            "curve_max": epoch_curve(all_metrics, "max"),
         }
     return out
 
 
-def epoch_curve(all_metrics: Sequence[Mapping[str, Any]]) -> list[float]:
-    """Mean logged loss per epoch (epoch e: steps in ((e−1)·s, e·s]), averaged over adapters."""
-    sums: dict[int, list[float]] = {}
+def epoch_curve(all_metrics: Sequence[Mapping[str, Any]], statistic: str = "median") -> list[float]:
+    """Per epoch (epoch e: steps in ((e−1)·s, e·s]) the mean logged loss of each adapter, then the median (or
+    ``"max"``) over adapters: the typical adapter, or the one furthest from converged."""
+    per_epoch: dict[int, list[float]] = {}
     for metrics in all_metrics:
         curve = np.asarray(metrics.get("loss_curve") or [], dtype=float).reshape(-1, 2)
         steps, epochs = float(metrics.get("steps", 0)), float(metrics.get("epochs", 1))
         if curve.size == 0 or steps <= 0:
             continue
-        per_epoch = steps / epochs
+        per = steps / epochs
         for e in range(int(np.ceil(epochs))):
-            sel = curve[(curve[:, 0] > e * per_epoch) & (curve[:, 0] <= (e + 1) * per_epoch), 1]
+            sel = curve[(curve[:, 0] > e * per) & (curve[:, 0] <= (e + 1) * per), 1]
             if sel.size:
-                sums.setdefault(e, []).append(float(sel.mean()))
-    return [round(float(np.mean(sums[e])), 5) for e in sorted(sums)]
+                per_epoch.setdefault(e, []).append(float(sel.mean()))
+    reduce = np.max if statistic == "max" else np.median
+    return [round(float(reduce(per_epoch[e])), 5) for e in sorted(per_epoch)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -159,7 +162,7 @@ def table(sweep: Mapping[str, Any]) -> str:
     """The README's markdown table: per point, kind and objective, Spearman(φ) and sign agreement of
     arithmetic vs retrain (other seed) beside retrain vs retrain, r(u), and the union adapters' loss."""
     lines = [
-        "| budget (lr × epochs) | last-epoch loss (union) | objective | retrained | ρ(φ) arith–retrain | "
+        "| budget (lr × epochs) | last-epoch loss, union adapters: median (max) | objective | retrained | ρ(φ) arith–retrain | "
         "ρ(φ) retrain–retrain | same sign a–r | same sign r–r | r(u) a–r | r(u) r–r |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -176,7 +179,8 @@ def table(sweep: Mapping[str, Any]) -> str:
 
                 lines.append(
                     f"| {p['budget']:g}× ({p['learning_rate']:g} × {p['epochs']:g}) | "
-                    f"{_fmt(loss.get('last_epoch_median'), '.3f')} | {objective} | {kind} | "
+                    f"{_fmt(loss.get('last_epoch_median'), '.3f')} (max {_fmt(loss.get('last_epoch_max'), '.2f')}) | "
+                    f"{objective} | {kind} | "
                     f"{cell(ar['shapley_spearman'])} | {cell(rr['shapley_spearman'])} | "
                     f"{_fmt(ar['shapley_sign_agreement'][0], '.0%')} | {_fmt(rr['shapley_sign_agreement'][0], '.0%')} | "
                     f"{_fmt(ar['utility_pearson'][0], '.3f')} | {_fmt(rr['utility_pearson'][0], '.3f')} |"
@@ -248,24 +252,29 @@ def plot(sweep: Mapping[str, Any], path: Path) -> None:
     for i, p in enumerate(points):
         color = f"C{i}"
         label = f"{p['budget']:g}× (lr {p['learning_rate']:g}, {p['epochs']:g} ep)"
-        for kind, style in (("union", "o-"), ("source", "s--")):
-            curve = p["loss"].get(kind, {}).get("curve") or []
-            ax.plot(
-                np.arange(1, len(curve) + 1),
-                curve,
-                style,
-                color=color,
-                markersize=3,
-                label=f"{label}: {'union' if kind == 'union' else 'per-source'} adapters",
-            )
+        union, source = p["loss"].get("union", {}), p["loss"].get("source", {})
+        epochs = np.arange(1, len(union.get("curve") or []) + 1)
+        ax.plot(
+            epochs, union.get("curve") or [], "o-", color=color, markersize=3, label=f"{label}: union, median"
+        )
+        ax.plot(
+            epochs, union.get("curve_max") or [], ":", color=color, linewidth=1, label="union, worst adapter"
+        )
+        ax.plot(
+            np.arange(1, len(source.get("curve") or []) + 1),
+            source.get("curve") or [],
+            "s--",
+            color=color,
+            markersize=3,
+            label="per-source, median",
+        )
     ax.axhline(np.log(2), color="grey", linewidth=0.6, linestyle=":")
+    ax.set_yscale("log")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("mean DPO training loss")
+    ax.set_ylabel("DPO training loss (epoch mean)")
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_title(
-        "training loss per epoch, mean over adapters (dotted: log 2, the untrained loss)", fontsize=10
-    )
-    ax.legend(fontsize=7, ncols=2)
+    ax.set_title("training loss per epoch (grey: log 2, the untrained loss)", fontsize=10)
+    ax.legend(fontsize=6, ncols=3)
     fig.suptitle(
         f"Fidelity of language-model arithmetic against retraining, tiny preset, {len(sweep['setup']['sources'])} "
         f"sources, {sweep['setup']['seeds']} seeds, 95% bootstrap over eval pairs",

@@ -36,7 +36,9 @@ def test_adapter_loss_reads_the_last_epoch_and_its_change() -> None:
     assert falling["last_epoch"] == pytest.approx(0.45) and falling["change"] == pytest.approx(0.195)
     assert adapter_loss(_metrics([0.69, 0.68], 1))["change"] is None  # one epoch: no epoch before
     assert adapter_loss({"steps": 0})["last_epoch"] is None
-    assert epoch_curve([_metrics([0.6, 0.4, 0.2, 0.2], 2), _metrics([0.8, 0.6, 0.4, 0.2], 2)]) == [0.6, 0.25]
+    runs = [_metrics([0.6, 0.4, 0.2, 0.2], 2), _metrics([0.8, 0.6, 0.4, 0.2], 2), _metrics([0.7, 0.7, 3.0, 3.0], 2)]
+    assert epoch_curve(runs) == [0.7, 0.3]  # median over adapters of each epoch's mean
+    assert epoch_curve(runs, "max") == [0.7, 3.0]  # the adapter furthest from converged
 
 
 def test_loss_summary_groups_manifests_by_kind(tmp_path: Path) -> None:
@@ -78,7 +80,7 @@ def _fidelity(rho_ar: float, rho_rr: float, sign_ar: float) -> dict[str, Any]:
 
 
 def _sweep(end: dict[str, Any]) -> dict[str, Any]:
-    loss = {"union": {"last_epoch_median": 0.3, "curve": [0.6, 0.3]}}
+    loss = {"union": {"last_epoch_median": 0.3, "last_epoch_max": 0.5, "curve": [0.6, 0.3], "curve_max": [0.7, 0.5]}}
     points = [
         {"learning_rate": 1e-3, "epochs": 2.0, "name": "today", "budget": 1.0, "loss": loss,
          "fidelity": _fidelity(0.2, 0.8, 0.5)},
@@ -99,7 +101,7 @@ def test_table_and_png(tmp_path: Path) -> None:
     sweep = _sweep(_fidelity(0.75, 0.8, 1.0))
     lines = table(sweep).splitlines()
     assert len(lines) == 2 + 2 * 2  # header, rule, 2 points × 2 objectives
-    assert "| 40× (0.01 × 8) | 0.300 | helpfulness | union | 0.75 [0.65, 0.85] | 0.80 [0.70, 0.90] | 100% |" in lines[4]
+    assert "| 40× (0.01 × 8) | 0.300 (max 0.50) | helpfulness | union | 0.75 [0.65, 0.85] | 0.80 [0.70, 0.90] | 100% |" in lines[4]
     plot(sweep, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -253,21 +253,13 @@ def plot(sweep: Mapping[str, Any], path: Path) -> None:
         color = f"C{i}"
         label = f"{p['budget']:g}× (lr {p['learning_rate']:g}, {p['epochs']:g} ep)"
         union, source = p["loss"].get("union", {}), p["loss"].get("source", {})
-        epochs = np.arange(1, len(union.get("curve") or []) + 1)
-        ax.plot(
-            epochs, union.get("curve") or [], "o-", color=color, markersize=3, label=f"{label}: union, median"
-        )
-        ax.plot(
-            epochs, union.get("curve_max") or [], ":", color=color, linewidth=1, label="union, worst adapter"
-        )
-        ax.plot(
-            np.arange(1, len(source.get("curve") or []) + 1),
-            source.get("curve") or [],
-            "s--",
-            color=color,
-            markersize=3,
-            label="per-source, median",
-        )
+        for curve, style, name in (
+            (union.get("curve"), "o-", f"{label}: union, median"),
+            (union.get("curve_max"), ":", "union, worst adapter"),
+            (source.get("curve"), "s--", "per-source, median"),
+        ):
+            if curve:
+                ax.plot(np.arange(1, len(curve) + 1), curve, style, color=color, markersize=3, label=name)
     ax.axhline(np.log(2), color="grey", linewidth=0.6, linestyle=":")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")

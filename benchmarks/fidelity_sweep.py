@@ -1,7 +1,7 @@
 """Fidelity against training budget: does language-model arithmetic approach retraining as DPO converges?
 
-``python -m benchmarks.fidelity_sweep [--out DIR] [--work DIR] [--jobs 4]`` (about 45 min on 2 busy cores with
-the defaults; ``--quick`` is a small two-point smoke run).
+``python -m benchmarks.fidelity_sweep [--out DIR] [--work DIR] [--jobs 4] [--seeds 3]`` (about 55 min on 2 busy
+cores with 3 seeds; ``--quick`` is a small two-point smoke run).
 
 Setup (deterministic): the synthetic corpus (`valuation.synth.write_corpus`, seed 1) with ``--pairs`` pairs per
 source (24) and ``--eval-pairs`` held-out pairs per objective (200), the four paper sources, the ``tiny`` preset
@@ -50,7 +50,7 @@ from valuation.retraining.fidelity import noise_floor
 
 SOURCES = ("flan_v2_niv2", "sharegpt", "evol_instruct", "ultrachat")
 TODAY = (1e-3, 2.0)  # data/configs/synthetic-tiny-paper4.toml: learning_rate, epochs
-DEFAULT_POINTS = ((1e-3, 1.0), (1e-3, 2.0), (1e-2, 2.0), (1e-2, 6.0))  # (learning rate, epochs)
+DEFAULT_POINTS = ((1e-3, 1.0), (1e-3, 2.0), (3e-3, 6.0), (1e-2, 2.0), (1e-2, 6.0))  # (learning rate, epochs)
 QUICK_POINTS = ((1e-3, 1.0), (1e-2, 4.0))
 
 
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--work", type=Path, default=Path("runs/fidelity-sweep"), help="run directories (reused)"
     )
-    parser.add_argument("--points", type=parse_points, default=None, help="lr:epochs,... (default: 4 points)")
+    parser.add_argument("--points", type=parse_points, default=None, help="lr:epochs,... (default: 5 points)")
     parser.add_argument("--pairs", type=int, default=24, help="training pairs per source")
     parser.add_argument("--eval-pairs", type=int, default=200, help="held-out pairs per objective")
     parser.add_argument("--batch-size", type=int, default=4, help="[training] batch_size of every adapter")

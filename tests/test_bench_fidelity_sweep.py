@@ -82,19 +82,23 @@ def _fidelity(rho_ar: float, rho_rr: float, sign_ar: float) -> dict[str, Any]:
 def _sweep(end: dict[str, Any]) -> dict[str, Any]:
     loss = {"union": {"last_epoch_median": 0.3, "last_epoch_max": 0.5, "curve": [0.6, 0.3], "curve_max": [0.7, 0.5]}}
     points = [
-        {"learning_rate": 1e-3, "epochs": 2.0, "name": "today", "budget": 1.0, "loss": loss,
+        {"learning_rate": 1e-3, "epochs": 2.0, "name": "today", "budget": 1.0,
+         "loss": {"union": loss["union"] | {"last_epoch_max": 0.4}},
          "fidelity": _fidelity(0.2, 0.8, 0.5)},
         {"learning_rate": 1e-2, "epochs": 8.0, "name": "end", "budget": 40.0, "loss": loss, "fidelity": end},
     ]
     return {"setup": {"sources": ["a", "b", "c", "d"], "seeds": 2}, "points": points}
 
 
-def test_target_check_reads_the_largest_budget() -> None:
+def test_target_check_at_the_largest_budget_and_the_most_converged_point() -> None:
     met = target_check(_sweep(_fidelity(0.75, 0.8, 1.0))["points"])
-    assert met["point"] == "end" and met["union"]["met"]
-    assert met["union"]["objectives"]["helpfulness"]["spearman_gap"][0] == pytest.approx(-0.05)
-    assert not target_check(_sweep(_fidelity(0.6, 0.8, 1.0))["points"])["union"]["met"]  # ρ 0.2 below the floor
-    assert not target_check(_sweep(_fidelity(0.8, 0.8, 0.75))["points"])["union"]["met"]  # a sign wrong
+    end = met["largest_budget"]
+    assert end["point"] == "end" and end["union"]["met"]
+    assert end["union"]["objectives"]["helpfulness"]["spearman_gap"][0] == pytest.approx(-0.05)
+    assert met["most_converged"]["point"] == "today"  # its worst union adapter's loss (0.4) is the lowest
+    assert not met["most_converged"]["union"]["met"]  # ρ 0.2 vs 0.8 there
+    assert not target_check(_sweep(_fidelity(0.6, 0.8, 1.0))["points"])["largest_budget"]["union"]["met"]
+    assert not target_check(_sweep(_fidelity(0.8, 0.8, 0.75))["points"])["largest_budget"]["union"]["met"]
 
 
 def test_table_and_png(tmp_path: Path) -> None:

@@ -38,14 +38,16 @@ SOURCES = ["flan_v2_niv2", "sharegpt", "noisy"]
 OBJECTIVES = ("helpfulness", "harmlessness")
 
 
-def write_config(folder: Path, corpus: Path, cache: Path, *, extra: str = "") -> Path:
+def write_config(
+    folder: Path, corpus: Path, cache: Path, *, extra: str = "", sources: list[str] | None = None
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "valuation.toml"
     path.write_text(
         f"""
 [data]
 corpus = "{corpus}"
-sources = {json.dumps(SOURCES)}
+sources = {json.dumps(sources or SOURCES)}
 [model]
 base = "tiny"
 cache_dir = "{cache}"
@@ -330,3 +332,76 @@ def test_too_many_sources_for_retraining_exits_2_before_training(env: Env, tmp_p
     err = capsys.readouterr().err
     assert "field 'retrain.max_sources'" in err and "3 sources" in err
     assert not (tmp_path / "run" / "retrain").exists() and not (tmp_path / "run" / "fidelity.json").exists()
+
+
+@pytest.mark.parametrize("seeds", ["0", "-1"])
+def test_retrain_seeds_below_one_exits_2_naming_the_field(env: Env, tmp_path: Path, seeds: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path, env.corpus, env.cache, extra=f"seeds = {seeds}")
+    assert main(["value", str(config), "--mode", "both", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "retrain.seeds" in err and "greater than or equal to 1" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_two_seeds_retrain_everything_again_and_report_the_noise_floor(env: Env, tmp_path: Path) -> None:
+    """[retrain] seeds = 2 with 2 sources, union only: replicate 1 trains its own 2 source adapters and the
+    union with training seed 1; fidelity.json carries the noise floor; a rerun trains nothing."""
+    sources = SOURCES[:2]
+    path = write_config(tmp_path, env.corpus, env.cache, sources=sources,
+                        extra='sequential = false\nmerge = "none"\nseeds = 2\nbootstrap = 50')
+    config = load_valuation_config(path)
+    starts: list[int] = []
+    run = run_retrain(config, progress=False, callbacks=[_counter(starts)], log=lambda _m: None)
+    # replicate 0: 1 union (its source adapters are the arithmetic's, trained uncounted); replicate 1: 2 + 1
+    assert len(starts) == 1 + 2 + 1
+    assert [r.training_seed for r in run.replicates] == [0, 1]
+    seed1 = tmp_path / "run" / "retrain" / "seed1" / "adapters"
+    for source in sources:
+        manifest = json.loads((seed1 / source / "manifest.json").read_text())
+        assert manifest["training"]["seed"] == 1
+        assert len(manifest["metrics"]["loss_curve"]) >= 1
+    own = json.loads((tmp_path / "run" / "adapters" / sources[0] / "manifest.json").read_text())
+    assert own["training"]["seed"] == 0
+    fidelity = json.loads((tmp_path / "run" / "fidelity.json").read_text())
+    seeds = fidelity["seeds"]
+    assert seeds["count"] == 2 and [r["retrain_seed"] for r in seeds["replicates"]] == [0, 1]
+    assert seeds["replicates"][1]["fine_tunings_trained_this_run"] == 3
+    noise = seeds["noise_floor"]["union"]
+    assert set(noise) == set(OBJECTIVES)
+    for objective in OBJECTIVES:
+        entry = noise[objective]
+        assert set(entry) == {"retrain_vs_retrain", "arithmetic_vs_retrain", "arithmetic_vs_retrain_same_seed",
+                              "arithmetic_vs_arithmetic", "gap"}
+        same = entry["arithmetic_vs_retrain_same_seed"]["utility_pearson"]["per_seed_pair"][0]
+        expected = fidelity["variants"]["union"]["objectives"][objective]["utility_pearson"]
+        assert same == pytest.approx(expected, abs=1e-9)  # replicate 0 is the run's own comparison
+        assert 0 <= entry["retrain_vs_retrain"]["shapley_sign_agreement"]["value"] <= 1
+    values1 = seeds["replicates"][1]["values"]["union"]["helpfulness"]
+    assert set(values1) == set(sources)
+    # utilities differ between the replicates (another seed trained other adapters)
+    import polars as pl
+
+    frame = pl.read_csv(tmp_path / "run" / "retrain_coalitions.csv")
+    assert "helpfulness_union_seed1" in frame.columns and "helpfulness_arithmetic_seed1" in frame.columns
+    assert not np.allclose(frame["helpfulness_arithmetic_seed1"].to_numpy()[1:],
+                           frame["helpfulness_arithmetic"].to_numpy()[1:])
+    starts.clear()
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        assert main(["value", str(path), "--mode", "retrain", "--no-progress"]) == 0
+    assert "noise floor over 2" in out.getvalue()
+    rerun = json.loads((tmp_path / "run" / "fidelity.json").read_text())
+    assert rerun["seeds"]["replicates"][1]["fine_tunings_trained_this_run"] == 0
+    for objective in OBJECTIVES:  # same adapters and log-probs (now from the cache), the same seeded bootstrap
+        for comparison in ("retrain_vs_retrain", "arithmetic_vs_retrain", "gap"):
+            for metric, entry in rerun["seeds"]["noise_floor"]["union"][objective][comparison].items():
+                before = seeds["noise_floor"]["union"][objective][comparison][metric]
+                if metric == "seed_pairs":
+                    assert entry == before
+                    continue
+                for key in ("value", "lo", "hi"):
+                    if before[key] is None:
+                        assert entry[key] is None
+                    else:
+                        assert entry[key] == pytest.approx(before[key], abs=1e-6), (objective, comparison, metric)

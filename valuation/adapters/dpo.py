@@ -99,7 +99,8 @@ def training_metrics(
     trainer: Any, output: Any, config: TrainingConfig, *, first_loss: bool = False
 ) -> dict[str, Any]:
     """What a manifest records of a finished DPO run: ``train_loss`` (mean over the run), ``steps``,
-    ``epochs``, optionally ``first_loss`` (the first logged loss), and the last logged ``final_loss``,
+    ``epochs``, ``loss_curve`` (every logged ``[step, loss]``, about four per epoch: whether the loss
+    went flat), optionally ``first_loss`` (the first logged loss), and the last logged ``final_loss``,
     ``final_reward_accuracy`` and ``final_reward_margin`` (each when trl logged it)."""
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     last = logs[-1] if logs else {}
@@ -107,6 +108,7 @@ def training_metrics(
         "train_loss": float(output.training_loss),
         "steps": int(output.global_step),
         "epochs": float(config.epochs),
+        "loss_curve": [[int(entry.get("step", 0)), round(float(entry["loss"]), 6)] for entry in logs],
     }
     if first_loss and logs:
         metrics["first_loss"] = float(logs[0]["loss"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -123,7 +123,7 @@ def value(
 
     Every value carries a standard error and a 95% interval (a bootstrap over the eval pairs, \\[uncertainty]). With --target-width (or \\[uncertainty] target) the eval pairs grow in rounds until every interval is that narrow or the budget is spent; the last round is kept either way.
 
-    With --mode retrain|both also writes game_retrain_sequential.csv, game_retrain_union.csv, game_merge_cat.csv, retrain_coalitions.csv, values_retrain_*.json and fidelity.json, and prints a fidelity table.
+    With --mode retrain|both also writes game_retrain_sequential.csv, game_retrain_union.csv, game_merge_cat.csv, retrain_coalitions.csv, values_retrain_*.json and fidelity.json, and prints a fidelity table. With \\[retrain] seeds = k >= 2 the baseline is retrained k times with other seeds (k times the training) and fidelity.json and the printout add retraining's noise floor: retrain vs retrain beside arithmetic vs retrain, with 95% bootstrap intervals over eval pairs.
     """
     from valuation.pipeline.config import (  # deferred: module docstring
         load_valuation_config,
@@ -231,4 +231,39 @@ def _print_fidelity(run: RetrainRun) -> None:
                 *(f"{run.results[name].values[i, k]:+.4f}" for name in names),
             )
         console.print(values)
+    _print_noise_floor(run, console, num)
     console.print(f"fidelity report: {run.files['fidelity']}", highlight=False)
+
+
+def _print_noise_floor(run: RetrainRun, console: Any, num: Any) -> None:
+    """With ``[retrain] seeds`` ≥ 2: per retrained kind and objective, retraining's agreement with itself under
+    another seed beside the arithmetic's agreement with it (other seed, and same seed), each with its 95%
+    bootstrap interval over eval pairs (the ``seeds.noise_floor`` part of fidelity.json)."""
+    noise = run.fidelity["seeds"]["noise_floor"]
+    if not noise:
+        return
+
+    def cell(entry: dict[str, Any], fmt: str) -> str:
+        if entry["lo"] is None:
+            return num(entry["value"], fmt)
+        return f"{num(entry['value'], fmt)} [{num(entry['lo'], fmt)}, {num(entry['hi'], fmt)}]"
+
+    rows = (
+        ("retrain vs retrain (noise floor)", "retrain_vs_retrain"),
+        ("arithmetic vs retrain (other seed)", "arithmetic_vs_retrain"),
+        ("arithmetic vs retrain (same seed)", "arithmetic_vs_retrain_same_seed"),
+        ("arithmetic vs arithmetic", "arithmetic_vs_arithmetic"),
+    )
+    count = run.fidelity["seeds"]["count"]
+    for kind, per_kind in noise.items():
+        for objective, f in per_kind.items():
+            table = Table(title=f"{objective}, {kind}: noise floor over {count} seeds (95% bootstrap over eval pairs)")
+            for column in ("comparison", "r(u)", "ρ(φ)", "same sign", "max |Δφ|"):
+                table.add_column(column, justify="left" if column == "comparison" else "right")
+            for label, key in rows:
+                m = f[key]
+                table.add_row(
+                    label, cell(m["utility_pearson"], ".3f"), cell(m["shapley_spearman"], ".2f"),
+                    cell(m["shapley_sign_agreement"], ".0%"), cell(m["shapley_max_abs_diff"], ".4f"),
+                )
+            console.print(table)

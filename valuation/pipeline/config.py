@@ -51,6 +51,7 @@ Example (every table but ``[data]`` and ``[output]`` may be left out)::
     orders = 3                          # random source orders of the sequential retraining
     seed = 0
     merge = "cat"                       # none | cat | svd: also score weight-merged adapters
+    seeds = 1                           # >= 2: retrain again with other seeds; fidelity.json gets the noise floor
 
     [reward]                            # with [utility] kind = "reward": a scorer per objective
     # helpfulness = "bt-minilm:heads/helpfulness"   # or "callable:MODULE:FUNCTION", "hf:DIR"
@@ -244,6 +245,14 @@ class RetrainSection(_Section):
     union: bool = Field(True, description="Train one adapter per coalition on the shuffled union of its data.")
     merge: Literal["none", "cat", "svd"] = Field("cat", description="Also score weight-merged adapters.")
     max_sources: int = Field(6, ge=1, le=12, description="Refuse more sources (2^n - 1 coalition models).")
+    seeds: int = Field(
+        1, ge=1, le=20, description="Independent retrainings: replicate i trains with [training] seed + i and "
+        "[retrain] seed + i (its own per-source adapters too); >= 2 measures retraining's own noise floor."
+    )
+    bootstrap: int = Field(
+        1000, ge=0, le=100_000, description="Bootstrap replicates over eval pairs for the noise-floor figures' "
+        "uncertainty (0 = none)."
+    )
 
 
 # --- end [retrain] -----------------------------------------------------------------------------------

@@ -14,6 +14,14 @@ Both are scored with the same preference utility as the arithmetic and compared 
 (`valuation.retraining.fidelity`). Optionally (``[retrain] merge``) a third, training-free comparison merges
 the per-source adapters' weights (`valuation.adapters.merge`).
 
+Retraining is itself noisy (adapter initialisation, batch order, source order, shuffle). With
+``[retrain] seeds = k ≥ 2`` the baseline is trained k times (`Replicate`): replicate i uses
+``[training] seed + i`` and ``[retrain] seed + i`` for everything, its own n per-source adapters included
+(``RUN/retrain/seed<i>/adapters``), so replicates share no adapter. ``fidelity.json`` then reports, per
+retrained kind and objective, retraining's agreement with itself (retrain vs retrain: the noise floor) beside
+the arithmetic's agreement with retraining of another replicate, each with a bootstrap interval over eval
+pairs (`valuation.retraining.fidelity.noise_floor`). The cost is k times the training.
+
 `run_retrain` runs it all: score the arithmetic (`_score_arithmetic`), train the coalition adapters
 (`valuation.retraining.stages.train_coalition_adapters`), score each variant (`_score_retrained`,
 `_score_merged`, `merge_vs_arithmetic`), take exact Shapley values, assemble the report (`_fidelity_report`)
@@ -31,7 +39,12 @@ and write it (`write_retrain`). Run directory additions::
                                  Shapley fidelity; the cost of each way (``cost``: fine-tunings and the
                                  sum of their recorded training wall times, both including the n
                                  per-source adapters every way needs; optimiser steps; model passes per
-                                 eval set), the load average and this run's timings
+                                 eval set); ``seeds`` (`seeds_report`: every replicate's seeds, cost and
+                                 values, and the noise floor when k ≥ 2), the load average and this
+                                 run's timings
+    retrain/seed<i>/adapters/    replicate i's per-source adapters (k ≥ 2)
+    retrain_coalitions.csv also gets ``<objective>_arithmetic_seed<i>`` and ``<objective>_<kind>_seed<i>``
+    columns for every replicate i ≥ 1.
 
 polars is imported inside `write_retrain`, as before this module was split.
 """
@@ -49,6 +62,8 @@ from typing import Any
 
 import numpy as np
 
+from valuation.adapters.config import TrainingConfig
+from valuation.adapters.dpo import train_adapters
 from valuation.adapters.merge import merged_coalition_logprobs
 from valuation.adapters.store import AdapterRecord
 from valuation.composition.logprobs import EvalLogProbs, ResponseLogProbs, compute_eval_logprobs
@@ -66,8 +81,10 @@ from valuation.pipeline.tables import coalition_table
 from valuation.retraining.fidelity import (
     FIDELITY_FORMAT,
     VariantTable,
+    arithmetic_pair_scores,
     fidelity_metrics,
     model_margins,
+    noise_floor,
     variant_table,
 )
 from valuation.retraining.plan import Kind, RetrainPlan, plan_retrain, random_orders
@@ -75,8 +92,27 @@ from valuation.retraining.stages import RetrainedAdapter, train_coalition_adapte
 
 
 @dataclass
+class Replicate:
+    """One independent retraining (``[retrain] seeds``): replicate i trains its per-source adapters and its
+    coalition adapters with ``[training] seed + i``, and draws its orders and union shuffles with
+    ``[retrain] seed + i``. Replicate 0 is the run's own (its per-source adapters are the arithmetic run's)."""
+
+    index: int
+    training_seed: int
+    retrain_seed: int
+    orders: tuple[tuple[str, ...], ...]
+    arithmetic: VariantTable
+    arithmetic_result: ValuationResult
+    variants: dict[str, VariantTable]  # sequential / union only (the merge is not retrained)
+    results: dict[str, ValuationResult]
+    train_wall_time_s: float  # per-source + coalition adapters of this replicate (recorded wall times)
+    fine_tunings_trained: int  # trained by this run (not reused)
+
+
+@dataclass
 class RetrainRun:
-    """The outcome of `run_retrain`: arithmetic and variant tables, their Shapley values and the report."""
+    """The outcome of `run_retrain`: arithmetic and variant tables, their Shapley values and the report
+    (all of replicate 0), and every replicate (``[retrain] seeds``)."""
 
     run_dir: Path
     players: tuple[str, ...]
@@ -87,6 +123,7 @@ class RetrainRun:
     results: dict[str, ValuationResult]
     fidelity: dict[str, Any]
     files: dict[str, Path] = field(default_factory=dict)
+    replicates: list[Replicate] = field(default_factory=list)
 
 
 def run_retrain(
@@ -102,7 +139,10 @@ def run_retrain(
 
     Args:
         config: the valuation config (its ``[retrain]`` table: orders, seed, sequential, union, merge,
-            max_sources).
+            max_sources, seeds, bootstrap). With ``seeds = k ≥ 2`` the whole baseline is trained k times
+            (`Replicate`; replicate i ≥ 1 also trains its own n per-source adapters under
+            ``RUN/retrain/seed<i>/adapters``) and ``fidelity.json`` gets ``seeds``: retraining's agreement with
+            itself beside the arithmetic's agreement with it (`valuation.retraining.fidelity.noise_floor`).
         arithmetic: the arithmetic run of the same config (``--mode both``); computed here when ``None``
             (per-source adapters trained if missing, log-probs from the cache; nothing of it is written).
         retrain: retrain stale per-source adapters instead of raising `InputError` (``--retrain``).
@@ -160,11 +200,113 @@ def run_retrain(
         )
 
     results = {name: exact(v.values) for name, v in variants.items()}
+    first = Replicate(
+        0,
+        config.training.seed,
+        rcfg.seed,
+        plan.orders,
+        arith,
+        arith_result,
+        {k: variants[k] for k in kinds},
+        {k: results[k] for k in kinds},
+        sum(_wall(r.manifest) for r in source_adapters.values())
+        + sum(a.wall_time_s for k in kinds for a in adapters[k].values() if a.status != "source"),
+        sum(1 for r in source_adapters.values() if r.status == "trained")
+        + sum(1 for k in kinds for a in adapters[k].values() if a.status == "trained"),
+    )
+    replicates = [first]
+    t0 = time.perf_counter()
+    for i in range(1, rcfg.seeds):
+        replicates.append(
+            _replicate(i, config, prepared, kinds, score_kwargs, exact, retrain, progress, callbacks, log)
+        )
+    if rcfg.seeds > 1:
+        timings["replicates_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
-    run = RetrainRun(prepared.run_dir, tuple(sources), objectives, arith, arith_result, variants, results, {})
+    run = RetrainRun(
+        prepared.run_dir,
+        tuple(sources),
+        objectives,
+        arith,
+        arith_result,
+        variants,
+        results,
+        {},
+        {},
+        replicates,
+    )
     run.fidelity = _fidelity_report(config, run, ways, merge_report, timings)
     run.files = write_retrain(run)
     return run
+
+
+def replicate_training(training: TrainingConfig, index: int) -> TrainingConfig:
+    """The ``[training]`` config of replicate ``index``: the same, with ``seed + index``."""
+    return training.model_copy(update={"seed": training.seed + index})
+
+
+def _replicate(
+    index: int,
+    config: ValuationConfig,
+    prepared: PreparedInputs,
+    kinds: Sequence[Kind],
+    score_kwargs: Mapping[str, Any],
+    exact: Callable[[np.ndarray], ValuationResult],
+    retrain: bool,
+    progress: bool,
+    callbacks: Sequence[Any],
+    log: Callable[[str], None] | None,
+) -> Replicate:
+    """Replicate ``index`` ≥ 1 of the baseline: its own per-source adapters (``RUN/retrain/seed<i>/adapters``,
+    resumable like ``RUN/adapters``), its arithmetic, its coalition adapters (cached under keys that include
+    the training seed) and their utilities and exact Shapley values."""
+    rcfg = config.retrain
+    training = replicate_training(config.training, index)
+    retrain_seed = rcfg.seed + index
+    sources = prepared.sources
+    source_adapters = train_adapters(
+        prepared.base,
+        prepared.train,
+        prepared.data_hashes,
+        training,
+        prepared.run_dir / "retrain" / f"seed{index}" / "adapters",
+        retrain=retrain,
+        progress=progress,
+        callbacks=callbacks,
+        log=log,
+    )
+    masks = all_coalitions(len(sources))
+    tables, arith = _score_arithmetic(config, prepared, source_adapters, masks, score_kwargs)
+    plan = plan_retrain(sources, random_orders(sources, rcfg.orders, retrain_seed))
+    adapters = train_coalition_adapters(
+        prepared,
+        source_adapters,
+        plan,
+        config=training,
+        seed=retrain_seed,
+        kinds=kinds,
+        progress=progress,
+        callbacks=callbacks,
+        log=log,
+    )
+    variants = {
+        kind: _score_retrained(kind, config, prepared, tables, adapters[kind], plan, score_kwargs, 0.0)[0]
+        for kind in kinds
+    }
+    return Replicate(
+        index,
+        training.seed,
+        retrain_seed,
+        plan.orders,
+        arith,
+        exact(arith.values),
+        variants,
+        {k: exact(v.values) for k, v in variants.items()},
+        sum(_wall(r.manifest) for r in source_adapters.values())
+        + sum(a.wall_time_s for k in kinds for a in adapters[k].values() if a.status != "source"),
+        sum(1 for r in source_adapters.values() if r.status == "trained")
+        + sum(1 for k in kinds for a in adapters[k].values() if a.status == "trained"),
+    )
 
 
 def _inputs(
@@ -218,16 +360,15 @@ def _score_arithmetic(
     arithmetic utilities of every coalition (`valuation.pipeline.tables.coalition_table`)."""
     sources = prepared.sources
     report = compute_eval_logprobs(prepared.base, source_adapters, prepared.eval_sets, **score_kwargs)  # type: ignore[arg-type]
+    sizes = [len(prepared.train[s]) for s in sources]
+    weighting, metric, beta = config.arithmetic.weighting, config.utility.metric, config.utility_beta
     ctable = coalition_table(
-        report.tables,
-        sources,
-        masks,
-        weighting=config.arithmetic.weighting,
-        sizes=[len(prepared.train[s]) for s in sources],
-        metric=config.utility.metric,
-        beta=config.utility_beta,
+        report.tables, sources, masks, weighting=weighting, sizes=sizes, metric=metric, beta=beta
     )
-    return report.tables, VariantTable("arithmetic", ctable.values, ctable.std_errs)
+    per_pair = arithmetic_pair_scores(
+        report.tables, sources, weighting=weighting, sizes=sizes, metric=metric, beta=beta
+    )
+    return report.tables, VariantTable("arithmetic", ctable.values, ctable.std_errs, pair_scores=per_pair)
 
 
 def _score_retrained(
@@ -441,10 +582,65 @@ def _fidelity_report(
             for name, v in run.variants.items()
         },
         "cost": ways,
+        "seeds": seeds_report(config, run),
         "merge_vs_arithmetic_pairs": merge_report,
         "timings": {k: round(val, 3) for k, val in timings.items()},
         "load_average": list(os.getloadavg()),
         "cpu_count": os.cpu_count(),
+    }
+
+
+def seeds_report(config: ValuationConfig, run: RetrainRun) -> dict[str, Any]:
+    """The ``seeds`` part of ``fidelity.json``: ``count`` (``[retrain] seeds``); per replicate its seeds,
+    orders, training cost and exact Shapley values per way; ``noise_floor`` (k ≥ 2, else ``None``): per
+    retrained kind `valuation.retraining.fidelity.noise_floor` — retrain vs retrain under other seeds beside
+    arithmetic vs retrain, with bootstrap uncertainty over eval pairs (``[retrain] bootstrap`` replicates)."""
+    rcfg = config.retrain
+    reps = run.replicates
+    objectives = run.objectives
+
+    def values(result: ValuationResult) -> dict[str, dict[str, float]]:
+        return {
+            o: {p: float(result.values[i, j]) for i, p in enumerate(run.players)}
+            for j, o in enumerate(objectives)
+        }
+
+    noise: dict[str, Any] | None = None
+    if len(reps) >= 2:
+        noise = {}
+        for kind in reps[0].variants:
+            arith_scores = [r.arithmetic.pair_scores for r in reps]
+            kind_scores = [r.variants[kind].pair_scores for r in reps]
+            if any(s is None for s in (*arith_scores, *kind_scores)):
+                raise RuntimeError("a replicate's table has no per-pair scores")
+            noise[kind] = noise_floor(
+                arith_scores,  # type: ignore[arg-type]
+                kind_scores,  # type: ignore[arg-type]
+                objectives,
+                n_boot=rcfg.bootstrap,
+                seed=rcfg.seed,
+            )
+    return {
+        "count": len(reps),
+        "replicates": [
+            {
+                "replicate": r.index,
+                "training_seed": r.training_seed,
+                "retrain_seed": r.retrain_seed,
+                "orders": [list(o) for o in r.orders],
+                "train_wall_time_s": round(r.train_wall_time_s, 3),
+                "fine_tunings_trained_this_run": r.fine_tunings_trained,
+                "values": {"arithmetic": values(r.arithmetic_result)}
+                | {k: values(v) for k, v in r.results.items()},
+            }
+            for r in reps
+        ],
+        "bootstrap": {
+            "replicates": rcfg.bootstrap,
+            "seed": rcfg.seed,
+            "over": "eval pairs (one draw for every model)",
+        },
+        "noise_floor": noise,
     }
 
 
@@ -476,6 +672,10 @@ def write_retrain(run: RetrainRun) -> dict[str, Path]:
                 columns[f"{objective}_{name}_order_std"] = variant.order_std[:, j]
                 for r in range(variant.per_order.shape[0]):
                     columns[f"{objective}_{name}_order{r + 1}"] = variant.per_order[r, :, j]
+        for rep in run.replicates[1:]:
+            columns[f"{objective}_arithmetic_seed{rep.index}"] = rep.arithmetic.values[:, j]
+            for name, variant in rep.variants.items():
+                columns[f"{objective}_{name}_seed{rep.index}"] = variant.values[:, j]
     path = run.run_dir / "retrain_coalitions.csv"
     with atomic_path(path) as tmp:
         pl.DataFrame(columns).write_csv(tmp)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from market.cli.common import KeyFileOpt
+from valuation.cli.runtime_options import AddressOpt, BackendOpt, runtime_flags
 
 if TYPE_CHECKING:
     from market.run import RunOutputs
@@ -80,6 +81,8 @@ def run_cmd(
         ),
     ] = None,
     key_file: KeyFileOpt = None,
+    backend: BackendOpt = None,
+    address: AddressOpt = None,
 ) -> None:
     """Run a scenario end to end: valuation → payouts → ledger → CSV/Parquet → values JSON → PNG plot.
 
@@ -88,14 +91,19 @@ def run_cmd(
     Ends with the payout table, the receipt (members keep it: `payoutsim ledger verify --receipt` checks the
     ledger against it), where the outputs are and the command that opens the dashboard. With a key
     (--key-file or PAYOUTSIM_LEDGER_KEY) each new run also carries a keyed MAC.
+
+    --backend ray runs the valuation's tasks on Ray (a local instance, or the cluster of --address): the same
+    payouts to the cent as a local run.
     """
     from market.ledger_mac import ledger_key  # deferred: --help speed (module docstring)
     from market.run import run_scenario
 
     key = ledger_key(key_file)
-    outputs = run_scenario(
-        scenario, ledger=ledger, out=out, period=period, retrain=retrain, progress=progress, key=key, receipt=receipt
-    )
+    with runtime_flags(backend, address):  # --backend/--address: where the valuation's tasks run
+        outputs = run_scenario(
+            scenario, ledger=ledger, out=out, period=period, retrain=retrain, progress=progress, key=key,
+            receipt=receipt,
+        )
     print_summary(outputs, keyed=key is not None)
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from valuation.cli.runtime_options import AddressOpt, BackendOpt, runtime_flags
 from valuation.files import check_writable_dir
 from valuation.terminal import safe_console
 from valuation.text import printable
@@ -60,17 +61,27 @@ class Mode(StrEnum):
 
 
 @app.command("train")
-def train(config: ConfigArg, retrain: RetrainOpt = False, out: OutOpt = None, progress: ProgressOpt = True) -> None:
+def train(
+    config: ConfigArg,
+    retrain: RetrainOpt = False,
+    out: OutOpt = None,
+    progress: ProgressOpt = True,
+    backend: BackendOpt = None,
+    address: AddressOpt = None,
+) -> None:
     """Train one LoRA adapter per data source with DPO (trl + peft) into RUN/adapters/<source>/.
 
     Resumable: a finished adapter whose data, training config and base model are unchanged is skipped ("skipped: up to date"); an interrupted run trains only the sources it had not finished.
+
+    With --backend ray each adapter is one Ray task (on a local Ray instance, or the cluster of --address); finished adapters come back to this machine as they finish.
     """
     from valuation.pipeline.config import load_valuation_config  # deferred: see the module docstring
     from valuation.pipeline.run import run_train  # deferred: see the module docstring
 
     cfg = load_valuation_config(config, output_dir=out)
     check_writable_dir(cfg.output.dir, field="--out" if out is not None else "output.dir")
-    _, records = run_train(cfg, retrain=retrain, progress=progress)
+    with runtime_flags(backend, address):
+        _, records = run_train(cfg, retrain=retrain, progress=progress)
     trained = [s for s, r in records.items() if r.status == "trained"]
     skipped = [s for s, r in records.items() if r.status == "skipped"]
     typer.echo(printable(
@@ -95,12 +106,16 @@ def value(
     out: OutOpt = None,
     progress: ProgressOpt = True,
     mode: ModeOpt = Mode.arithmetic,
+    backend: BackendOpt = None,
+    address: AddressOpt = None,
 ) -> None:
     """Value every data source (and member) per objective with Shapley values.
 
     Trains the adapters that are missing, scores the eval sets once per model, evaluates every coalition by language-model arithmetic on the cached log-probs and values the game.
 
     Writes RUN/game.csv (GAME.csv format), game.parquet (+ std errs, pair counts), values.json (the `payoutsim shapley` result format), values_members.json (with \\[\\[members]]) and run.json (provenance); prints a summary table.
+
+    With --backend ray the trainings, the scoring of each model, the decoding of each coalition and each retraining job are Ray tasks (same results as local).
 
     With --mode retrain|both also writes game_retrain_sequential.csv, game_retrain_union.csv, game_merge_cat.csv, retrain_coalitions.csv, values_retrain_*.json and fidelity.json, and prints a fidelity table.
     """
@@ -111,11 +126,12 @@ def value(
     cfg = load_valuation_config(config, output_dir=out)
     check_writable_dir(cfg.output.dir, field="--out" if out is not None else "output.dir")
     run = None
-    if mode in (Mode.arithmetic, Mode.both):
-        run = run_value(cfg, retrain=retrain, progress=progress)
-        _print_summary(run)
-    if mode in (Mode.retrain, Mode.both):
-        _print_fidelity(run_retrain(cfg, arithmetic=run, retrain=retrain, progress=progress))
+    with runtime_flags(backend, address):
+        if mode in (Mode.arithmetic, Mode.both):
+            run = run_value(cfg, retrain=retrain, progress=progress)
+            _print_summary(run)
+        if mode in (Mode.retrain, Mode.both):
+            _print_fidelity(run_retrain(cfg, arithmetic=run, retrain=retrain, progress=progress))
 
 
 def _print_summary(run: ValuationRun) -> None:

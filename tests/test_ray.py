@@ -110,6 +110,18 @@ def test_a_task_whose_worker_dies_is_retried(ray_local: Any, tmp_path: Path) -> 
 # the pipeline through Ray
 
 
+def test_a_bad_source_file_stops_a_ray_run_with_the_local_error(ray_local: Any, tmp_path: Path) -> None:
+    (tmp_path / "pairs.jsonl").write_text('{"prompt": "p", "chosen": "a", "rejected": "b", "source": "s"}\n{oops\n',
+                                          encoding="utf-8")
+    config = tmp_path / "v.toml"
+    config.write_text('[data]\npath = "pairs.jsonl"\n[output]\ndir = "run"\n', encoding="utf-8")
+    local = run_cli("train", str(config), "--no-progress")
+    remote = run_cli("train", str(config), "--no-progress", "--backend", "ray")
+    assert local[0] == remote[0] == 2
+    assert remote[2].strip() == local[2].strip() and len(remote[2].strip().splitlines()) == 1
+    assert "pairs.jsonl" in remote[2] and "line 2" in remote[2]
+
+
 def test_value_through_ray_matches_local_and_resumes(ray_local: Any, corpus: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     local_cfg = write_config(tmp_path / "local", corpus, cache)

@@ -120,18 +120,18 @@ def value(
     With --mode retrain|both also writes game_retrain_sequential.csv, game_retrain_union.csv, game_merge_cat.csv, retrain_coalitions.csv, values_retrain_*.json and fidelity.json, and prints a fidelity table.
     """
     from valuation.pipeline.config import load_valuation_config  # deferred: see the module docstring
-    from valuation.pipeline.run import run_value  # deferred: see the module docstring
+    from valuation.pipeline.run import open_runtime, run_value  # deferred: see the module docstring
     from valuation.retraining.run import run_retrain  # deferred: see the module docstring
 
     cfg = load_valuation_config(config, output_dir=out)
     check_writable_dir(cfg.output.dir, field="--out" if out is not None else "output.dir")
     run = None
-    with runtime_flags(backend, address):
+    with runtime_flags(backend, address), open_runtime(cfg) as runtime:  # one Ray session for both modes
         if mode in (Mode.arithmetic, Mode.both):
-            run = run_value(cfg, retrain=retrain, progress=progress)
+            run = run_value(cfg, retrain=retrain, progress=progress, backend=runtime)
             _print_summary(run)
         if mode in (Mode.retrain, Mode.both):
-            _print_fidelity(run_retrain(cfg, arithmetic=run, retrain=retrain, progress=progress))
+            _print_fidelity(run_retrain(cfg, arithmetic=run, retrain=retrain, progress=progress, backend=runtime))
 
 
 def _print_summary(run: ValuationRun) -> None:

@@ -1,7 +1,7 @@
 """Folders as bytes: what travels through Ray's object store instead of a shared filesystem.
 
 * `DirPayload` — the files of a folder (paths relative to it → bytes); `pack_dir` reads one, `unpack_dir`
-  writes one. Adapters are small (a LoRA adapter of the tiny preset is ≈ 0.3 MB, of SmolLM2-135M ≈ 20 MB):
+  writes one. Adapters are small (a LoRA adapter of the tiny preset is ≈ 0.35 MB, of SmolLM2-135M ≈ 10 MB):
   a worker returns the adapter it trained as a `DirPayload`, and the driver writes it into ``RUN/adapters``
   atomically; scoring and decoding tasks receive the adapters they need the same way.
 * `ShippedModel` — the prepared base model as a task sees it. It is prepared ONCE, on the driver

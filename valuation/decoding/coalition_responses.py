@@ -174,7 +174,9 @@ class CoalitionSampler:
             job = DecodeJob("pool", [], [], np.asarray(component_weights, dtype=np.float64), list(prompts),
                             samples_per_prompt, self.params, self.max_batch_rows, self.max_prompt_tokens,
                             self.packed_gemm)
-            self._decode_remote([(name, job)], "decoding the proposal pool", progress=on_chunk is not None)
+            self._decode_remote([(name, job)], "decoding the proposal pool", progress=False)
+            if on_chunk is not None:  # the caller's bar: the whole pool at once (one task)
+                on_chunk(expected)
         return self._cached(name, expected, generate)
 
     def prefetch(

@@ -70,8 +70,9 @@ def training(root: Path, pairs_per_source: int, ray_cpus: int) -> dict[str, Any]
         for i, row in enumerate(rows[: 8 * pairs_per_source]):
             fh.write(json.dumps(row | {"source": f"s{i % 8}"}) + "\n")
     sources = [f"s{i}" for i in range(8)]
+    evals = "".join(f'{o} = "{root / "corpus" / "eval" / f"{o}.jsonl"}"\n' for o in ("helpfulness", "harmlessness"))
     config = load_valuation_config(_config(root / "cfg", f'[data]\npath = "{root / "pairs.jsonl"}"', sources,
-                                           root / "cache"))
+                                           root / "cache", f"[eval]\n{evals}"))
     prepared = prepare_inputs(config, progress=False)  # the base model is prepared once, before either phase
     args = (prepared.base, prepared.train, prepared.data_hashes, config.training)
     local, local_t = _phase("local", lambda: train_adapters(*args, root / "local", progress=False, log=lambda _m: None))

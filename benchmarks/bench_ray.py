@@ -1,9 +1,9 @@
 """Experiment: the Ray backend against the local one on this machine, side by side in one run (issue 16).
 
 * ``--part training``: the training phase of 8 tiny-preset adapters (`valuation.adapters.dpo.train_adapters`),
-  first locally (one process, torch's default threads), then on a local Ray instance with ``--ray-cpus``
-  CPUs and one-CPU, one-thread tasks (2 CPUs: two one-thread workers). The 8 sources are the synthetic corpus's
-  training pairs dealt round-robin into ``s0..s7``.
+  first locally (one process, torch's default threads), then locally with one torch thread, then on a local
+  Ray instance with ``--ray-cpus`` CPUs and one-CPU, one-thread tasks (2 CPUs: two one-thread workers). The 8
+  sources are the synthetic corpus's training pairs dealt round-robin into ``s0..s7``.
 * ``--part retrain``: the retraining baseline at n = 5 sources (`valuation.retraining.run.run_retrain`, one
   order, sequential and union adapters, no merge) locally and through Ray, each from the same per-source
   adapters (trained once, copied), so only the coalition trainings and their scoring differ.
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.timing import load_average
+from benchmarks.timing import load_average, torch_threads
 from valuation.pipeline.config import load_valuation_config
 from valuation.runtime.settings import runtime_overrides
 from valuation.synth import SynthConfig, write_corpus
@@ -76,14 +76,18 @@ def training(root: Path, pairs_per_source: int, ray_cpus: int) -> dict[str, Any]
     prepared = prepare_inputs(config, progress=False)  # the base model is prepared once, before either phase
     args = (prepared.base, prepared.train, prepared.data_hashes, config.training)
     local, local_t = _phase("local", lambda: train_adapters(*args, root / "local", progress=False, log=lambda _m: None))
+    with torch_threads(1):  # the local run without thread oversubscription on a busy machine
+        _, local1_t = _phase("local (1 thread)", lambda: train_adapters(
+            *args, root / "local1", progress=False, log=lambda _m: None))
     runtime = RuntimeSection(backend="ray", device="cpu", num_cpus=1, ray_cpus=ray_cpus)
     with open_backend(runtime) as backend:  # Ray's start-up is outside the timed phase (reported separately)
         remote, ray_t = _phase(f"ray ({ray_cpus} one-thread workers)", lambda: train_adapters(
             *args, root / "ray", progress=False, log=lambda _m: None, backend=backend))
     loss_diff = max(abs(local[s].manifest["metrics"]["train_loss"] - remote[s].manifest["metrics"]["train_loss"])
                     for s in sources)
-    return {"adapters": 8, "pairs_per_source": pairs_per_source, "local": local_t, "ray": ray_t,
-            "ratio_local_over_ray": round(local_t["wall_s"] / ray_t["wall_s"], 2),
+    return {"adapters": 8, "pairs_per_source": pairs_per_source, "local": local_t, "local_1_thread": local1_t,
+            "ray": ray_t, "ratio_local_over_ray": round(local_t["wall_s"] / ray_t["wall_s"], 2),
+            "ratio_local_1_thread_over_ray": round(local1_t["wall_s"] / ray_t["wall_s"], 2),
             "max_train_loss_diff": float(np.float64(loss_diff))}
 
 

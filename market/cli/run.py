@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from market.cli.common import KeyFileOpt
+from valuation.cli.runtime_options import AddressOpt, BackendOpt, runtime_flags
 
 if TYPE_CHECKING:
     from market.run import RunOutputs
@@ -117,6 +118,8 @@ def run_cmd(
             show_default=False,
         ),
     ] = None,
+    backend: BackendOpt = None,
+    address: AddressOpt = None,
 ) -> None:
     """Run a scenario end to end: valuation → payouts → ledger → CSV/Parquet → values JSON → PNG plot.
 
@@ -130,6 +133,9 @@ def run_cmd(
     set (standard error, 95% interval, and how sure it is that one member is paid more than another). With
     --target / --target-share the eval set grows in rounds until every interval is that narrow or the budget
     (--max-eval-pairs, --max-seconds) is spent; the best result is kept and recorded either way.
+
+    --backend ray runs the valuation's tasks on Ray (a local instance, or the cluster of --address): the same
+    payouts to the cent as a local run.
     """
     from market.ledger_mac import ledger_key  # deferred: --help speed (module docstring)
     from market.run import run_scenario
@@ -139,10 +145,11 @@ def run_cmd(
         "target": target, "target_share": target_share, "max_pairs": max_eval_pairs, "max_seconds": max_seconds,
         "replicates": replicates,
     }
-    outputs = run_scenario(
-        scenario, ledger=ledger, out=out, period=period, retrain=retrain, progress=progress, key=key, receipt=receipt,
-        uncertainty={k: v for k, v in given.items() if v is not None},
-    )
+    with runtime_flags(backend, address):  # --backend/--address: where the valuation's tasks run
+        outputs = run_scenario(
+            scenario, ledger=ledger, out=out, period=period, retrain=retrain, progress=progress, key=key,
+            receipt=receipt, uncertainty={k: v for k, v in given.items() if v is not None},
+        )
     print_summary(outputs, keyed=key is not None)
 
 

@@ -21,14 +21,19 @@ rich is imported inside functions too, as before this module was split.
 from __future__ import annotations
 
 import json
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from valuation.adapters.config import TrainingConfig
 from valuation.adapters.store import (
+    ADAPTER_WEIGHTS,
     MANIFEST,
+    AdapterPlan,
     AdapterRecord,
     load_adapter_record,
     new_manifest,
@@ -39,10 +44,21 @@ from valuation.adapters.store import (
 )
 from valuation.composition.logprobs import PairLike, has_chat_template, to_trl_example
 from valuation.errors import InputError
+from valuation.files import sha256_file
 from valuation.models import load_base_model
-from valuation.models.cache import BaseModelRef
+from valuation.models.cache import BaseModelInfo, BaseModelRef
+from valuation.models.devices import current_placement
 from valuation.models.quiet import quiet_libraries
 from valuation.progress import progress_display
+from valuation.runtime.backend import LOCAL, Backend
+from valuation.runtime.shipping import (
+    DirPayload,
+    ShippedModel,
+    materialise_base_model,
+    pack_dir,
+    ship_base_model,
+    unpack_dir,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -55,20 +71,23 @@ if TYPE_CHECKING:
 def dpo_arguments(
     config: TrainingConfig, trainer_dir: Path, n_pairs: int, *, precompute: bool | None = None
 ) -> Any:
-    """trl ``DPOConfig`` for one LoRA-DPO run on the CPU (every adapter and retraining stage uses it).
+    """trl ``DPOConfig`` for one LoRA-DPO run (every adapter and retraining stage uses it).
 
-    CPU-safe settings measured on this project's machines: fp32, no activation checkpointing, no
-    checkpoints saved by trl, no tqdm of trl's own (payoutsim shows its own progress). ``precompute``
+    On the CPU (`valuation.models.devices.current_placement`), the settings measured on this project's
+    machines: fp32, no activation checkpointing, no checkpoints saved by trl, no tqdm of trl's own
+    (payoutsim shows its own progress). On a GPU the same, with bf16 mixed precision when the placement's
+    dtype is bfloat16 (fp32 master weights). ``precompute``
     overrides ``config.precompute_enabled`` (the retraining's continued stages must not precompute: trl would
     take the reference from the previous stage's adapter before payoutsim removes it).
     """
     from trl import DPOConfig
 
     steps_per_epoch = max(1, -(-n_pairs // config.batch_size))
+    placement = current_placement()
     return DPOConfig(
         output_dir=str(trainer_dir),
-        use_cpu=True,
-        bf16=False,
+        use_cpu=placement.on_cpu,
+        bf16=not placement.on_cpu and placement.dtype == "bfloat16",
         activation_checkpointing=False,
         learning_rate=config.learning_rate,
         num_train_epochs=config.epochs,
@@ -180,7 +199,7 @@ def train_one_adapter(
     started = time.perf_counter()
     with staging_dirs(out_dir, source) as (tmp_adapter, tmp_trainer):
         with quiet_libraries():
-            model, tokenizer = load_base_model(base)
+            model, tokenizer = load_base_model(base, dtype=float32())  # fp32 master weights
         peft_model, metrics = _run_dpo(model, tokenizer, pairs, config, tmp_trainer, callbacks)
         peft_model.save_pretrained(tmp_adapter)
         manifest = new_manifest(
@@ -199,6 +218,68 @@ def train_one_adapter(
         tmp_adapter.chmod(0o755)  # mkdtemp makes it private; a finished adapter is an ordinary folder
         swap_into_place(tmp_adapter, out_dir)
         return manifest
+
+
+def float32() -> Any:
+    import torch
+
+    return torch.float32
+
+
+# ---------------------------------------------------------------------------------------------------
+# one adapter as a remote task (valuation.runtime.backend)
+
+
+@dataclass(frozen=True)
+class AdapterJob:
+    """One source's adapter to train in a task: what `train_one_adapter` needs besides the base model."""
+
+    source: str
+    pairs: list[Any]
+    data_hash: str
+    config: TrainingConfig
+
+
+@dataclass(frozen=True)
+class TrainedAdapter:
+    """A finished adapter as a task returns it: its manifest and its files (no shared filesystem needed)."""
+
+    manifest: dict[str, Any]
+    files: DirPayload
+
+
+def train_adapter_task(job: AdapterJob, base: ShippedModel) -> TrainedAdapter:
+    """A task's body: train ``job`` with `train_one_adapter` into a temp dir on this node, return it as bytes."""
+    info = materialise_base_model(base)
+    with tempfile.TemporaryDirectory(prefix="payoutsim-adapter-") as tmp:
+        out_dir = Path(tmp) / "adapter"
+        manifest = train_one_adapter(
+            info, job.source, job.pairs, data_hash=job.data_hash, config=job.config, out_dir=out_dir
+        )
+        return TrainedAdapter(manifest, pack_dir(out_dir))
+
+
+def install_adapter(adapter: TrainedAdapter, out_dir: Path, label: str) -> dict[str, Any]:
+    """Write a task's adapter to ``out_dir`` atomically (`valuation.adapters.store.staging_dirs`,
+    `swap_into_place`) after checking its weights against the manifest's ``adapter_sha256``; return the
+    manifest.
+
+    Raises:
+        RuntimeError: the weights that arrived do not match their manifest.
+    """
+    with staging_dirs(Path(out_dir), label) as (tmp_adapter, _):
+        unpack_dir(adapter.files, tmp_adapter)
+        if sha256_file(tmp_adapter / ADAPTER_WEIGHTS) != adapter.manifest.get("adapter_sha256"):
+            raise RuntimeError(f"the adapter {label!r} arrived damaged (its sha256 differs from its manifest)")
+        tmp_adapter.chmod(0o755)
+        swap_into_place(tmp_adapter, Path(out_dir))
+    return adapter.manifest
+
+
+def ship_base(backend: Backend, base: BaseModelRef) -> Any:
+    """The base model as the tasks of ``backend`` receive it (`valuation.runtime.shipping`), shared once."""
+    info = BaseModelInfo(base.name, Path(base.path), base.sha256, getattr(base, "preset", None))
+    return backend.share(ship_base_model(info, with_files=backend.ship_files))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -265,6 +346,7 @@ def train_adapters(
     progress: bool = True,
     callbacks: Sequence[Any] = (),
     log: Callable[[str], None] | None = None,
+    backend: Backend = LOCAL,
 ) -> dict[str, AdapterRecord]:
     """Train (or skip when up to date) one adapter per source, in the order of ``data``.
 
@@ -280,6 +362,9 @@ def train_adapters(
         callbacks: extra ``transformers.TrainerCallback`` objects for every trainer (tests use one to
             interrupt a run).
         log: where one-line notes go ("flan_v2_niv2: skipped: up to date"); default: the progress console.
+        backend: where the trainings run (`valuation.runtime.backend`). A remote backend trains one adapter
+            per task (``callbacks`` stay on the driver and are not used) and each finished adapter is written
+            to ``adapters_dir`` as soon as it arrives, so an interrupted run keeps it.
 
     Returns:
         source → `AdapterRecord` for every source, in the order of ``data``.
@@ -294,6 +379,8 @@ def train_adapters(
     adapters_dir.mkdir(parents=True, exist_ok=True)
     remove_leftovers(adapters_dir)
 
+    if backend.remote:
+        return _train_remote(base, data, data_hashes, config, adapters_dir, plan, backend, progress, log)
     records: dict[str, AdapterRecord] = {}
     bars = training_bars(progress)
     note = log or (lambda msg: bars.console.print(msg, markup=False, highlight=False))  # prints above live bars
@@ -322,3 +409,40 @@ def train_adapters(
             records[source] = AdapterRecord(source, adapters_dir / source, manifest, "trained")
             bars.advance(overall)
     return records
+
+
+def _train_remote(
+    base: BaseModelRef,
+    data: Mapping[str, Sequence[PairLike]],
+    data_hashes: Mapping[str, str],
+    config: TrainingConfig,
+    adapters_dir: Path,
+    plan: AdapterPlan,
+    backend: Backend,
+    progress: bool,
+    log: Callable[[str], None] | None,
+) -> dict[str, AdapterRecord]:
+    """`train_adapters` on a remote backend: one task per adapter to train, installed as each arrives."""
+    note = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    found: dict[str, AdapterRecord] = {}
+    todo: list[str] = []
+    for source in data:
+        if plan.actions[source] == "skip":
+            note(f"{source}: skipped: up to date")
+            found[source] = load_adapter_record(adapters_dir, source)
+        else:
+            if plan.reasons[source].startswith("retrain"):
+                note(f"{source}: {plan.reasons[source]}")
+            todo.append(source)
+    if todo:
+        shared = ship_base(backend, base)
+
+        def arrived(i: int, adapter: TrainedAdapter) -> None:
+            source = todo[i]
+            manifest = install_adapter(adapter, adapters_dir / source, source)
+            found[source] = AdapterRecord(source, adapters_dir / source, manifest, "trained")
+
+        jobs = [AdapterJob(s, list(data[s]), data_hashes[s], config) for s in todo]
+        backend.map(train_adapter_task, jobs, shared=(shared,), label="training adapters", progress=progress,
+                    on_result=arrived)
+    return {source: found[source] for source in data}

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
+from valuation.cli.runtime_options import AddressOpt, BackendOpt, runtime_flags
 from valuation.files import check_writable_dir
 from valuation.terminal import safe_console
 from valuation.text import printable
@@ -60,17 +61,27 @@ class Mode(StrEnum):
 
 
 @app.command("train")
-def train(config: ConfigArg, retrain: RetrainOpt = False, out: OutOpt = None, progress: ProgressOpt = True) -> None:
+def train(
+    config: ConfigArg,
+    retrain: RetrainOpt = False,
+    out: OutOpt = None,
+    progress: ProgressOpt = True,
+    backend: BackendOpt = None,
+    address: AddressOpt = None,
+) -> None:
     """Train one LoRA adapter per data source with DPO (trl + peft) into RUN/adapters/<source>/.
 
     Resumable: a finished adapter whose data, training config and base model are unchanged is skipped ("skipped: up to date"); an interrupted run trains only the sources it had not finished.
+
+    With --backend ray each adapter is one Ray task (on a local Ray instance, or the cluster of --address); finished adapters come back to this machine as they finish.
     """
     from valuation.pipeline.config import load_valuation_config  # deferred: see the module docstring
     from valuation.pipeline.run import run_train  # deferred: see the module docstring
 
     cfg = load_valuation_config(config, output_dir=out)
     check_writable_dir(cfg.output.dir, field="--out" if out is not None else "output.dir")
-    _, records = run_train(cfg, retrain=retrain, progress=progress)
+    with runtime_flags(backend, address):
+        _, records = run_train(cfg, retrain=retrain, progress=progress)
     trained = [s for s, r in records.items() if r.status == "trained"]
     skipped = [s for s, r in records.items() if r.status == "skipped"]
     typer.echo(printable(
@@ -114,6 +125,8 @@ def value(
         typer.Option("--max-seconds", help="Budget of --target-width: no new round after this many seconds.",
                      show_default=False),
     ] = None,
+    backend: BackendOpt = None,
+    address: AddressOpt = None,
 ) -> None:
     """Value every data source (and member) per objective with Shapley values.
 
@@ -123,29 +136,36 @@ def value(
 
     Every value carries a standard error and a 95% interval (a bootstrap over the eval pairs, \\[uncertainty]). With --target-width (or \\[uncertainty] target) the eval pairs grow in rounds until every interval is that narrow or the budget is spent; the last round is kept either way.
 
+    With --backend ray the trainings, the scoring of each model, the decoding of each coalition and each retraining job are Ray tasks (same results as local).
+
     With --mode retrain|both also writes game_retrain_sequential.csv, game_retrain_union.csv, game_merge_cat.csv, retrain_coalitions.csv, values_retrain_*.json and fidelity.json, and prints a fidelity table. With \\[retrain] seeds = k >= 2 the baseline is retrained k times with other seeds (k times the training) and fidelity.json and the printout add retraining's noise floor: retrain vs retrain beside arithmetic vs retrain, with 95% bootstrap intervals over eval pairs.
     """
     from valuation.pipeline.config import (  # deferred: module docstring
         load_valuation_config,
         with_uncertainty,
     )
-    from valuation.pipeline.run import run_value, value_until_known  # deferred: see the module docstring
+    from valuation.pipeline.run import (  # deferred: module docstring
+        open_runtime,
+        run_value,
+        value_until_known,
+    )
     from valuation.retraining.run import run_retrain  # deferred: see the module docstring
 
     cfg = load_valuation_config(config, output_dir=out)
     cfg = with_uncertainty(cfg, {"target": target_width, "max_pairs": max_eval_pairs, "max_seconds": max_seconds})
     check_writable_dir(cfg.output.dir, field="--out" if out is not None else "output.dir")
     run = None
-    if mode in (Mode.arithmetic, Mode.both):
-        if cfg.uncertainty.target is not None:
-            run, report = value_until_known(cfg, retrain=retrain, progress=progress, log=typer.echo)
-            _print_summary(run)
-            typer.echo(printable(report.summary("value interval")))
-        else:
-            run = run_value(cfg, retrain=retrain, progress=progress)
-            _print_summary(run)
-    if mode in (Mode.retrain, Mode.both):
-        _print_fidelity(run_retrain(cfg, arithmetic=run, retrain=retrain, progress=progress))
+    with runtime_flags(backend, address), open_runtime(cfg) as runtime:  # one Ray session for both modes
+        if mode in (Mode.arithmetic, Mode.both):
+            if cfg.uncertainty.target is not None:
+                run, report = value_until_known(cfg, retrain=retrain, progress=progress, log=typer.echo, backend=runtime)
+                _print_summary(run)
+                typer.echo(printable(report.summary("value interval")))
+            else:
+                run = run_value(cfg, retrain=retrain, progress=progress, backend=runtime)
+                _print_summary(run)
+        if mode in (Mode.retrain, Mode.both):
+            _print_fidelity(run_retrain(cfg, arithmetic=run, retrain=retrain, progress=progress, backend=runtime))
 
 
 def _print_summary(run: ValuationRun) -> None:

@@ -182,6 +182,12 @@ def _direct_reward_utilities(
     """Sample every coalition (row of ``masks``) directly and average its rewards per objective; fill
     ``terms[j]`` (N, D: ``[rows, prompts of objective j]``) with each prompt's reward sum and count."""
     per_coalition: list[list[list[Sample]]] = [[[] for _ in range(masks.shape[0])] for _ in objectives]
+    sampler.prefetch(  # a remote backend decodes the coalitions as parallel tasks first (cached on the driver)
+        [([int(i) for i in np.flatnonzero(mask)], [float(w[row, i]) for i in np.flatnonzero(mask)])
+         for row, mask in enumerate(masks)],
+        prompts,
+        progress=progress,
+    )
     with progress_bar("sampling coalitions", masks.shape[0], progress) as update:
         for row, mask in enumerate(masks):
             members = [int(i) for i in np.flatnonzero(mask)]

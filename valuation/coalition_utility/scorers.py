@@ -40,6 +40,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from valuation.errors import InputError
+from valuation.models.devices import current_placement
 from valuation.models.quiet import quiet_libraries
 
 REWARD_HEAD_FORMAT = "payoutsim-reward-head/1"
@@ -261,6 +262,9 @@ class HFClassifierScorer:
 
             tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=False)
             model = AutoModelForSequenceClassification.from_pretrained(self.path, trust_remote_code=False)
+            placement = current_placement()  # valuation.models.devices: the CPU unless [runtime] device says
+            if not placement.on_cpu:
+                model.to(placement.device)
             model.eval()
             self._loaded = (model, tokenizer)
         model, tokenizer = self._loaded
@@ -275,9 +279,9 @@ class HFClassifierScorer:
                     padding=True,
                     return_tensors="pt",
                 )
-                logits = model(**enc).logits.float()
+                logits = model(**enc.to(model.device)).logits.float()
                 score = logits[:, 0] if logits.shape[-1] == 1 else torch.softmax(logits, dim=-1)[:, -1]
-                out.append(score.double().numpy())
+                out.append(score.double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float64)
 
 

@@ -43,9 +43,19 @@ from numpy.typing import NDArray
 from valuation.composition.arithmetic import preference_deltas
 from valuation.files import atomic_path, sha256_json
 from valuation.models import load_base_model
-from valuation.models.cache import BaseModelRef
+from valuation.models.cache import BaseModelInfo, BaseModelRef
+from valuation.models.devices import model_device
 from valuation.models.quiet import quiet_libraries
 from valuation.progress import progress_bar
+from valuation.runtime.backend import LOCAL, Backend
+from valuation.runtime.shipping import (
+    DirPayload,
+    ShippedModel,
+    materialise_base_model,
+    pack_dir,
+    ship_base_model,
+    unpack_dir,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -217,6 +227,7 @@ def sequence_logprobs(
     totals = np.zeros(len(sequences), dtype=np.float64)
     counts = np.array([len(ids) - start for ids, start in sequences], dtype=np.int64)
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
+    device = model_device(model)  # the CPU, or the placement's GPU (valuation.models.devices)
     model.eval()
     with torch.inference_mode():
         for lo in range(0, len(order), batch_size):
@@ -230,11 +241,12 @@ def sequence_logprobs(
                 ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
                 attention[row, : len(seq)] = 1
                 response[row, start : len(seq)] = True
+            ids, attention, response = ids.to(device), attention.to(device), response.to(device)
             logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits
             token_logps = _token_logps(logits[:, :-1], ids[:, 1:])
             mask = response[:, 1:]
             sums = (token_logps.double() * mask).sum(dim=1)
-            totals[chunk] = sums.numpy()
+            totals[chunk] = sums.cpu().numpy()
             if on_batch is not None:
                 on_batch(len(chunk))
     return totals, counts
@@ -354,11 +366,14 @@ def compute_eval_logprobs(
     max_length: int | None,
     batch_size: int = 8,
     progress: bool = True,
+    backend: Backend = LOCAL,
 ) -> LogProbReport:
     """Log-probs of the base and of every adapter on every eval set, from the cache when present.
 
     Models are loaded only when something is missing from the cache: the base once, then each needed
-    adapter once into the same peft model. Returns tables keyed by objective.
+    adapter once into the same peft model. With a remote ``backend`` each model that misses something is
+    one task (`score_model_task`: the base, or the base + one adapter shipped as bytes) and the driver caches
+    what each returns as it arrives. Returns tables keyed by objective.
     """
     cache = LogProbCache(cache_dir)
     model_keys: dict[str | None, str] = {None: base.sha256}
@@ -376,7 +391,9 @@ def compute_eval_logprobs(
             else:
                 todo.append((who, es, key))
     computed = len(todo)
-    if todo:
+    if todo and backend.remote:
+        _score_remote(base, adapters, todo, found, cache, max_length, batch_size, progress, backend)
+    elif todo:
         needed = sorted({who for who, _, _ in todo if who is not None})
         with _scoring_model(base, {s: adapters[s] for s in needed}) as (model, tokenizer, use):
             total = sum(2 * len(es.pairs) for _, es, _ in todo)
@@ -397,6 +414,80 @@ def compute_eval_logprobs(
         for es in eval_sets
     }
     return LogProbReport(tables=tables, computed=computed, cached=len(found) - computed)
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    """One model's scoring task: the base (``adapter`` None) or base + one adapter, on the given eval sets."""
+
+    who: str | None
+    adapter: DirPayload | None
+    eval_sets: list[tuple[str, list[Any]]]  # (objective, pairs)
+    max_length: int | None
+    batch_size: int
+
+
+def score_model_task(job: ScoreJob, base: ShippedModel) -> dict[str, ResponseLogProbs]:
+    """A task's body: load the base (and the job's adapter, written to a temp dir), score every eval set of
+    the job; objective → log-probs."""
+    import tempfile
+
+    info = materialise_base_model(base)
+    with tempfile.TemporaryDirectory(prefix="payoutsim-score-") as tmp:
+        adapters: dict[str, _PathAdapter] = {}
+        if job.adapter is not None:
+            adapters["job"] = _PathAdapter(unpack_dir(job.adapter, Path(tmp) / "adapter"))
+        with _scoring_model(info, adapters) as (model, tokenizer, use), quiet_libraries(), use(
+            None if job.adapter is None else "job"
+        ):
+            return {
+                objective: score_pairs(model, tokenizer, pairs, max_length=job.max_length, batch_size=job.batch_size)
+                for objective, pairs in job.eval_sets
+            }
+
+
+@dataclass(frozen=True)
+class _PathAdapter:
+    path: Path
+
+
+def _score_remote(
+    base: BaseModelRef,
+    adapters: Mapping[str, AdapterRef],
+    todo: Sequence[tuple[str | None, EvalSet, str]],
+    found: dict[tuple[str, str | None], ResponseLogProbs],
+    cache: LogProbCache,
+    max_length: int | None,
+    batch_size: int,
+    progress: bool,
+    backend: Backend,
+) -> None:
+    """`compute_eval_logprobs`' missing entries, one task per model, cached and added to ``found``."""
+    by_model: dict[str | None, list[tuple[EvalSet, str]]] = {}
+    for who, es, key in todo:
+        by_model.setdefault(who, []).append((es, key))
+    models = sorted(by_model, key=lambda w: w or "")
+    jobs = [
+        ScoreJob(
+            who,
+            None if who is None else pack_dir(adapters[who].path),
+            [(es.objective, list(es.pairs)) for es, _ in by_model[who]],
+            max_length,
+            batch_size,
+        )
+        for who in models
+    ]
+    info = BaseModelInfo(base.name, Path(base.path), base.sha256, getattr(base, "preset", None))
+    shared = backend.share(ship_base_model(info, with_files=backend.ship_files))
+
+    def arrived(i: int, scored: dict[str, ResponseLogProbs]) -> None:
+        who = models[i]
+        for es, key in by_model[who]:
+            cache.save(key, scored[es.objective])
+            found[(es.objective, who)] = scored[es.objective]
+
+    backend.map(score_model_task, jobs, shared=(shared,), label="scoring models", progress=progress,
+                on_result=arrived)
 
 
 @contextlib.contextmanager

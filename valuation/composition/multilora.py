@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from valuation.composition.packed import PackedLinears, packed_gemm_useful
+from valuation.models.devices import model_device
 
 if TYPE_CHECKING:
     import torch
@@ -142,6 +143,7 @@ class MultiLoraModel:
         from torch import nn
 
         self.model = model
+        self.device = model_device(model)  # routing indices live where the model computes
         self.packed = PackedLinears(model) if packed_gemm and packed_gemm_useful(model) else None
         self.adapter_names = [a.name for a in adapters]
         self._route: _Route | None = None
@@ -243,6 +245,7 @@ class MultiLoraModel:
         previous = (self._route, self._sliced)
         # all-base batches skip the hooks entirely: bit-identical to the plain base model
         used = torch.unique(index[index >= 0])  # sorted
+        index, used = index.to(self.device), used.to(self.device)
         self._route = None if used.numel() == 0 else _Route(index=index, used=used, masks={})
         self._sliced = {}
         try:
@@ -271,7 +274,7 @@ def _route_mask(route: _Route, rank: int, dtype: torch.dtype) -> torch.Tensor | 
         mask = None
     else:
         slot = torch.searchsorted(used, index.clamp(min=0))  # position of a(b) in used
-        hit = (index[:, None] >= 0) & (torch.arange(m)[None, :] == slot[:, None])  # [rows, m]
+        hit = (index[:, None] >= 0) & (torch.arange(m, device=index.device)[None, :] == slot[:, None])  # [rows, m]
         mask = hit.to(dtype).repeat_interleave(rank, dim=1)[:, None, :]
     route.masks[rank] = mask
     return mask

@@ -26,6 +26,15 @@ from valuation.decoding.decoder import PromptLike, Sample, SamplingParams, sampl
 from valuation.decoding.importance import pool_log_densities, proposal_log_density
 from valuation.files import atomic_write_bytes, atomic_write_text, sha256_json
 from valuation.models import BaseModelInfo, load_base_model
+from valuation.runtime.backend import LOCAL, Backend
+from valuation.runtime.shipping import (
+    DirPayload,
+    ShippedModel,
+    materialise_base_model,
+    pack_dir,
+    ship_base_model,
+    unpack_dir,
+)
 
 SAMPLES_FORMAT = "payoutsim-samples/1"
 SAMPLER_VERSION = 1
@@ -51,6 +60,10 @@ class CoalitionSampler:
     params, samples per prompt, max prompt tokens and the prompts); a re-run with the same inputs is free.
     ``packed_gemm``: decode steps through `valuation.composition.packed` where it helps (not part of the key: the same
     distribution, equal to float rounding).
+
+    With a remote ``backend`` (`valuation.runtime.backend`), `prefetch` decodes the coalitions missing from the
+    cache as one task each, and a missing proposal pool is one task; the base model and every adapter travel
+    to the tasks once (`valuation.runtime.shipping`). Teacher-forced pool densities are computed on the driver.
     """
 
     def __init__(
@@ -64,8 +77,12 @@ class CoalitionSampler:
         max_batch_rows: int = 64,
         max_prompt_tokens: int | None = 256,
         packed_gemm: bool = True,
+        backend: Backend = LOCAL,
     ) -> None:
         self.base = base
+        self.backend = backend
+        self._prefetched: dict[str, list[Sample]] = {}
+        self._shared: tuple[Any, Any] | None = None
         self.packed_gemm = packed_gemm
         self.adapters = list(adapters)
         self.params = params
@@ -151,11 +168,64 @@ class CoalitionSampler:
             )
 
         key = self.proposal_key(component_weights, prompts, samples_per_prompt)
-        return self._cached(f"proposal-{key}.json", len(prompts) * samples_per_prompt, generate)
+        name = f"proposal-{key}.json"
+        expected = len(prompts) * samples_per_prompt
+        if self.backend.remote and not self._in_cache(name, expected):
+            job = DecodeJob("pool", [], [], np.asarray(component_weights, dtype=np.float64), list(prompts),
+                            samples_per_prompt, self.params, self.max_batch_rows, self.max_prompt_tokens,
+                            self.packed_gemm)
+            self._decode_remote([(name, job)], "decoding the proposal pool", progress=False)
+            if on_chunk is not None:  # the caller's bar: the whole pool at once (one task)
+                on_chunk(expected)
+        return self._cached(name, expected, generate)
+
+    def prefetch(
+        self, coalitions: Sequence[tuple[Sequence[int], Sequence[float]]], prompts: Sequence[PromptLike],
+        *, progress: bool = False,
+    ) -> None:
+        """With a remote backend: decode every coalition ``(members, weights)`` missing from the cache, one
+        task each, so the following `samples` calls find them; nothing with the local backend."""
+        if not self.backend.remote:
+            return
+        todo: dict[str, DecodeJob] = {}
+        for members, weights in coalitions:
+            name = f"{self.key(members, weights, prompts)}.json"
+            if name in todo or self._in_cache(name, len(prompts) * self.samples_per_prompt):
+                continue
+            todo[name] = DecodeJob("coalition", list(members), list(weights), None, list(prompts),
+                                   self.samples_per_prompt, self.params, self.max_batch_rows, self.max_prompt_tokens,
+                                   self.packed_gemm)
+        self._decode_remote(list(todo.items()), "decoding coalitions", progress=progress)
+
+    def _in_cache(self, name: str, expected: int) -> bool:
+        if name in self._prefetched:
+            return True
+        return self.cache_dir is not None and _load_samples(self.cache_dir / name, expected) is not None
+
+    def _decode_remote(self, todo: list[tuple[str, DecodeJob]], label: str, *, progress: bool) -> None:
+        """Run the decode jobs ``todo`` ((cache file name, job)) as tasks; keep and cache what arrives."""
+        if not todo:
+            return
+        if self._shared is None:
+            base = ship_base_model(self.base, with_files=self.backend.ship_files)
+            adapters = {a.source: (a.sha256, pack_dir(a.path)) for a in self.adapters}
+            self._shared = (self.backend.share(base), self.backend.share(adapters))
+
+        def arrived(i: int, samples: list[Sample]) -> None:
+            name = todo[i][0]
+            self._prefetched[name] = samples
+            if self.cache_dir is not None:
+                _save_samples(self.cache_dir / name, samples)
+
+        self.backend.map(decode_task, [job for _, job in todo], shared=self._shared, label=label,
+                         progress=progress, on_result=arrived)
 
     def _cached(self, name: str, expected: int, generate: Generate) -> list[Sample]:
         """``cache_dir/name`` if it holds ``expected`` samples; else ``generate(model, tokenizer, multi)``,
         saved there atomically. Counts hits (``cached``) and generations (``generated``)."""
+        if name in self._prefetched:  # decoded by a remote task (`prefetch`)
+            self.generated += 1
+            return self._prefetched.pop(name)
         path = None if self.cache_dir is None else self.cache_dir / name
         if path is not None:
             hit = _load_samples(path, expected)
@@ -220,6 +290,46 @@ class CoalitionSampler:
         if self._loaded is not None:
             self._loaded[2].close()
             self._loaded = None
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """One decoding task: a coalition's samples (``kind = "coalition"``) or the proposal pool (``"pool"``)."""
+
+    kind: str
+    members: list[int]
+    weights: list[float]
+    component_weights: np.ndarray | None
+    prompts: list[PromptLike]
+    samples_per_prompt: int
+    params: SamplingParams
+    max_batch_rows: int
+    max_prompt_tokens: int | None
+    packed_gemm: bool
+
+
+def decode_task(job: DecodeJob, base: ShippedModel, adapters: dict[str, tuple[str, DirPayload]]) -> list[Sample]:
+    """A task's body: the job decoded by a `CoalitionSampler` without a cache on this node (the adapters
+    written to a temp dir)."""
+    import tempfile
+
+    info = materialise_base_model(base)
+    with tempfile.TemporaryDirectory(prefix="payoutsim-decode-") as tmp:
+        specs = [
+            AdapterSpec(source, unpack_dir(files, Path(tmp) / f"adapter_{i}"), sha)
+            for i, (source, (sha, files)) in enumerate(adapters.items())
+        ]
+        sampler = CoalitionSampler(
+            info, specs, params=job.params, samples_per_prompt=job.samples_per_prompt, cache_dir=None,
+            max_batch_rows=job.max_batch_rows, max_prompt_tokens=job.max_prompt_tokens, packed_gemm=job.packed_gemm,
+        )
+        try:
+            if job.kind == "pool":
+                assert job.component_weights is not None
+                return sampler.proposal_samples(job.component_weights, job.prompts, job.samples_per_prompt)
+            return sampler.samples(job.members, job.weights, job.prompts)
+        finally:
+            sampler.close()
 
 
 def _load_samples(path: Path, expected: int) -> list[Sample] | None:

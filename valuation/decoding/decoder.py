@@ -52,6 +52,7 @@ from valuation.decoding.next_token import (
     draw_tokens,
     sampling_log_probs,
 )
+from valuation.models.devices import model_device
 
 if TYPE_CHECKING:
     import torch
@@ -323,13 +324,14 @@ def _decode_chunk(
 
     s, group = len(prompt_ids), 1 + len(adapters)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    stop_tensor = torch.tensor(sorted(stop_token_ids(model, tokenizer)), dtype=torch.long)
-    ids, mask, positions = left_padded(prompt_ids, pad, repeat=group)
+    dev = model_device(model)  # the CPU, or the placement's GPU (valuation.models.devices); .to(cpu) is a no-op
+    stop_tensor = torch.tensor(sorted(stop_token_ids(model, tokenizer)), dtype=torch.long).to(dev)
+    ids, mask, positions = (t.to(dev) for t in left_padded(prompt_ids, pad, repeat=group))
     route = torch.tensor([-1, *adapters], dtype=torch.long).repeat(s)
-    w = torch.tensor(np.asarray(weights), dtype=torch.float32)  # [s, m]
-    u = torch.from_numpy(uniforms)
-    scoring = None if score_weights is None else torch.tensor(np.asarray(score_weights), dtype=torch.float32)
-    record = _ChunkRecord.start(s, scoring)
+    w = torch.tensor(np.asarray(weights), dtype=torch.float32).to(dev)  # [s, m]
+    u = torch.from_numpy(uniforms).to(dev)
+    scoring = None if score_weights is None else torch.tensor(np.asarray(score_weights), dtype=torch.float32).to(dev)
+    record = _ChunkRecord.start(s, scoring, dev)
     routing = multi.routing(route) if multi is not None else contextlib.nullcontext()
     model.eval()
     with torch.inference_mode(), routing:
@@ -349,7 +351,7 @@ def _decode_chunk(
                 if bool(record.done.all()) or t == params.max_new_tokens - 1:
                     break
                 token = torch.where(record.done, torch.full_like(token, pad), token)
-                mask = torch.cat([mask, torch.ones((mask.shape[0], 1), dtype=mask.dtype)], dim=1)
+                mask = torch.cat([mask, torch.ones((mask.shape[0], 1), dtype=mask.dtype, device=dev)], dim=1)
                 last = last + 1
                 logits = model(
                     input_ids=token.repeat_interleave(group)[:, None],
@@ -375,18 +377,19 @@ class _ChunkRecord:
     scored: torch.Tensor | None  # float64 [s, C]: Σ log p_c(token) under their sampling distributions
 
     @classmethod
-    def start(cls, s: int, scoring: torch.Tensor | None) -> _ChunkRecord:
-        """The empty record of ``s`` sequences, scored under the coalitions of ``scoring`` (None: not scored)."""
+    def start(cls, s: int, scoring: torch.Tensor | None, device: torch.device | None = None) -> _ChunkRecord:
+        """The empty record of ``s`` sequences on ``device`` (default: the CPU), scored under the coalitions
+        of ``scoring`` (None: not scored)."""
         import torch
 
         return cls(
             generated=[[] for _ in range(s)],
-            logprob=torch.zeros(s, dtype=torch.float64),
-            base_logprob=torch.zeros(s, dtype=torch.float64),
-            done=torch.zeros(s, dtype=torch.bool),
-            stop_drawn=torch.full((s,), -1, dtype=torch.long),
+            logprob=torch.zeros(s, dtype=torch.float64, device=device),
+            base_logprob=torch.zeros(s, dtype=torch.float64, device=device),
+            done=torch.zeros(s, dtype=torch.bool, device=device),
+            stop_drawn=torch.full((s,), -1, dtype=torch.long, device=device),
             scoring=scoring,
-            scored=None if scoring is None else torch.zeros((s, scoring.shape[0]), dtype=torch.float64),
+            scored=None if scoring is None else torch.zeros((s, scoring.shape[0]), dtype=torch.float64, device=device),
         )
 
     def add(self, token: torch.Tensor, combined: torch.Tensor, logps: torch.Tensor, stop_tensor: torch.Tensor,

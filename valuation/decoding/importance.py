@@ -42,6 +42,7 @@ from valuation.composition.multilora import MultiLoraModel
 from valuation.decoding.decoder import PromptLike, Sample, SamplingParams, left_padded, prompt_token_ids
 from valuation.decoding.next_token import sampling_log_probs
 from valuation.games.coalitions import all_coalitions
+from valuation.models.devices import model_device
 
 #: All 2^n coalitions are mixture components up to this many sources; above, ∅ + singletons + N.
 ALL_COALITIONS_MAX_N = 6
@@ -120,7 +121,8 @@ def pool_log_densities(
     if params.temperature == 0:
         raise ValueError("importance sampling needs temperature > 0 (greedy decoding has no density)")
     n = multi.n_adapters
-    targets = torch.tensor(np.atleast_2d(target_weights), dtype=torch.float32)
+    dev = model_device(model)  # the CPU, or the placement's GPU (valuation.models.devices)
+    targets = torch.tensor(np.atleast_2d(target_weights), dtype=torch.float32).to(dev)
     encoded = {i: prompt_token_ids(tokenizer, prompts[i], max_prompt_tokens) for i in {s.prompt_index for s in samples}}
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     group = 1 + n
@@ -134,8 +136,8 @@ def pool_log_densities(
         steps = max(len(r) for r in responses)
         if steps == 0:
             continue
-        ids, mask, positions = left_padded(sequences, pad, repeat=group)
-        target, valid, _ = left_padded(responses, 0)  # right-aligned like the sequences they end
+        ids, mask, positions = (t.to(dev) for t in left_padded(sequences, pad, repeat=group))
+        target, valid, _ = (t.to(dev) for t in left_padded(responses, 0))  # right-aligned like the sequences
         route = torch.tensor([-1, *range(n)], dtype=torch.long).repeat(len(chunk))
         with torch.inference_mode(), multi.routing(route):
             logits = model(input_ids=ids, attention_mask=mask, position_ids=positions,
@@ -149,7 +151,7 @@ def pool_log_densities(
             block = targets[start : start + TARGETS_PER_PASS]
             token_lp = sampling_log_probs(logps, block, flat_target, params.temperature, params.top_p).double()
             per_seq = (token_lp.view(len(chunk), steps, -1) * valid_f[:, :, None]).sum(1)
-            log_p[lo : lo + len(chunk), start : start + block.shape[0]] = per_seq.numpy()
+            log_p[lo : lo + len(chunk), start : start + block.shape[0]] = per_seq.cpu().numpy()
     return log_p
 
 

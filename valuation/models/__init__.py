@@ -9,7 +9,7 @@ Public API::
     describe_model(info) -> ModelDescription         # sizes, weights files, parameter count
     prepare_and_describe(spec, ...) -> ModelDescription   # what `payoutsim models prepare` prints
     list_prepared_models(cache_dir) -> ModelListing  # what `payoutsim models list` prints
-    load_base_model(info, *, dtype=None) -> (model, tokenizer)   # dtype None = torch.float32
+    load_base_model(info, *, dtype=None) -> (model, tokenizer)   # on the placement of models.devices (CPU, fp32 by default)
     TinyConfig                                       # sizes and schedule of the tiny preset
 
 Importing this package does not import torch or transformers.

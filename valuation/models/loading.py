@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from valuation.models.cache import BaseModelInfo
+from valuation.models.devices import current_placement
 
 if TYPE_CHECKING:
     import torch
@@ -20,18 +21,21 @@ if TYPE_CHECKING:
 def load_base_model(
     info: BaseModelInfo, *, dtype: torch.dtype | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The model (in eval mode, ``dtype`` default ``torch.float32``) and its tokenizer.
+    """The model (in eval mode) and its tokenizer, on the device of `valuation.models.devices.current_placement`.
 
-    Safetensors only, never ``trust_remote_code``. The tokenizer always has a pad token (the eos token
-    when the dir defines none).
+    ``dtype`` defaults to the placement's dtype (``torch.float32`` on the CPU; training passes float32 for
+    its master weights). Safetensors only, never ``trust_remote_code``. The tokenizer always has a pad
+    token (the eos token when the dir defines none).
     """
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    placement = current_placement()
     tokenizer = AutoTokenizer.from_pretrained(info.path, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(
-        info.path, dtype=dtype or torch.float32, use_safetensors=True, trust_remote_code=False
+        info.path, dtype=dtype or placement.torch_dtype(), use_safetensors=True, trust_remote_code=False
     )
+    if not placement.on_cpu:
+        model.to(placement.device)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if model.generation_config.pad_token_id is None:
@@ -72,7 +76,7 @@ def complete_chat(
         add_generation_prompt=True,
         return_tensors="pt",
         return_dict=True,
-    )
+    ).to(model.device)
     torch.manual_seed(seed)
     kwargs = (
         {"do_sample": True, "temperature": temperature, "top_k": 0} if do_sample else {"do_sample": False}

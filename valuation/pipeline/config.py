@@ -70,6 +70,10 @@ Example (every table but ``[data]`` and ``[output]`` may be left out)::
     name = "alice"
     sources = ["flan_v2_niv2", "sharegpt"]
 
+    [runtime]                           # where it computes, not what: `valuation.runtime.settings`
+    device = "auto"                     # auto | cpu | cuda | cuda:i
+    backend = "local"                   # local | ray (address = "" | "auto" | "ray://host:port")
+
 Relative paths are resolved against the config file's folder. Problems are `InputError`s naming the
 config file, the line when TOML is malformed, and the offending field (``data.sources``, ``eval.helpfulness``…).
 """
@@ -89,6 +93,7 @@ from valuation.coalition_utility.scorers import SPEC_HELP, parse_reward_spec
 from valuation.errors import InputError, field_path
 from valuation.files import require_file, toml_text
 from valuation.members import Member
+from valuation.runtime.settings import RuntimeSection
 from valuation.text import name_problem
 
 DEFAULT_OBJECTIVES = ("helpfulness", "harmlessness")
@@ -327,6 +332,8 @@ class ValuationConfig(_Section):
     sampling: SamplingSection = SamplingSection()  # [sampling] (valuation.decoding)
     uncertainty: UncertaintySection = UncertaintySection()  # [uncertainty] (valuation.games.uncertainty)
     members: list[Member] = Field(default_factory=list)  # [[members]] (valuation.members)
+    # [runtime] (valuation.runtime.settings): where the run computes; left out of dumps and hashes
+    runtime: RuntimeSection = Field(default_factory=RuntimeSection, exclude=True)
     config_path: Path | None = None
 
     @model_validator(mode="after")

@@ -28,6 +28,7 @@ from valuation.games.replicates import MAX_ITEM_CELLS, ItemTerms
 from valuation.pipeline.config import ValuationConfig
 from valuation.pipeline.inputs import PreparedInputs
 from valuation.pipeline.tables import CoalitionTable
+from valuation.runtime.backend import LOCAL, Backend
 from valuation.sources import Prompt
 
 
@@ -61,16 +62,20 @@ def reward_tabulator(
     *,
     progress: bool,
     sampling_report: dict[str, dict[str, Any]] | None = None,
+    backend: Backend = LOCAL,
 ) -> Callable[[np.ndarray], CoalitionTable]:
     """``tabulate(masks)`` for the `reward` utility: samples from every coalition's π_S (cached on disk under
     ``RUN/cache/samples``, keyed by base, adapter hashes of S, weights, sampling config and prompts), scores
     them per objective; std errs are those of the mean reward, counts the number of samples (the effective
     sample size for importance-sampled coalitions). ``sampling_report`` (if given) receives, per coalition
-    label, how it was estimated (``importance`` / ``direct``) and its ESS per objective."""
+    label, how it was estimated (``importance`` / ``direct``) and its ESS per objective. ``backend``: where
+    the decoding runs (one task per coalition and one for the proposal pool when remote)."""
     sources = prepared.sources
     sizes = [len(prepared.train[s]) for s in sources]
     sc = config.sampling
-    sampler = reward_sampler(config, prepared, adapters, cache_dir=prepared.run_dir / "cache" / "samples")
+    sampler = reward_sampler(
+        config, prepared, adapters, cache_dir=prepared.run_dir / "cache" / "samples", backend=backend
+    )
     importance = importance_settings(config, prepared)
 
     def tabulate(masks: np.ndarray) -> CoalitionTable:
@@ -118,6 +123,7 @@ def reward_sampler(
     adapters: Mapping[str, AdapterRecord],
     *,
     cache_dir: Path | None,
+    backend: Backend = LOCAL,
 ) -> CoalitionSampler:
     """The `valuation.decoding.coalition_responses.CoalitionSampler` of the `reward` utility: the base, every source's
     adapter and the ``[sampling]`` settings; samples cached under ``cache_dir`` (None: no cache)."""
@@ -133,6 +139,7 @@ def reward_sampler(
         max_batch_rows=sc.max_batch_rows,
         max_prompt_tokens=sc.max_prompt_tokens,
         packed_gemm=sc.packed_gemm,
+        backend=backend,
     )
 
 

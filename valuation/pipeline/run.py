@@ -34,6 +34,7 @@ before anything is trained or written.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -58,6 +59,8 @@ from valuation.pipeline.outputs import write_run
 from valuation.pipeline.reward_tables import reward_objectives, reward_tabulator
 from valuation.pipeline.rounds import Measured, RoundsReport, grow_until_known
 from valuation.pipeline.tables import CoalitionTable, eval_logprobs, preference_tabulator
+from valuation.runtime.backend import Backend, open_backend
+from valuation.runtime.settings import effective_runtime, overridden
 
 FULL_TABLE_MAX_PLAYERS = 16  # up to here every coalition is tabulated (2^16 rows); beyond, only sampled ones
 
@@ -70,11 +73,19 @@ def run_train(
     callbacks: Sequence[Any] = (),
     log: Callable[[str], None] | None = None,
     prepared: PreparedInputs | None = None,
+    backend: Backend | None = None,
 ) -> tuple[PreparedInputs, dict[str, AdapterRecord]]:
     """Train (resumably) one adapter per source into ``RUN/adapters``; see `valuation.adapters.dpo`.
 
-    ``callbacks`` are transformers ``TrainerCallback`` objects passed to every training.
+    ``callbacks`` are transformers ``TrainerCallback`` objects passed to every (local) training. ``backend``:
+    where the trainings run; default: the config's ``[runtime]`` (`open_backend`, for this call only).
     """
+    if backend is None:
+        with open_runtime(config) as opened:
+            return run_train(
+                config, retrain=retrain, progress=progress, callbacks=callbacks, log=log, prepared=prepared,
+                backend=opened,
+            )
     prepared = prepared or prepare_inputs(config, progress=progress)
     records = train_adapters(
         prepared.base,
@@ -86,8 +97,17 @@ def run_train(
         progress=progress,
         callbacks=callbacks,
         log=log,
+        backend=backend,
     )
     return prepared, records
+
+
+def open_runtime(config: ValuationConfig) -> contextlib.AbstractContextManager[Backend]:
+    """The backend of the config's ``[runtime]`` (with ``--backend``/``--address`` applied:
+    `valuation.runtime.settings.effective_runtime`), its device placement installed for the block."""
+    if overridden("address"):
+        return open_backend(effective_runtime(config.runtime), file=None, address_field="--address")
+    return open_backend(effective_runtime(config.runtime), file=config.config_path)
 
 
 def run_value(
@@ -97,12 +117,17 @@ def run_value(
     progress: bool = True,
     callbacks: Sequence[Any] = (),
     log: Callable[[str], None] | None = None,
+    backend: Backend | None = None,
 ) -> ValuationRun:
     """Train what is missing, score, tabulate every coalition, value sources (and members), write the run.
 
     The steps are listed in the module docstring; ``timings`` records seconds per step (``prepare_s``,
-    ``train_s``, ``score_s``, ``value_s``, ``total_s``).
+    ``train_s``, ``score_s``, ``value_s``, ``total_s``). ``backend``: where training, scoring and decoding
+    run (`valuation.runtime.backend`); default: the config's ``[runtime]``, opened for this call.
     """
+    if backend is None:
+        with open_runtime(config) as opened:
+            return run_value(config, retrain=retrain, progress=progress, callbacks=callbacks, log=log, backend=opened)
     started = time.perf_counter()
     timings: dict[str, float] = {}
     prepared = prepare_inputs(config, progress=progress)
@@ -110,19 +135,21 @@ def run_value(
     timings["prepare_s"] = time.perf_counter() - started
 
     t0 = time.perf_counter()
-    _, adapters = run_train(config, retrain=retrain, progress=progress, callbacks=callbacks, log=log, prepared=prepared)
+    _, adapters = run_train(
+        config, retrain=retrain, progress=progress, callbacks=callbacks, log=log, prepared=prepared, backend=backend
+    )
     timings["train_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     # the reward utility samples instead of scoring the eval sets
-    report = None if rewards is not None else eval_logprobs(prepared, adapters, progress=progress)
+    report = None if rewards is not None else eval_logprobs(prepared, adapters, progress=progress, backend=backend)
     timings["score_s"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     sampling_report: dict[str, dict[str, Any]] = {}
     if rewards is not None:  # [utility] kind = "reward"
         tabulate = reward_tabulator(
-            config, prepared, adapters, rewards, progress=progress, sampling_report=sampling_report
+            config, prepared, adapters, rewards, progress=progress, sampling_report=sampling_report, backend=backend
         )
     else:
         assert report is not None
@@ -172,10 +199,12 @@ def value_until_known(
     retrain: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    backend: Backend | None = None,
 ) -> tuple[ValuationRun, RoundsReport]:
     """`run_value` in rounds of growing eval size (`valuation.pipeline.rounds.grow_until_known`) until every
     source value's interval (``[uncertainty] level``, every objective) is at most ``[uncertainty] target``
-    wide; returns the last round's run (its directory holds that round's files) and the report.
+    wide; returns the last round's run (its directory holds that round's files) and the report. ``backend``:
+    as `run_value`'s.
 
     Raises:
         InputError: no ``[uncertainty] target``, or a utility other than ``preference`` (field
@@ -194,7 +223,9 @@ def value_until_known(
 
     def evaluate(pairs: int) -> Measured[ValuationRun]:
         nonlocal trained
-        run = run_value(with_eval_pairs(config, pairs), retrain=retrain and not trained, progress=progress, log=log)
+        run = run_value(
+            with_eval_pairs(config, pairs), retrain=retrain and not trained, progress=progress, log=log, backend=backend
+        )
         trained = True
         res = run.result
         widths = np.full(res.values.shape, np.inf) if res.lo is None or res.hi is None else res.hi - res.lo
@@ -277,5 +308,11 @@ def value_coalitions(
 
 
 __all__ = [
-    "FULL_TABLE_MAX_PLAYERS", "run_train", "run_value", "value_coalitions", "value_until_known", "with_eval_intervals",
+    "FULL_TABLE_MAX_PLAYERS",
+    "open_runtime",
+    "run_train",
+    "run_value",
+    "value_coalitions",
+    "value_until_known",
+    "with_eval_intervals",
 ]

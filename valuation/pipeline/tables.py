@@ -23,6 +23,7 @@ from valuation.composition.arithmetic import coalition_margins, coalition_weight
 from valuation.composition.logprobs import EvalLogProbs, LogProbReport, compute_eval_logprobs
 from valuation.games.replicates import MAX_ITEM_CELLS, ItemTerms, terms_from_scores
 from valuation.pipeline.inputs import PreparedInputs
+from valuation.runtime.backend import LOCAL, Backend
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,11 @@ class CoalitionTable:
 
 
 def eval_logprobs(
-    prepared: PreparedInputs, adapters: Mapping[str, AdapterRecord], *, progress: bool
+    prepared: PreparedInputs, adapters: Mapping[str, AdapterRecord], *, progress: bool, backend: Backend = LOCAL
 ) -> LogProbReport:
     """Response log-probs of the base and every adapter on every eval set, cached under ``RUN/cache/logprobs``
-    (`valuation.composition.logprobs.compute_eval_logprobs`; a complete cache loads no model)."""
+    (`valuation.composition.logprobs.compute_eval_logprobs`; a complete cache loads no model; ``backend``:
+    where the scoring runs, one task per model when remote)."""
     config = prepared.config
     return compute_eval_logprobs(
         prepared.base,
@@ -54,6 +56,7 @@ def eval_logprobs(
         max_length=config.training.max_length,
         batch_size=config.eval.batch_size,
         progress=progress,
+        backend=backend,
     )
 
 

@@ -76,7 +76,7 @@ from valuation.games.result import ValuationResult
 from valuation.pipeline.config import ValuationConfig
 from valuation.pipeline.inputs import PreparedInputs, prepare_inputs
 from valuation.pipeline.outcome import ValuationRun
-from valuation.pipeline.run import run_train
+from valuation.pipeline.run import open_runtime, run_train
 from valuation.pipeline.tables import coalition_table
 from valuation.retraining.fidelity import (
     FIDELITY_FORMAT,
@@ -89,6 +89,7 @@ from valuation.retraining.fidelity import (
 )
 from valuation.retraining.plan import Kind, RetrainPlan, plan_retrain, random_orders
 from valuation.retraining.stages import RetrainedAdapter, train_coalition_adapters
+from valuation.runtime.backend import Backend
 
 
 @dataclass
@@ -134,6 +135,7 @@ def run_retrain(
     progress: bool = True,
     callbacks: Sequence[Any] = (),
     log: Callable[[str], None] | None = None,
+    backend: Backend | None = None,
 ) -> RetrainRun:
     """The retraining baseline for ``config``; see the module docstring for what is trained and written.
 
@@ -147,18 +149,27 @@ def run_retrain(
             (per-source adapters trained if missing, log-probs from the cache; nothing of it is written).
         retrain: retrain stale per-source adapters instead of raising `InputError` (``--retrain``).
         callbacks: extra ``TrainerCallback`` objects for every coalition training (tests count trainings).
+        backend: where the trainings and scorings run (`valuation.runtime.backend`: one task per coalition
+            training and per scored model when remote); default: the config's ``[runtime]``.
 
     Raises:
         InputError: more sources than ``[retrain] max_sources`` (checked before anything is trained).
     """
+    if backend is None:
+        with open_runtime(config) as opened:
+            return run_retrain(
+                config, arithmetic=arithmetic, retrain=retrain, progress=progress, callbacks=callbacks, log=log,
+                backend=opened,
+            )
     rcfg = config.retrain
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    prepared, source_adapters = _inputs(config, arithmetic, retrain=retrain, progress=progress, log=log)
+    prepared, source_adapters = _inputs(config, arithmetic, retrain=retrain, progress=progress, log=log,
+                                        backend=backend)
     sources = prepared.sources
 
     t0 = time.perf_counter()
-    score_kwargs = _score_kwargs(config, prepared, progress)
+    score_kwargs = _score_kwargs(config, prepared, progress) | {"backend": backend}
     masks = all_coalitions(len(sources))
     tables, arith = _score_arithmetic(config, prepared, source_adapters, masks, score_kwargs)
     timings["arithmetic_score_s"] = time.perf_counter() - t0
@@ -182,6 +193,7 @@ def run_retrain(
         progress=progress,
         callbacks=callbacks,
         log=log,
+        backend=backend,
     )
     timings["retrain_train_s"] = time.perf_counter() - t0
 
@@ -316,6 +328,7 @@ def _inputs(
     retrain: bool,
     progress: bool,
     log: Callable[[str], None] | None,
+    backend: Backend,
 ) -> tuple[PreparedInputs, Mapping[str, AdapterRecord]]:
     """The prepared inputs and the per-source adapters: the arithmetic run's, or prepared and trained (when
     missing) here. The source count is checked (`check_source_count`) before any training."""
@@ -323,7 +336,9 @@ def _inputs(
     check_source_count(config, len(prepared.sources))
     if arithmetic is not None:
         return prepared, arithmetic.adapters
-    _, source_adapters = run_train(config, retrain=retrain, progress=progress, log=log, prepared=prepared)
+    _, source_adapters = run_train(
+        config, retrain=retrain, progress=progress, log=log, prepared=prepared, backend=backend
+    )
     return prepared, source_adapters
 
 
@@ -475,7 +490,7 @@ def _score_merged(
         coalitions,
         prepared.eval_sets,
         combination=config.retrain.merge,
-        **score_kwargs,
+        **{k: v for k, v in score_kwargs.items() if k != "backend"},  # merged models are scored on the driver
     )
     name = f"merge_{config.retrain.merge}"
 

@@ -32,6 +32,7 @@ from valuation.adapters.config import TrainingConfig
 from valuation.adapters.dpo import (
     dpo_arguments,
     dpo_dataset,
+    float32,
     progress_callback,
     train_one_adapter,
     training_bars,
@@ -54,6 +55,9 @@ from valuation.models.cache import BaseModelRef
 from valuation.models.quiet import quiet_libraries
 from valuation.pipeline.inputs import PreparedInputs
 from valuation.retraining.plan import Kind, RetrainPlan, shuffled_union, stage_key, union_key
+from valuation.retraining.remote import RemoteJob, train_jobs_remote
+from valuation.runtime.backend import LOCAL, Backend
+from valuation.runtime.shipping import pack_dir
 
 
 @dataclass(frozen=True)
@@ -135,7 +139,7 @@ def _continue_dpo(
     from trl import DPOTrainer
 
     with quiet_libraries():
-        model, tokenizer = load_base_model(base)
+        model, tokenizer = load_base_model(base, dtype=float32())  # fp32 master weights
         model = PeftModel.from_pretrained(model, str(parent), adapter_name="default", is_trainable=True)
     dataset = dpo_dataset(tokenizer, pairs)
     with quiet_libraries():
@@ -193,11 +197,13 @@ def train_coalition_adapters(
     progress: bool = True,
     callbacks: Sequence[Any] = (),
     log: Callable[[str], None] | None = None,
+    backend: Backend = LOCAL,
 ) -> dict[Kind, dict[tuple[str, ...], RetrainedAdapter]]:
     """Train (or reuse) every stage and union adapter of ``plan`` under ``RUN/retrain/<kind>/<key>``.
 
     Returns per kind: sequence (sequential) or coalition (union) → adapter, including the length-1 entries
     that map to the per-source adapters. Cached adapters (same key, finished manifest) are not retrained.
+    With a remote ``backend`` every job is a task (`valuation.retraining.remote`; ``callbacks`` are not used).
     """
     singles = {
         (s,): RetrainedAdapter(f"source:{s}", rec.path, rec.manifest, "source")
@@ -214,6 +220,16 @@ def train_coalition_adapters(
     cached = sum(1 for kind in kinds for a in out[kind].values() if a.status == "cached")
     if cached:
         note(f"retrain: {cached} coalition adapters up to date (reused)")
+    if backend.remote:
+
+        def finished(job: CoalitionJob, manifest: dict[str, Any]) -> None:
+            out[job.kind][job.item] = RetrainedAdapter(job.key, job.path, manifest, "trained")
+
+        def describe(job: CoalitionJob, trained: Mapping[tuple[str, ...], RetrainedAdapter]) -> RemoteJob:
+            return _remote_job(job, prepared, trained, config=config, seed=seed)
+
+        train_jobs_remote(jobs, describe, out, finished, base=prepared.base, backend=backend, progress=progress)
+        return out
     with bars:
         overall = bars.add_task("retraining coalition adapters", total=len(jobs))
         for job in jobs:
@@ -296,6 +312,28 @@ def _train_job(
         callbacks=callbacks,
     )
     return add_to_manifest(job.path, extra | {"coalition": list(item), "shuffle_seed": seed})
+
+
+def _remote_job(
+    job: CoalitionJob,
+    prepared: PreparedInputs,
+    trained: Mapping[tuple[str, ...], RetrainedAdapter],
+    *,
+    config: TrainingConfig,
+    seed: int,
+) -> RemoteJob:
+    """`_train_job`'s arguments as data for a task (the parent adapter's files instead of its folder)."""
+    hashes = prepared.data_hashes
+    extra = {"retrain_key": job.key, "retrain_kind": job.kind}
+    item = job.item
+    if job.kind == "sequential":
+        parent = trained[item[:-1]]
+        extra |= {"prefix": list(item), "data_hash": hashes[item[-1]], "parent_key": parent.key}
+        return RemoteJob(job.kind, ">".join(item), item[-1], list(prepared.train[item[-1]]), hashes[item[-1]],
+                         config, extra | {"parent": str(parent.path)}, pack_dir(parent.path), train_stage)
+    return RemoteJob(job.kind, "+".join(item), "+".join(item), list(shuffled_union(prepared.train, item, seed)),
+                     sha256_json([hashes[s] for s in item]), config,
+                     extra | {"coalition": list(item), "shuffle_seed": seed}, None)
 
 
 def add_to_manifest(adapter_dir: Path, extra: Mapping[str, Any]) -> dict[str, Any]:

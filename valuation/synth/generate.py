@@ -13,6 +13,10 @@ Randomness: every source and every eval set draws from its own ``random.Random``
 sha256("payoutsim-synth|<seed>|<part>|<name>"), so adding or removing a source never changes the
 others. The `duplicate` source regenerates its original's pairs from the original's seed and perturbs
 them with its own generator, so it is a near-copy whether or not the original is in the market.
+Generated sources (``n_sources``: ``src00`` …, profiles drawn by `valuation.synth.market`) follow the
+same rules; a generated near-duplicate copies an earlier generated source the same way. The manifest
+then also has ``generated`` (names, class rates, planted strength per objective) and each generated
+source's ``class``; without ``n_sources`` the manifest and files are exactly those of earlier versions.
 """
 
 from __future__ import annotations

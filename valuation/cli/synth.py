@@ -17,6 +17,7 @@ from valuation.synth import (
     SynthConfig,
     write_corpus_summary,
 )
+from valuation.synth.market import GENERATED_RATES, MAX_GENERATED_SOURCES
 from valuation.synth.profiles import DEFAULT_DUPLICATE_OF, DEFAULT_NOISY_FLIP_RATE
 from valuation.terminal import safe_console
 
@@ -45,15 +46,23 @@ def synth(
         int, typer.Option("--eval-pairs", help="Held-out evaluation pairs per objective.")
     ] = 200,
     sources: Annotated[
-        str, typer.Option("--sources", help="Comma-separated paper sources to include.")
-    ] = ",".join(PAPER_SOURCES),
+        str | None,
+        typer.Option(
+            "--sources",
+            help=f"Comma-separated paper sources to include, or 'none' (default: {','.join(PAPER_SOURCES)}; "
+            "none with --n-sources).",
+            show_default=False,
+        ),
+    ] = None,
     adversarial: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--adversarial",
-            help="Comma-separated adversarial sources (noisy, duplicate, harmful), or 'none'.",
+            help=f"Comma-separated adversarial sources, or 'none' (default: {','.join(ADVERSARIAL_SOURCES)}; "
+            "none with --n-sources).",
+            show_default=False,
         ),
-    ] = ",".join(ADVERSARIAL_SOURCES),
+    ] = None,
     noisy_flip_rate: Annotated[
         float,
         typer.Option("--noisy-flip-rate", help="Share of the noisy source's labels that are flipped (0-1)."),
@@ -61,21 +70,37 @@ def synth(
     duplicate_of: Annotated[
         str, typer.Option("--duplicate-of", help="Paper source that the duplicate source nearly copies.")
     ] = DEFAULT_DUPLICATE_OF,
+    n_sources: Annotated[
+        int | None,
+        typer.Option(
+            "--n-sources",
+            help=f"Add N generated sources src00 … (1-{MAX_GENERATED_SOURCES}) with planted profiles drawn from "
+            "the seed: "
+            + ", ".join(f"{k.replace('_', '-')} {v:.0%}" for k, v in GENERATED_RATES.items())
+            + ". The manifest records each one's planted strength per objective.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Generate the synthetic market corpus: train/<source>.jsonl, eval/<objective>.jsonl, manifest.json.
 
-    Each source is a planted mixture of pair kinds (helpful, weak, neutral, flipped, safety, anti-safety) whose expected effect on helpfulness and harmlessness is written to the manifest.
+    Each source is a planted mixture of pair kinds (helpful, weak, neutral, flipped, safety, anti-safety) whose expected effect on helpfulness and harmlessness is written to the manifest. With --n-sources N, N more sources src00 … get profiles drawn from the seed (noisy, near-duplicate, harmful and random mixtures at stated rates), for a market of any size with known ground truth.
     """
     from rich.table import Table
 
+    if n_sources is not None and not 1 <= n_sources <= MAX_GENERATED_SOURCES:
+        raise InputError(
+            f"must be between 1 and {MAX_GENERATED_SOURCES}, got {n_sources}", field="--n-sources"
+        )
     config = SynthConfig(
         seed=seed,
         pairs_per_source=pairs_per_source,
         eval_pairs_per_objective=eval_pairs,
-        sources=_names(sources, "sources"),
-        adversarial=_names(adversarial, "adversarial"),
+        sources=None if sources is None else _names(sources, "sources"),
+        adversarial=None if adversarial is None else _names(adversarial, "adversarial"),
         noisy_flip_rate=noisy_flip_rate,
         duplicate_of=duplicate_of,
+        n_sources=n_sources,
     )
     check_writable_dir(out, field="--out")
     console = safe_console()

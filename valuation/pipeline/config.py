@@ -8,6 +8,7 @@ Example (every table but ``[data]`` and ``[output]`` may be left out)::
     corpus = "../../runs/corpus"        # a payoutsim synthetic corpus (train/<source>.jsonl, eval/*.jsonl)
     # path = "pairs.jsonl"              # any preference file or folder (`payoutsim data inspect` reads it)
     # synth = { seed = 1, pairs_per_source = 200 }   # generate a corpus into <output>/corpus
+    # synth = { seed = 1, n_sources = 64 }          # … a market of src00 … src63 with drawn planted profiles
     sources = ["flan_v2_niv2", "sharegpt", "evol_instruct", "ultrachat", "noisy"]   # default: all
 
     [model]
@@ -94,6 +95,7 @@ from valuation.errors import InputError, field_path
 from valuation.files import require_file, toml_text
 from valuation.members import Member
 from valuation.runtime.settings import RuntimeSection
+from valuation.synth.market import MAX_GENERATED_SOURCES
 from valuation.text import name_problem
 
 DEFAULT_OBJECTIVES = ("helpfulness", "harmlessness")
@@ -109,6 +111,9 @@ class SynthSection(_Section):
     seed: int = Field(0, ge=0)
     pairs_per_source: int | None = Field(None, ge=1)
     eval_pairs_per_objective: int | None = Field(None, ge=1)
+    n_sources: int | None = Field(None, ge=1, le=MAX_GENERATED_SOURCES)
+    """Generated sources src00 … with drawn planted profiles (`valuation.synth.market`) instead of the 7
+    named ones."""
 
 
 class DataSection(_Section):

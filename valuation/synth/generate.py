@@ -13,6 +13,10 @@ Randomness: every source and every eval set draws from its own ``random.Random``
 sha256("payoutsim-synth|<seed>|<part>|<name>"), so adding or removing a source never changes the
 others. The `duplicate` source regenerates its original's pairs from the original's seed and perturbs
 them with its own generator, so it is a near-copy whether or not the original is in the market.
+Generated sources (``n_sources``: ``src00`` …, profiles drawn by `valuation.synth.market`) follow the
+same rules; a generated near-duplicate copies an earlier generated source the same way. The manifest
+then also has ``generated`` (names, class rates, planted strength per objective) and each generated
+source's ``class``; without ``n_sources`` the manifest and files are exactly those of earlier versions.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 
 from valuation.errors import InputError
 from valuation.synth.items import EVAL_KEY_FRACTION, helpful_item, is_eval_key, safety_item
+from valuation.synth.market import GENERATED_RATES, MAX_GENERATED_SOURCES, draw_profiles, generated_name
 from valuation.synth.perturb import perturb_pair
 from valuation.synth.profiles import (
     ADVERSARIAL_SOURCES,
@@ -60,24 +65,41 @@ class SynthConfig:
         seed: base seed (≥ 0); every source / eval set derives its own.
         pairs_per_source: preference pairs in each train file (1 … 10,000).
         eval_pairs_per_objective: held-out pairs per objective (1 … 2,000).
-        sources: which of PAPER_SOURCES to include (non-empty, no repeats).
-        adversarial: which of ADVERSARIAL_SOURCES to include (may be empty).
+        sources: which of PAPER_SOURCES to include (no repeats; non-empty unless n_sources is set).
+            Default: all of them, or none when n_sources is set.
+        adversarial: which of ADVERSARIAL_SOURCES to include (may be empty). Default: all of them, or
+            none when n_sources is set.
         noisy_flip_rate: share of the `noisy` source's helpful pairs whose labels are flipped (0 … 1);
             its planted helpfulness signal is 1 − 2·rate, negative above 0.5.
         duplicate_of: the paper source that `duplicate` nearly copies.
+        n_sources: how many generated sources ``src00`` … to add after the named ones (1 …
+            MAX_GENERATED_SOURCES), each with a planted profile drawn as `valuation.synth.market` states;
+            None (the default) adds none and leaves the corpus exactly as before.
     """
 
     seed: int = 0
     pairs_per_source: int = 200
     eval_pairs_per_objective: int = 200
-    sources: tuple[str, ...] = PAPER_SOURCES
-    adversarial: tuple[str, ...] = ADVERSARIAL_SOURCES
+    sources: tuple[str, ...] = None  # type: ignore[assignment]  # resolved in __post_init__
+    adversarial: tuple[str, ...] = None  # type: ignore[assignment]  # resolved in __post_init__
     noisy_flip_rate: float = DEFAULT_NOISY_FLIP_RATE
     duplicate_of: str = DEFAULT_DUPLICATE_OF
+    n_sources: int | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sources", tuple(self.sources))
-        object.__setattr__(self, "adversarial", tuple(self.adversarial))
+        n = self.n_sources
+        if n is not None and (
+            isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_GENERATED_SOURCES
+        ):
+            raise InputError(
+                f"must be an integer between 1 and {MAX_GENERATED_SOURCES}, got {n!r}", field="n_sources"
+            )
+        default_sources = PAPER_SOURCES if n is None else ()
+        default_adversarial = ADVERSARIAL_SOURCES if n is None else ()
+        object.__setattr__(self, "sources", tuple(default_sources if self.sources is None else self.sources))
+        object.__setattr__(
+            self, "adversarial", tuple(default_adversarial if self.adversarial is None else self.adversarial)
+        )
         for name in ("seed", "pairs_per_source", "eval_pairs_per_objective"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
@@ -94,7 +116,7 @@ class SynthConfig:
                 f"must be between 1 and {MAX_EVAL_PAIRS}, got {self.eval_pairs_per_objective}",
                 field="eval_pairs_per_objective",
             )
-        _check_names(self.sources, PAPER_SOURCES, "sources", allow_empty=False)
+        _check_names(self.sources, PAPER_SOURCES, "sources", allow_empty=n is not None)
         _check_names(self.adversarial, ADVERSARIAL_SOURCES, "adversarial", allow_empty=True)
         rate = self.noisy_flip_rate
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate <= 1.0:
@@ -107,9 +129,21 @@ class SynthConfig:
             )
 
     @property
+    def generated_sources(self) -> tuple[str, ...]:
+        """``src00`` … ``src{n_sources-1}`` (empty without n_sources)."""
+        return tuple(generated_name(i) for i in range(self.n_sources or 0))
+
+    @property
     def all_sources(self) -> tuple[str, ...]:
-        """Paper sources then adversarial ones, in the configured order."""
-        return self.sources + self.adversarial
+        """Paper sources, then adversarial ones (configured order), then the generated ones."""
+        return self.sources + self.adversarial + self.generated_sources
+
+    def manifest_config(self) -> dict[str, Any]:
+        """The config as written to the manifest (n_sources only when set, so older corpora are unchanged)."""
+        out = asdict(self)
+        if self.n_sources is None:
+            del out["n_sources"]
+        return out
 
 
 def _check_names(
@@ -265,10 +299,16 @@ def _train_pairs(name: str, profile: SourceProfile, config: SynthConfig) -> tupl
     return _generate_pairs(name, kinds, rng, held_out=False)
 
 
-def _duplicate_pairs(config: SynthConfig, eval_prompts: set[str]) -> tuple[SynthPair, ...]:
+def _duplicate_pairs(
+    name: str,
+    original_name: str,
+    original_profile: SourceProfile,
+    config: SynthConfig,
+    eval_prompts: set[str],
+) -> tuple[SynthPair, ...]:
     """The original's pairs, each lightly perturbed (always changed; never onto an eval prompt)."""
-    original = _train_pairs(config.duplicate_of, paper_profile(config.duplicate_of), config)
-    rng = _rng(config.seed, "perturb", "duplicate")
+    original = _train_pairs(original_name, original_profile, config)
+    rng = _rng(config.seed, "perturb", name)
     seen: set[tuple[str, str, str]] = set()
     out: list[SynthPair] = []
     for pair in original:
@@ -283,7 +323,7 @@ def _duplicate_pairs(config: SynthConfig, eval_prompts: set[str]) -> tuple[Synth
         else:  # pragma: no cover - the perturbations always offer a fresh variant in practice
             raise RuntimeError("could not perturb a pair of the duplicate source")
         seen.add(triple)
-        out.append(SynthPair("duplicate", *triple, kind=pair.kind))
+        out.append(SynthPair(name, *triple, kind=pair.kind))
     return tuple(out)
 
 
@@ -305,11 +345,16 @@ def generate_corpus(config: SynthConfig) -> SynthCorpus:
     """Build every train and eval pair and the manifest in memory (deterministic in `config`)."""
     evals = {obj: _eval_pairs(obj, config) for obj in OBJECTIVES}
     eval_prompts = {p.prompt for pairs in evals.values() for p in pairs}
-    profiles = {name: _profile(name, config) for name in config.all_sources}
+    profiles = {name: _profile(name, config) for name in config.sources + config.adversarial}
+    profiles.update({p.name: p for p in draw_profiles(config.seed, config.n_sources or 0)})
     train: dict[str, tuple[SynthPair, ...]] = {}
     for name, profile in profiles.items():
         if name == "duplicate":
-            train[name] = _duplicate_pairs(config, eval_prompts)
+            original = config.duplicate_of
+            train[name] = _duplicate_pairs(name, original, paper_profile(original), config, eval_prompts)
+        elif profile.draw == "near_duplicate" and profile.duplicate_of is not None:
+            original = profile.duplicate_of
+            train[name] = _duplicate_pairs(name, original, profiles[original], config, eval_prompts)
         else:
             train[name] = _train_pairs(name, profile, config)
     leaked = eval_prompts & {p.prompt for pairs in train.values() for p in pairs}
@@ -356,6 +401,8 @@ def _manifest(
             entry["paper_finding"] = profile.paper_finding
         if profile.duplicate_of:
             entry["duplicate_of"] = profile.duplicate_of
+        if profile.draw:
+            entry["class"] = profile.draw
         sources[name] = entry
     eval_sets = {
         obj: {
@@ -370,9 +417,9 @@ def _manifest(
     }
     line_kinds = {f"train/{n}.jsonl": [p.kind for p in pairs] for n, pairs in train.items()}
     line_kinds.update({f"eval/{o}.jsonl": [p.kind for p in pairs] for o, pairs in evals.items()})
-    return {
+    manifest: dict[str, Any] = {
         "generator": {"name": GENERATOR_NAME, "version": GENERATOR_VERSION},
-        "config": asdict(config),
+        "config": config.manifest_config(),
         "objectives": list(OBJECTIVES),
         "pair_kinds": {
             k.name: {"effect": dict(zip(OBJECTIVES, k.effect, strict=True)), "description": k.description}
@@ -392,6 +439,18 @@ def _manifest(
         "files": files,
         "line_kinds": line_kinds,
     }
+    if config.n_sources is not None:
+        manifest["generated"] = {
+            "sources": list(config.generated_sources),
+            "class_rates": dict(GENERATED_RATES),
+            "rule": "each srcNN draws its class (noisy, near_duplicate, harmful, mixture) and mixture from "
+            "sha256(payoutsim-synth|seed|profile|srcNN); see valuation.synth.market",
+            "planted_strength": {
+                name: {obj: e["signal"] for obj, e in profiles[name].expected().items()}
+                for name in config.generated_sources
+            },
+        }
+    return manifest
 
 
 # ---------------------------------------------------------------------------------------------------

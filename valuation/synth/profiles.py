@@ -92,11 +92,12 @@ class SourceProfile:
     """A source's planted profile: its mixture of pair kinds and what it should do to each objective."""
 
     name: str
-    role: str  # "paper" or "adversarial"
+    role: str  # "paper", "adversarial" or "generated"
     mixture: dict[str, float]  # kind → fraction, sums to 1
     description: str
     paper_finding: str = ""
     duplicate_of: str | None = None
+    draw: str = ""  # generated sources: noisy, near_duplicate, harmful or mixture (`valuation.synth.market`)
 
     def signal(self) -> dict[str, float]:
         """signal_k = Σ_kind fraction · effect_k, rounded to 6 decimals, per objective."""

@@ -1,7 +1,7 @@
 """`ValuationRun`: what `valuation.pipeline.run.run_value` produced, and its efficiency check.
 
-Its own module so that the writers (`valuation.pipeline.outputs`) and the readers (`eval_sampling`,
-`valuation.retraining`, the CLI) can name it without importing the orchestration that builds it.
+Its own module so that the writers (`valuation.pipeline.outputs`) and the readers (`valuation.retraining`,
+the market, the CLI) can name it without importing the orchestration that builds it.
 """
 
 from __future__ import annotations

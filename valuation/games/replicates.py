@@ -144,12 +144,6 @@ class ItemTerms:
         kind = f"bootstrap over {self.unit}s ({per_objective}; jointly across coalitions)"
         return Replicates(self.players, self.objectives, self.coalitions, out, kind, seed)
 
-    def first_items(self, first: Sequence[int]) -> ItemTerms:
-        """The terms of the first ``first[k]`` items of each objective k (a smaller eval set)."""
-        nums = tuple(num[:, :f] for num, f in zip(self.numerators, first, strict=True))
-        dens = tuple(den[:, :f] for den, f in zip(self.denominators, first, strict=True))
-        return ItemTerms(self.players, self.objectives, self.coalitions, nums, dens, self.unit)
-
     # -- files -------------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:

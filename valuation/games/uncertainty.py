@@ -25,7 +25,6 @@ from valuation.games.result import ValuationResult
 
 #: Methods that are exact and linear on a complete table without a budget: every replicate in one pass.
 EXACT_LINEAR_METHODS = frozenset({"exact", "banzhaf", "loo"})
-DEFAULT_REPLICATES = 200
 DEFAULT_LEVEL = 0.95
 
 
@@ -84,4 +83,4 @@ def valued_with_interval(
     return with_interval(result, samples, kind=replicates.kind, level=level, seed=replicates.seed)
 
 
-__all__ = ["DEFAULT_LEVEL", "DEFAULT_REPLICATES", "replicate_values", "valued_with_interval", "with_interval"]
+__all__ = ["DEFAULT_LEVEL", "replicate_values", "valued_with_interval", "with_interval"]

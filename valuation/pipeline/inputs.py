@@ -24,7 +24,7 @@ from valuation.pipeline.config import ValuationConfig
 from valuation.sources import PreferencePair, load_corpus_eval_sets, load_preferences
 from valuation.synth import SynthConfig, write_corpus
 
-MAX_SOURCES = 62  # sources are bits of a coalition mask (int64)
+MAX_SOURCES = 100  # beyond 16 sources the game is the compact per-pair game (no coalition table)
 EXACT_MAX_SOURCES = 22  # exact Shapley's limit in valuation.games.estimators
 
 

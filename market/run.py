@@ -45,6 +45,7 @@ from market.scenario.inputs import ScenarioInputs, load_inputs
 from market.scenario.schema import LoadedScenario, Scenario, load_scenario, with_uncertainty
 from valuation.errors import InputError
 from valuation.files import atomic_write_text, check_writable, check_writable_dir
+from valuation.games.game import TableGame
 from valuation.games.result import ValuationResult
 from valuation.games.uncertainty import valued_with_interval
 from valuation.pipeline.outcome import ValuationRun
@@ -324,15 +325,21 @@ def plane_values(inputs: ScenarioInputs, ctx: RuleContext) -> tuple[ValuationRes
     member_game = ctx.member_game(list(groups))
     # the member game's players are #0, #1, …: rename them by position
     members_result = replace(shapley_result(member_game, ctx), players=tuple(groups))
-    sources_result = shapley_result(inputs.game, ctx)
+    valued = inputs.valuation
+    on_compact = valued is not None and valued.table is None  # the valuation's own values, with their intervals
+    sources_result = valued.result if valued is not None and on_compact else shapley_result(inputs.game, ctx)
     replicates = inputs.replicates
-    if replicates is not None and inputs.game.is_complete():
+    game = inputs.game
+    if replicates is not None and (not isinstance(game, TableGame) or game.is_complete()):
         level = sc.uncertainty.level
         aliases = {f"#{i}": tuple(groups[m]) for i, m in enumerate(groups)}
         members_result = valued_with_interval(
             members_result, replicates, budget=ctx.budget, seed=ctx.seed, groups=aliases, level=level
         )
-        sources_result = valued_with_interval(sources_result, replicates, budget=ctx.budget, seed=ctx.seed, level=level)
+        if not on_compact:
+            sources_result = valued_with_interval(
+                sources_result, replicates, budget=ctx.budget, seed=ctx.seed, level=level
+            )
         return members_result, sources_result, f"error bars: {level:.0%} intervals; {replicates.kind}"
     exact = len(groups) <= ctx.max_exact_members and len(inputs.game.players) <= ctx.max_exact_members
     note = (

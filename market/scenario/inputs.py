@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 from market.robust import pair_text
 from market.scenario.schema import LoadedScenario, Scenario
+from valuation.coalition_utility.compact import PairGame
 from valuation.errors import InputError
 from valuation.files import require_file
-from valuation.games.game import TableGame
-from valuation.games.replicates import ItemTerms, Replicates, normal_replicates
+from valuation.games.game import Game, TableGame
+from valuation.games.replicates import ItemTerms, ReplicateGames, normal_replicates
 from valuation.members import check_sources_known
 from valuation.sources import load_preferences
 
@@ -50,7 +51,8 @@ class ScenarioInputs:
 
     Attributes:
         loaded: the scenario.
-        game: the source-level game.
+        game: the source-level game: a coalition table, or the valuation's compact game (more than 16
+            sources; `valuation.coalition_utility.compact.PairGame`).
         sizes: source -> number of preference pairs (from ``data`` or ``[sizes]``), or None.
         texts: source -> the source's texts (prompt, chosen, rejected of each pair), or None.
         scenario_sha256: SHA-256 over the scenario file's bytes and the content hashes of the files it
@@ -65,7 +67,7 @@ class ScenarioInputs:
     """
 
     loaded: LoadedScenario
-    game: TableGame
+    game: Game
     sizes: dict[str, int] | None
     texts: dict[str, list[str]] | None
     scenario_sha256: str
@@ -73,7 +75,7 @@ class ScenarioInputs:
     base_model: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     valuation: ValuationRun | None = None
-    replicates: Replicates | None = None
+    replicates: ReplicateGames | None = None
 
     @property
     def scenario(self) -> Scenario:
@@ -123,7 +125,7 @@ def load_inputs(
         sizes, texts, provenance = valued.sizes, valued.texts, valued.provenance
         base_model = valued.base_model
         table_name = "the valuation's game.csv"
-        items = valued.run.table.items
+        items = None if valued.run.table is None else valued.run.table.items
     else:
         game, hashes, table_name = read_coalition_table(loaded)
         items, std_errs = read_uncertainty(loaded, game, hashes)
@@ -151,14 +153,18 @@ MAX_REPLICATE_CELLS = 2**14 * 200 * 2
 
 
 def scenario_replicates(
-    sc: Scenario, game: TableGame, items: ItemTerms | None, std_errs: Any
-) -> Replicates | None:
-    """The replicate tables of the scenario's game: ``[uncertainty] replicates`` bootstrap tables of the
-    item terms, else normal replicates from the table's standard errors, else None (also when
-    ``replicates = 0`` or the set would exceed `MAX_REPLICATE_CELLS`)."""
+    sc: Scenario, game: Game, items: ItemTerms | None, std_errs: Any
+) -> ReplicateGames | None:
+    """The replicate games of the scenario's game: ``[uncertainty] replicates`` bootstrap games of the
+    compact game (`PairGame.bootstrap`, over eval pairs) or bootstrap tables of the item terms, else normal
+    replicates from the table's standard errors, else None (also when ``replicates = 0`` or a table set
+    would exceed `MAX_REPLICATE_CELLS`)."""
     settings = sc.uncertainty
-    size = settings.replicates * len(game) * len(game.objectives)
-    if settings.replicates == 0 or size > MAX_REPLICATE_CELLS:
+    if settings.replicates == 0:
+        return None
+    if isinstance(game, PairGame):
+        return game.bootstrap(settings.replicates, settings.seed)
+    if not isinstance(game, TableGame) or settings.replicates * len(game) * len(game.objectives) > MAX_REPLICATE_CELLS:
         return None
     if items is not None:
         return items.bootstrap(settings.replicates, settings.seed)
@@ -208,7 +214,7 @@ def read_coalition_table(loaded: LoadedScenario) -> tuple[TableGame, dict[str, s
     return TableGame.from_file(table_path), {"utilities": _file_sha256(table_path)}, table_path.name
 
 
-def check_game(loaded: LoadedScenario, game: TableGame, table_name: str) -> None:
+def check_game(loaded: LoadedScenario, game: Game, table_name: str) -> None:
     """Raise `InputError` unless the game fits the scenario: every member's source is a player of the game
     (``members[i].sources``); every weighted objective is an objective of the game (``objectives.<name>``);
     weights are given when the game has several objectives. `table_name` names the game in messages."""
@@ -244,7 +250,7 @@ def read_data(loaded: LoadedScenario) -> tuple[dict[str, int], dict[str, list[st
     return sizes, texts, prefs.content_hash()
 
 
-def with_given_sizes(loaded: LoadedScenario, game: TableGame, sizes: dict[str, int] | None) -> dict[str, int]:
+def with_given_sizes(loaded: LoadedScenario, game: Game, sizes: dict[str, int] | None) -> dict[str, int]:
     """`sizes` overridden by ``[sizes]`` (explicit sizes win over counted ones); `InputError` for a
     ``[sizes]`` key that is not a source of the game."""
     given = loaded.scenario.sizes or {}

@@ -22,7 +22,7 @@ from market.robust import pair_text
 from market.scenario.schema import LoadedScenario
 from valuation.errors import InputError
 from valuation.files import require_file, sha256_file, sha256_json
-from valuation.games.game import TableGame
+from valuation.games.game import Game
 from valuation.members import check_sources_known
 from valuation.pipeline.config import (
     ValuationConfig,
@@ -40,10 +40,11 @@ class ScenarioValuation:
 
     Attributes:
         run: the `valuation.pipeline.outcome.ValuationRun` (run dir, adapters, table, values, files).
-        game: its source-level coalition table (``RUN/game.csv``).
+        game: its source-level game: the coalition table (``RUN/game.csv``), or the compact game
+            (``RUN/game.npz``, more than 16 sources).
         hashes: ``valuation_config`` (SHA-256 of the config file's bytes, or of the inline table) and
-            ``game`` (SHA-256 of ``game.csv``): what the scenario hash covers, so a changed valuation is a
-            new ledger run and an unchanged one is not.
+            ``game`` (`game_hash`): what the scenario hash covers, so a changed valuation is a new ledger run
+            and an unchanged one is not.
         sizes, texts: per source, the number of training pairs and their texts (`market.robust.pair_text`).
         base_model: the base model's name.
         provenance: JSON-ready: run dir, config file, the validated config, base model (name, SHA-256,
@@ -51,7 +52,7 @@ class ScenarioValuation:
     """
 
     run: ValuationRun
-    game: TableGame
+    game: Game
     hashes: dict[str, str]
     sizes: dict[str, int]
     texts: dict[str, list[str]]
@@ -133,12 +134,21 @@ def run_scenario_valuation(
     return ScenarioValuation(
         run=run,
         game=run.game,
-        hashes={"valuation_config": config_hash, "game": sha256_file(run.files["game_csv"])},
+        hashes={"valuation_config": config_hash, "game": game_hash(run)},
         sizes={s: len(pairs) for s, pairs in prepared.train.items()},
         texts={s: [pair_text(p) for p in pairs] for s, pairs in prepared.train.items()},
         base_model=str(prepared.base.name),
         provenance=valuation_provenance(run, config),
     )
+
+
+def game_hash(run: ValuationRun) -> str:
+    """The hash of the valuation's game: of ``game.csv``, or, for a run on the compact game (no table), of
+    the compact game's content (`valuation.coalition_utility.compact.PairGame.content_sha256`)."""
+    if "game_csv" in run.files:
+        return sha256_file(run.files["game_csv"])
+    assert run.compact is not None
+    return run.compact.content_sha256()
 
 
 def valuation_provenance(run: ValuationRun, config: ValuationConfig) -> dict[str, Any]:

@@ -170,7 +170,10 @@ def value(
 
 def _print_summary(run: ValuationRun) -> None:
     """The source values per objective (± std errs), u(∅), u(all) and the efficiency gap for a complete
-    table, the member values, and the run directory with the adapters trained and the wall time."""
+    table or the compact game, the member values, and the run directory with the adapters trained and the wall time."""
+    import numpy as np
+
+    from valuation.games.game import TableGame
     from valuation.pipeline.outcome import efficiency_gap  # deferred: see the module docstring
 
     console = safe_console()
@@ -184,12 +187,13 @@ def _print_summary(run: ValuationRun) -> None:
         cells = [f"{res.values[i, k]:+.4f}" + (f" ± {res.std_errs[i, k]:.4f}" if res.std_errs[i, k] else "")
                  for k in range(len(res.objectives))]
         table.add_row(player, str(len(run.prepared.train[player])), *cells)
-    table_game = run.game
-    if table_game.is_complete():
-        dense = table_game.dense_table()
+    game = run.game
+    if not isinstance(game, TableGame) or game.is_complete():  # a full table, or the compact game
+        n = len(game.players)
+        ends = np.asarray(game(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)])), dtype=float)
         table.add_section()
-        table.add_row("u(∅) (base)", "", *(f"{u:.4f}" for u in dense[0]))
-        table.add_row("u(all)", "", *(f"{u:.4f}" for u in dense[-1]))
+        table.add_row("u(∅) (base)", "", *(f"{u:.4f}" for u in ends[0]))
+        table.add_row("u(all)", "", *(f"{u:.4f}" for u in ends[1]))
         gaps = efficiency_gap(run)
         table.add_row("Σφ − (u(all) − u(∅))", "", *(f"{g:.1e}" for g in gaps))
     console.print(table)

@@ -20,7 +20,9 @@ over eval pairs, jointly across coalitions) implements the replicate contract th
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -140,6 +142,17 @@ class PairGame:
             "metric": self.metric,
             "beta": self.beta,
         }
+
+    def content_sha256(self) -> str:
+        """SHA-256 of what the game is (names, settings, margins and pair weights as float64 bytes): equal
+        games hash equal, unlike the compressed file's bytes, which carry zip timestamps."""
+        digest = hashlib.sha256()
+        digest.update(json.dumps({**self.describe(), "players": list(self.players), "objectives": list(self.objectives),
+                                  "sizes": None if self.sizes is None else self.sizes.tolist()}).encode())
+        for d, c in zip(self.deltas, self.pair_weights, strict=True):
+            digest.update(np.ascontiguousarray(d, dtype="<f8").tobytes())
+            digest.update(np.ascontiguousarray(c, dtype="<f8").tobytes())
+        return digest.hexdigest()
 
     # -- files ---------------------------------------------------------------------------------------
 

@@ -33,17 +33,40 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from valuation.errors import InputError
 from valuation.files import atomic_write_bytes, require_file
 from valuation.games.coalitions import check_masks, coalition_index
-from valuation.games.game import TableGame
+from valuation.games.game import Game, TableGame
 
 ITEMS_FORMAT = "payoutsim-items/1"
 #: Largest N table (coalitions × items, per objective) kept for the bootstrap: 2^14 coalitions × 1,000 pairs.
 MAX_ITEM_CELLS = 2**14 * 1000
+
+
+@runtime_checkable
+class ReplicateGames(Protocol):
+    """What the uncertainty code needs of B replicate games: `Replicates` (tables on one set of coalitions)
+    or `valuation.coalition_utility.compact.PairReplicates` (the compact game's bootstrap)."""
+
+    players: tuple[str, ...]
+    objectives: tuple[str, ...]
+    kind: str
+    seed: int
+
+    @property
+    def n_replicates(self) -> int: ...
+
+    def is_complete(self) -> bool: ...
+
+    def game(self, b: int) -> Game: ...
+
+    def stacked_game(self) -> Game: ...
+
+    def unstack(self, values: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -74,6 +97,10 @@ class Replicates:
     @property
     def n_replicates(self) -> int:
         return int(self.utilities.shape[0])
+
+    def is_complete(self) -> bool:
+        """True when the tables hold all 2^n coalitions."""
+        return len(self.coalitions) == 2 ** len(self.players)
 
     def game(self, b: int) -> TableGame:
         """Replicate `b` as a `TableGame`."""
@@ -254,6 +281,7 @@ __all__ = [
     "ITEMS_FORMAT",
     "MAX_ITEM_CELLS",
     "ItemTerms",
+    "ReplicateGames",
     "Replicates",
     "normal_replicates",
     "percentile_interval",

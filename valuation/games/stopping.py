@@ -11,12 +11,14 @@ many more utility evaluations it may spend (``None``: no limit), so a budget is 
 
 from __future__ import annotations
 
-import math
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from valuation.games.game import Game
 
 
 @dataclass
@@ -80,26 +82,44 @@ class MaxEvaluations(StoppingRule):
 
 
 class StandardError(StoppingRule):
-    """Stop when every standard error (all players, all objectives) is ``<= target``.
+    """Stop when every standard error (all players, all objectives) is ``<= target``; ``target`` is one
+    number or one per objective (a sequence of m numbers, e.g. 1% of each objective's grand-coalition value).
 
     The variance is measured from the samples, so the rule waits for ``min_samples`` samples before it
     trusts the estimate (few samples can show zero spread by chance).
     """
 
-    def __init__(self, target: float, *, min_samples: int = 10) -> None:
-        if not target > 0:
+    def __init__(self, target: float | Sequence[float] | np.ndarray, *, min_samples: int = 10) -> None:
+        targets = np.atleast_1d(np.asarray(target, dtype=float))
+        if targets.ndim != 1 or not np.all(targets > 0):
             raise ValueError("StandardError needs target > 0")
-        self.target = float(target)
+        self.target: float | np.ndarray = float(targets[0]) if np.ndim(target) == 0 else targets
         self.min_samples = max(2, int(min_samples))
 
     def stop_reason(self, state: SamplingState) -> str | None:
         if state.n_samples < self.min_samples:
             return None
-        worst = float(np.max(state.std_errs)) if state.std_errs.size else 0.0
-        return "standard_error" if math.isfinite(worst) and worst <= self.target else None
+        if not state.std_errs.size:
+            return "standard_error"
+        se = state.std_errs
+        if not np.all(np.isfinite(se)):
+            return None
+        return "standard_error" if bool(np.all(se <= np.broadcast_to(self.target, se.shape[-1:]))) else None
 
     def __repr__(self) -> str:
         return f"StandardError({self.target})"
+
+
+def relative_standard_error(game: Game, fraction: float, *, min_samples: int = 10) -> StandardError:
+    """`StandardError` with one target per objective: ``fraction · |u_k(N) − u_k(∅)|`` (two evaluations of
+    `game`), e.g. 0.01 for "every standard error at most 1% of the value the grand coalition creates".
+    An objective whose grand coalition creates nothing gets a target of 1e-12 (its values are then ~0)."""
+    if not fraction > 0:
+        raise ValueError("relative_standard_error needs fraction > 0")
+    n = len(game.players)
+    ends = np.asarray(game(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)])), dtype=float)
+    grand = np.abs(ends[1] - ends[0])
+    return StandardError(fraction * np.where(grand > 0, grand, 1e-12), min_samples=min_samples)
 
 
 class MaxTime(StoppingRule):

@@ -41,9 +41,11 @@ Example (every table but ``[data]`` and ``[output]`` may be left out)::
     batch_size = 8                      # scoring batch size
 
     [shapley]
-    method = "exact"                    # exact | permutation | banzhaf | loo | least_core
+    method = "exact"                    # exact | permutation | regression | banzhaf | loo | least_core
     # budget = 2000
     seed = 0
+    # target_se = 0.01                  # > 16 sources: stop sampling at SE ≤ 1% of |u(N) − u(∅)| (the default)
+    # max_seconds = 60                  # … or after a minute (default: no time limit; budget caps the work)
 
     [output]
     dir = "../../runs/demo"             # the run directory
@@ -237,6 +239,14 @@ class ShapleySection(_Section):
     method: Literal["exact", "permutation", "regression", "banzhaf", "loo", "least_core"] = "exact"  # estimators.METHODS (tested)
     budget: int | None = Field(None, ge=1)
     seed: int = Field(0, ge=0)
+    target_se: float | None = Field(
+        None, gt=0, lt=1, description="Sampled methods on the compact game (more than 16 sources): stop once every "
+        "standard error is at most this fraction of |u(N) − u(∅)| of its objective (default 0.01)."
+    )
+    max_seconds: float | None = Field(
+        None, gt=0, description="Sampled methods on the compact game: also stop after this many seconds (default: "
+        "no time limit, so the values depend on the seed alone; the budget, default 200,000 coalitions, caps the work)."
+    )
 
 
 class OutputSection(_Section):

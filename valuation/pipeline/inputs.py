@@ -103,8 +103,9 @@ def _chosen_sources(config: ValuationConfig, available: list[str], origin: Path)
         )
     if config.shapley.method == "exact" and len(chosen) > EXACT_MAX_SOURCES:
         raise InputError(
-            f"exact Shapley over {len(chosen)} sources needs 2^{len(chosen)} coalitions: "
-            'use method = "permutation" (or "banzhaf", "loo")',
+            f"exact Shapley over {len(chosen)} sources needs all 2^{len(chosen)} = {2 ** len(chosen):.3g} coalitions "
+            f"(at most {EXACT_MAX_SOURCES} sources): use a sampled method, method = \"regression\" (sampled "
+            'Shapley with standard errors; stops at [shapley] target_se), "permutation" or "banzhaf"',
             file=cfg_file,
             field="shapley.method",
         )

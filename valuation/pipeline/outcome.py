@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from valuation.adapters.store import AdapterRecord
-from valuation.games.game import TableGame
+from valuation.coalition_utility.compact import PairGame
+from valuation.games.game import Game, TableGame
 from valuation.games.result import ValuationResult
 from valuation.pipeline.inputs import PreparedInputs
 from valuation.pipeline.tables import CoalitionTable
@@ -26,22 +27,25 @@ class ValuationRun:
     run_dir: Path
     prepared: PreparedInputs
     adapters: dict[str, AdapterRecord]
-    table: CoalitionTable
-    game: TableGame
+    table: CoalitionTable | None  # None: valued on the compact game (no coalition table)
+    game: Game  # the table's TableGame, or the compact game
     result: ValuationResult
     member_result: ValuationResult | None
+    compact: PairGame | None = None  # the compact game of a ``preference`` run
     files: dict[str, Path] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     sampling_report: dict[str, dict[str, Any]] = field(default_factory=dict)  # reward: coalition → method, ESS
 
 
 def efficiency_gap(run: ValuationRun) -> np.ndarray:
-    """Per objective, Σ_i φ_i − (u(N) − u(∅)) (0 up to rounding for exact Shapley on a full table)."""
-    n = len(run.table.players)
-    if not run.game.is_complete():
-        return np.full(len(run.table.objectives), np.nan)
-    dense = run.game.dense_table()
-    return run.result.values.sum(axis=0) - (dense[2**n - 1] - dense[0])
+    """Per objective, Σ_i φ_i − (u(N) − u(∅)) (0 up to rounding for exact Shapley on a full table and for the
+    regression estimator, which is efficient by construction; a sampled permutation estimate is off by its noise)."""
+    n = len(run.game.players)
+    if isinstance(run.game, TableGame) and run.game.is_complete():
+        dense = run.game.dense_table()
+        return run.result.values.sum(axis=0) - (dense[2**n - 1] - dense[0])
+    ends = np.asarray(run.game(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)])), dtype=float)
+    return run.result.values.sum(axis=0) - (ends[1] - ends[0])
 
 
 __all__ = ["ValuationRun", "efficiency_gap"]

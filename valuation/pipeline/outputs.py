@@ -3,6 +3,8 @@
     game.csv                coalition utilities, GAME.csv format (one column per objective)
     game.parquet            the same plus <objective>_std_err and <objective>_n_pairs per coalition
     items.npz               the per-item terms (eval pairs / prompts) the utilities are means of, for the bootstrap
+    game.npz                the compact game of a ``preference`` run (per-pair margins; the only game file of
+                            a run with more than 16 sources, which has no coalition table)
     values.json             source-level values (the `payoutsim shapley` result format)
     values_members.json     member-level values, when the config lists [[members]]
     config.toml             the config this run used (a copy)
@@ -30,12 +32,13 @@ import numpy as np
 from valuation.errors import OutputError
 from valuation.files import atomic_path, atomic_write_text, sha256_json
 from valuation.games.coalitions import coalition_label
+from valuation.games.game import TableGame
 from valuation.pipeline.outcome import ValuationRun
 from valuation.pipeline.tables import CoalitionTable
 
 RUN_FORMAT = "payoutsim-valuation-run/1"
 RUN_FILES = (
-    "game.csv", "game.parquet", "items.npz", "values.json", "values_members.json", "config.toml", "run.json"
+    "game.csv", "game.parquet", "items.npz", "game.npz", "values.json", "values_members.json", "config.toml", "run.json"
 )
 
 
@@ -63,12 +66,18 @@ def write_run(run: ValuationRun, *, logprobs_computed: int = 0, logprobs_cached:
 def _write_files(run: ValuationRun, run_dir: Path, computed: int, cached: int) -> dict[str, Path]:
     """The writes of `write_run`, run.json last."""
     files: dict[str, Path] = {}
-    files["game_csv"] = run_dir / "game.csv"
-    run.game.to_csv(files["game_csv"])
-    files["game_parquet"] = run_dir / "game.parquet"
-    _write_parquet(run.table, files["game_parquet"])
-    if run.table.items is not None:
-        files["items"] = run.table.items.save(run_dir / "items.npz")
+    if run.table is not None and isinstance(run.game, TableGame):
+        files["game_csv"] = run_dir / "game.csv"
+        run.game.to_csv(files["game_csv"])
+        files["game_parquet"] = run_dir / "game.parquet"
+        _write_parquet(run.table, files["game_parquet"])
+        if run.table.items is not None:
+            files["items"] = run.table.items.save(run_dir / "items.npz")
+    else:  # a run on the compact game: a table of a previous run there would not describe this one
+        for name in ("game.csv", "game.parquet", "items.npz"):
+            (run_dir / name).unlink(missing_ok=True)
+    if run.compact is not None:
+        files["game_npz"] = run.compact.save(run_dir / "game.npz")
     files["values"] = run_dir / "values.json"
     atomic_write_text(files["values"], json.dumps(run.result.to_json_dict(), indent=2) + "\n")
     if run.member_result is not None:
@@ -137,7 +146,8 @@ def _provenance(run: ValuationRun, computed: int, cached: int) -> dict[str, Any]
         "shapley": config.shapley.model_dump(mode="json"),
         "training": config.training.model_dump(mode="json"),
         "members": [m.model_dump(mode="json") for m in config.members],
-        "coalitions_evaluated": int(run.table.coalitions.shape[0]),
+        "coalitions_evaluated": int(run.table.coalitions.shape[0]) if run.table is not None else run.result.n_evaluations,
+        "compact_game": None if run.compact is None else run.compact.describe(),
         "logprob_tables": {"computed": computed, "cached": cached},
         "timings": run.timings,
     }

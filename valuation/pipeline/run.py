@@ -10,7 +10,9 @@ One walk through `run_value`, naming the function at each step:
 4. a tabulator, ``masks → CoalitionTable``: `valuation.pipeline.tables.preference_tabulator` (arithmetic on
    the cached log-probs) or, with ``[utility] kind = "reward"``, `valuation.pipeline.reward_tables.reward_tabulator`
    (mean reward of samples from π_S; then ``<objective>_n_pairs`` counts samples).
-5. `value_coalitions`: the game of the table, its values (and the members' values).
+5. `value_coalitions`: the game of the table, its values (and the members' values); beyond 16 sources
+   (`uses_compact_game`) `value_compact` values directly on the compact game
+   (`valuation.pipeline.tables.pair_game`), sampling until the target standard error (`compact_stopping`).
 6. `valuation.pipeline.outputs.write_run`: the files below, each written atomically.
 
 Run directory (``[output] dir``)::
@@ -20,9 +22,13 @@ Run directory (``[output] dir``)::
     cache/samples/          reward utility only: sampled responses per coalition (valuation.decoding.coalition_responses)
     corpus/                 only with [data] synth: the generated synthetic corpus
     config.toml             the config this run used (a copy)
-    game.csv                coalition utilities, GAME.csv format (one column per objective)
+    game.csv                coalition utilities, GAME.csv format (one column per objective); not written
+                            for a run on the compact game (more than 16 sources)
     game.parquet            the same plus <objective>_std_err and <objective>_n_pairs per coalition
     items.npz               the per-item terms of game.csv (eval pairs or prompts; valuation.games.replicates)
+    game.npz                ``preference`` utility: the compact game, every objective's per-pair margins
+                            Δ[n, pairs] (valuation.coalition_utility.compact.PairGame): all 2ⁿ coalitions,
+                            no model needed
     values.json             source-level values with standard errors and 95% intervals (bootstrap over
                             the eval items, [uncertainty]; the `payoutsim shapley` result format)
     values_members.json     member-level values, when the config lists [[members]]
@@ -48,8 +54,10 @@ from valuation.coalition_utility.preference import LOGLIK_WARNING
 from valuation.errors import InputError
 from valuation.games.coalitions import all_coalitions
 from valuation.games.estimators import approximate
-from valuation.games.game import FunctionGame, Game, TableGame
+from valuation.games.game import FunctionGame, Game, GroupedGame, TableGame
+from valuation.games.methods import LINEAR_METHODS
 from valuation.games.result import ValuationResult
+from valuation.games.stopping import MaxEvaluations, MaxTime, StoppingRule, relative_standard_error
 from valuation.games.uncertainty import valued_with_interval
 from valuation.members import member_groups, member_values
 from valuation.pipeline.config import ValuationConfig, with_eval_pairs
@@ -58,11 +66,13 @@ from valuation.pipeline.outcome import ValuationRun
 from valuation.pipeline.outputs import write_run
 from valuation.pipeline.reward_tables import reward_objectives, reward_tabulator
 from valuation.pipeline.rounds import Measured, RoundsReport, grow_until_known
-from valuation.pipeline.tables import CoalitionTable, eval_logprobs, preference_tabulator
+from valuation.pipeline.tables import CoalitionTable, eval_logprobs, pair_game, preference_tabulator
 from valuation.runtime.backend import Backend, open_backend
 from valuation.runtime.settings import effective_runtime, overridden
 
-FULL_TABLE_MAX_PLAYERS = 16  # up to here every coalition is tabulated (2^16 rows); beyond, only sampled ones
+FULL_TABLE_MAX_PLAYERS = 16  # up to here every coalition is tabulated (2^16 rows); beyond, the compact game
+DEFAULT_TARGET_SE = 0.01  # beyond: sample until every standard error ≤ 1% of |u(N) − u(∅)| …
+DEFAULT_MAX_EVALUATIONS = 200_000  # … or this many coalitions (≈ 40 s at n = 64 on 2 cores)
 
 
 def run_train(
@@ -160,17 +170,25 @@ def run_value(
                 log(f"warning: {LOGLIK_WARNING}")
 
     groups = member_groups(config.members) or None
-    table, game, result, member_result = value_coalitions(
-        tabulate,
-        prepared.sources,
-        prepared.objectives,
-        groups,
-        method=config.shapley.method,
-        budget=config.shapley.budget,
-        seed=config.shapley.seed,
-        progress=progress,
-    )
-    result, member_result = with_eval_intervals(config, table, game, result, member_result, groups)
+    compact = None if report is None else pair_game(prepared, report.tables)
+    table: CoalitionTable | None
+    game: Game
+    if compact is not None and uses_compact_game(config, len(prepared.sources)):
+        table, game = None, compact
+        result, member_result = value_compact(compact, groups, config, progress=progress)
+    else:
+        table, game, result, member_result = value_coalitions(
+            tabulate,
+            prepared.sources,
+            prepared.objectives,
+            groups,
+            method=config.shapley.method,
+            budget=config.shapley.budget,
+            seed=config.shapley.seed,
+            progress=progress,
+        )
+        assert isinstance(game, TableGame)
+        result, member_result = with_eval_intervals(config, table, game, result, member_result, groups)
     timings["value_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
 
@@ -181,6 +199,7 @@ def run_value(
         table=table,
         game=game,
         result=result,
+        compact=compact,
         member_result=member_result,
         timings={k: round(v, 3) for k, v in timings.items()},
         sampling_report=sampling_report,
@@ -237,6 +256,53 @@ def value_until_known(
         evaluate, target=settings.target, start=settings.start_pairs, max_pairs=settings.max_pairs,
         max_seconds=settings.max_seconds, log=log,
     )
+
+
+def uses_compact_game(config: ValuationConfig, n_sources: int) -> bool:
+    """True when a ``preference`` run values on the compact game instead of a coalition table: more than
+    `FULL_TABLE_MAX_PLAYERS` sources and a sampled method (``exact`` would need all 2ⁿ coalitions)."""
+    return n_sources > FULL_TABLE_MAX_PLAYERS and config.shapley.method != "exact"
+
+
+def compact_stopping(game: Game, config: ValuationConfig) -> StoppingRule:
+    """The stopping rule of a sampled method on the compact game: every standard error at most
+    ``[shapley] target_se`` (default `DEFAULT_TARGET_SE`) × |u_k(N) − u_k(∅)| of its objective
+    (`valuation.games.stopping.relative_standard_error`), or ``[shapley] budget`` evaluations (default
+    `DEFAULT_MAX_EVALUATIONS`), or — only when set — ``max_seconds`` of sampling. Without a time limit the
+    result depends on the seed alone."""
+    settings = config.shapley
+    rule: StoppingRule = relative_standard_error(game, settings.target_se or DEFAULT_TARGET_SE)
+    rule = rule | MaxEvaluations(settings.budget or DEFAULT_MAX_EVALUATIONS)
+    return rule | MaxTime(settings.max_seconds) if settings.max_seconds else rule
+
+
+def value_compact(
+    game: Game,
+    groups: Mapping[str, Sequence[str]] | None,
+    config: ValuationConfig,
+    *,
+    progress: bool = False,
+) -> tuple[ValuationResult, ValuationResult | None]:
+    """Source (and member) values by ``[shapley] method`` directly on the compact game, stopping on the
+    target standard error (`compact_stopping`), with eval-pair intervals from its bootstrap
+    (``[uncertainty] replicates``; the replicates share the estimator's sampled coalitions and its standard
+    errors are added, `valuation.games.uncertainty.valued_with_interval`)."""
+    method, seed = config.shapley.method, config.shapley.seed
+    result = approximate(game, method, seed=seed, stopping=compact_stopping(game, config), progress=progress)
+    member_result = None
+    if groups:
+        member_game = GroupedGame(game, groups)
+        member_result = approximate(
+            member_game, method, seed=seed, stopping=compact_stopping(member_game, config), progress=progress
+        )
+    unc = config.uncertainty
+    bootstrap = getattr(game, "bootstrap", None)
+    if unc.replicates > 0 and bootstrap is not None and method in LINEAR_METHODS:
+        replicates = bootstrap(unc.replicates, unc.seed)
+        result = valued_with_interval(result, replicates, seed=seed, level=unc.level)
+        if member_result is not None and groups:
+            member_result = valued_with_interval(member_result, replicates, seed=seed, groups=groups, level=unc.level)
+    return result, member_result
 
 
 def with_eval_intervals(
@@ -308,11 +374,16 @@ def value_coalitions(
 
 
 __all__ = [
+    "DEFAULT_MAX_EVALUATIONS",
+    "DEFAULT_TARGET_SE",
     "FULL_TABLE_MAX_PLAYERS",
+    "compact_stopping",
     "open_runtime",
     "run_train",
     "run_value",
+    "uses_compact_game",
     "value_coalitions",
+    "value_compact",
     "value_until_known",
     "with_eval_intervals",
 ]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from valuation.adapters.store import AdapterRecord
+from valuation.coalition_utility.compact import PairGame
 from valuation.coalition_utility.preference import pair_scores, preference_utility
 from valuation.composition.arithmetic import coalition_margins, coalition_weights
 from valuation.composition.logprobs import EvalLogProbs, LogProbReport, compute_eval_logprobs
@@ -116,4 +117,21 @@ def preference_tabulator(
     return tabulate
 
 
-__all__ = ["CoalitionTable", "coalition_table", "eval_logprobs", "preference_tabulator"]
+def pair_game(prepared: PreparedInputs, tables: dict[str, EvalLogProbs]) -> PairGame:
+    """The compact form of the ``preference`` game (`valuation.coalition_utility.compact.PairGame`): every
+    objective's per-pair margins Δ[n, p] from the cached log-probs, with the config's weighting, metric and
+    β and the sources' pair counts as sizes. It gives every coalition the utility `coalition_table` gives."""
+    config = prepared.config
+    sources = list(prepared.sources)
+    return PairGame(
+        sources,
+        tuple(tables),
+        [tables[o].deltas(sources) for o in tables],
+        weighting=config.arithmetic.weighting,
+        sizes=[len(prepared.train[s]) for s in sources],
+        metric=config.utility.metric,
+        beta=config.utility_beta,
+    )
+
+
+__all__ = ["CoalitionTable", "coalition_table", "eval_logprobs", "pair_game", "preference_tabulator"]

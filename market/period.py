@@ -1,6 +1,11 @@
 """One period of a scenario: who is in the pool, what the pool is, its payout, the payout's uncertainty
 and its stability (`run_period`, the unit the ledger records).
 
+Stability (`valuation.games.stability.check_stability`): the core is checked over every coalition up to
+`CORE_MAX_MEMBERS` members; above, blocking coalitions are searched for on the scalar member game
+(`valuation.games.search`, `DEFAULT_SEARCH_BUDGET` evaluations, the scenario's seed), and the least-core ε
+is reported only under the ``least_core`` rule (its payout computes it).
+
 The uncertainty (`market.uncertainty`) comes from the scenario's replicate tables
 (`market.scenario.inputs.ScenarioInputs.replicates`) with its ``[uncertainty]`` settings; when it is
 found, the payout's standard errors (the rule's weighted value and the per-objective values) are those
@@ -91,11 +96,12 @@ def run_period(inputs: ScenarioInputs, period: str, ctx: RuleContext | None = No
         )
         objectives = tuple(member_game.objectives)
     else:
-        game = ctx.scalar_game(members)
-        eye = np.eye(n, dtype=bool)
-        ends = game(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)]))[:, 0]
-        singles = game(eye)[:, 0] - ends[0]
-        stability = check_stability(members, None, payout.shares, singles=singles, grand=float(ends[1] - ends[0]))
+        # 2^n coalitions are too many: blocking coalitions are searched for (found: unstable; none found:
+        # not proven stable); ε only when the rule computed it (constraint generation costs seconds here)
+        epsilon = float(payout.info["epsilon"]) if ctx.rule == "least_core" else None
+        stability = check_stability(
+            members, None, payout.shares, game=ctx.scalar_game(members), seed=ctx.seed, least_core_epsilon=epsilon
+        )
         labels, utilities, objectives = (), np.zeros((0, 0)), ()
     return PeriodRun(
         period=period,

@@ -6,15 +6,34 @@ least core is the set of payoffs x minimising ε subject to
     Σ_{i∈S} x_i ≥ v(S) − ε   for every coalition ∅ ≠ S ≠ N   (no coalition gains more than ε by leaving)
     Σ_{i∈N} x_i = v(N)                                         (efficiency)
 
-ε ≤ 0 means the core is non-empty. One LP per objective. All ``2^n − 2`` constraints are used when no
-budget is given (n ≤ EXACT_CONSTRAINTS_MAX_PLAYERS = 16) or when the budget covers all coalitions;
-otherwise ``budget − 2`` coalitions are drawn uniformly (each player in with probability ½, ∅ and N
-rejected, duplicates dropped) and the LP is solved on those constraints only, so ε is a lower bound of
-the true ε. The LP's solution is the vertex HiGHS returns (deterministic); the least core need not be a
-single point. There is no sampling variance to report: ``std_errs`` are 0.
+ε ≤ 0 means the core is non-empty. One LP per objective. Which constraints:
+
+* **exact** — all ``2^n − 2`` when no budget is given and n ≤ EXACT_CONSTRAINTS_MAX_PLAYERS = 16, or when
+  the budget covers all coalitions;
+* **sampled** — with a budget below ``2^n``: ``budget − 2`` coalitions drawn uniformly (each player in
+  with probability ½, ∅ and N rejected, duplicates dropped); ε is a lower bound of the true ε;
+* **generated** — no budget and 16 < n ≤ GENERATION_MAX_PLAYERS = 128: constraint generation. The LP is
+  solved on a working set (every {i}, every N∖{i}, 4n random coalitions of uniform size); then the
+  blocking-coalition search (`valuation.games.search.search_blocking`, threshold = the current ε,
+  `SEPARATION_BUDGET` evaluations, a new seed each round, climbing first from the last round's
+  additions) is the separation oracle: the coalitions whose excess exceeds ε are added and the LP
+  solved again, until a round finds none and a confirming search with `CONFIRM_BUDGET` evaluations
+  finds none either (**converged**), or `GENERATION_MAX_ROUNDS` rounds or `GENERATION_TIME_CAP_S`
+  seconds pass (not converged: `least_core` raises `InputError` naming the limits, unless
+  ``strict=False``, which returns the last LP's answer with ``info["converged"]`` False). The separation
+  is heuristic: ε is the least-core ε of the working set, a lower bound of the true ε (equal to it when
+  the search misses no coalition). ``info``: ``rounds``, ``converged``, ``n_constraints``,
+  ``search_examined`` (the last confirming search's K) per objective, and ``separation``.
+
+The LP's solution is the vertex HiGHS returns (deterministic); the least core need not be a single point.
+There is no sampling variance to report: ``std_errs`` are 0.
 """
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linprog
@@ -24,22 +43,32 @@ from valuation.games.coalitions import coalitions_of_indices
 from valuation.games.estimators.common import evaluate, full_table
 from valuation.games.game import Game
 from valuation.games.result import ValuationResult
+from valuation.games.search import DEFAULT_SEARCH_BUDGET, random_coalitions, search_blocking
 
-EXACT_CONSTRAINTS_MAX_PLAYERS = 16  # 2^16 − 2 LP rows; beyond, sample constraints with a budget
+EXACT_CONSTRAINTS_MAX_PLAYERS = 16  # 2^16 − 2 LP rows; beyond, constraint generation or sampled constraints
+GENERATION_MAX_PLAYERS = 128
+GENERATION_MAX_ROUNDS = 60
+GENERATION_TIME_CAP_S = 20.0  # all objectives together
+SEPARATION_BUDGET = 5_000  # search evaluations per round
+CONFIRM_BUDGET = DEFAULT_SEARCH_BUDGET  # the search that must find nothing before stopping
+CUTS_PER_PLAYER = 2  # coalitions added per round, per player
+GENERATION_TOLERANCE = 1e-7  # relative: HiGHS's feasibility tolerance is 1e-7
+HEURISTIC_NOTE = ("constraint generation with a heuristic separation (search): ε is a lower bound of the true "
+                  "least-core ε")
 
 
-def least_core(game: Game, *, budget: int | None = None, seed: int = 0) -> ValuationResult:
-    """Least-core payoffs per objective; ``info["epsilon"]`` lists the minimal ε per objective."""
+def least_core(game: Game, *, budget: int | None = None, seed: int = 0, strict: bool = True) -> ValuationResult:
+    """Least-core payoffs per objective; ``info["epsilon"]`` lists the minimal ε per objective.
+
+    `strict` (constraint generation only): raise `InputError` when it does not converge within its limits
+    (module docstring) instead of returning the unconverged answer.
+    """
     players, objectives = tuple(game.players), tuple(game.objectives)
     n, m = len(players), len(objectives)
+    if budget is None and n > EXACT_CONSTRAINTS_MAX_PLAYERS:
+        return generated_least_core(game, seed=seed, strict=strict)
     info: dict = {}
     if budget is None or budget >= 2**n:
-        if n > EXACT_CONSTRAINTS_MAX_PLAYERS:
-            raise InputError(
-                f"{n} players: the least core over all coalitions holds at most {EXACT_CONSTRAINTS_MAX_PLAYERS} "
-                "players; give --budget N to sample N coalitions as constraints",
-                field="budget",
-            )
         table = full_table(game, "least_core")
         idx = np.arange(1, 2**n - 1, dtype=np.int64)
         masks = coalitions_of_indices(idx, n)
@@ -65,32 +94,191 @@ def least_core(game: Game, *, budget: int | None = None, seed: int = 0) -> Valua
 
     values = np.zeros((n, m))
     epsilons: list[float] = []
-    if n == 1:
-        values[0] = u_full - u_empty
-        epsilons = [0.0] * m
-    else:
-        # variables z = (x_1..x_n, ε); minimise ε
-        c = np.zeros(n + 1)
-        c[-1] = 1.0
-        a_ub = -np.hstack([masks.astype(float), np.ones((masks.shape[0], 1))])
-        a_eq = np.concatenate([np.ones(n), [0.0]])[None, :]
-        for k in range(m):
-            b_ub = -(utils[:, k] - u_empty[k])
-            b_eq = [u_full[k] - u_empty[k]]
-            res = linprog(
-                c, A_ub=a_ub if masks.shape[0] else None, b_ub=b_ub if masks.shape[0] else None,
-                A_eq=a_eq, b_eq=b_eq, bounds=[(None, None)] * (n + 1), method="highs",
-            )
-            if res.status == 3:  # unbounded: too few sampled constraints to pin ε down
-                raise InputError(
-                    f"the sampled least-core LP is unbounded for objective '{objectives[k]}' "
-                    f"({masks.shape[0]} constraints): raise the budget",
-                    field="budget",
-                )
-            if not res.success:
-                raise RuntimeError(f"least-core LP failed for objective '{objectives[k]}': {res.message}")
-            values[:, k] = res.x[:n] + 0.0  # + 0.0 turns -0.0 into 0.0
-            epsilons.append(float(res.x[n]) + 0.0)
+    for k in range(m):
+        if n == 1:
+            values[0, k], eps = u_full[k] - u_empty[k], 0.0
+        else:
+            values[:, k], eps = solve_least_core_lp(masks, utils[:, k] - u_empty[k], u_full[k] - u_empty[k],
+                                                    objective=objectives[k])
+        epsilons.append(eps)
     info["epsilon"] = epsilons
     return ValuationResult("least_core", players, objectives, values, np.zeros((n, m)), budget, n_evaluations,
                            info)
+
+
+def solve_least_core_lp(masks: np.ndarray, values: np.ndarray, total: float, *, objective: str = "") -> tuple[
+        np.ndarray, float]:
+    """``(x, ε)`` minimising ε subject to ``x(S) ≥ v(S) − ε`` for the rows of `masks` (with normalised
+    `values`) and ``x(N) = total``. Raises `InputError` when the constraints leave ε unbounded."""
+    k, n = masks.shape
+    c = np.zeros(n + 1)
+    c[-1] = 1.0  # variables z = (x_1..x_n, ε); minimise ε
+    a_ub = -np.hstack([masks.astype(float), np.ones((k, 1))]) if k else None
+    b_ub = -np.asarray(values, dtype=float) if k else None
+    a_eq = np.concatenate([np.ones(n), [0.0]])[None, :]
+    res = linprog(c, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=[float(total)], bounds=[(None, None)] * (n + 1),
+                  method="highs")
+    if res.status == 3:  # unbounded: too few sampled constraints to pin ε down
+        raise InputError(
+            f"the sampled least-core LP is unbounded for objective '{objective}' ({k} constraints): raise the budget",
+            field="budget",
+        )
+    if not res.success:
+        raise RuntimeError(f"least-core LP failed for objective '{objective}': {res.message}")
+    return res.x[:n] + 0.0, float(res.x[n]) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One objective's constraint generation: the last LP's payoff and ε, and how it got there."""
+
+    x: np.ndarray
+    epsilon: float
+    rounds: int
+    converged: bool
+    n_constraints: int
+    evaluations: int
+    search_examined: int
+
+
+def generated_least_core(game: Game, *, seed: int = 0, strict: bool = True) -> ValuationResult:
+    """The least core by constraint generation (module docstring), one run per objective, all objectives
+    within one `GENERATION_TIME_CAP_S`."""
+    players, objectives = tuple(game.players), tuple(game.objectives)
+    n, m = len(players), len(objectives)
+    if n > GENERATION_MAX_PLAYERS:
+        raise InputError(
+            f"{n} players: the least core is computed for at most {GENERATION_MAX_PLAYERS} players (constraint "
+            f"generation); give a budget to sample constraints, or use another method",
+            field="players",
+        )
+    deadline = time.monotonic() + GENERATION_TIME_CAP_S
+    runs = [
+        constraint_generation(lambda masks, k=k: evaluate(game, masks)[:, k], n, seed=seed, deadline=deadline)
+        for k in range(m)
+    ]
+    if strict and not all(r.converged for r in runs):
+        eps = max(r.epsilon for r in runs if not r.converged)
+        raise InputError(
+            f"{n} players: the least core did not converge within {GENERATION_MAX_ROUNDS} rounds or "
+            f"{GENERATION_TIME_CAP_S:g} s of constraint generation (ε ≥ {eps:.6g} so far); give a budget to "
+            "sample constraints, or use another method",
+            field="players",
+        )
+    info = {
+        "constraints": "generated",
+        "epsilon": [r.epsilon for r in runs],
+        "n_constraints": max(r.n_constraints for r in runs),
+        "rounds": [r.rounds for r in runs],
+        "converged": all(r.converged for r in runs),
+        "search_examined": [r.search_examined for r in runs],
+        "separation": HEURISTIC_NOTE,
+    }
+    values = np.stack([r.x for r in runs], axis=1)
+    return ValuationResult("least_core", players, objectives, values, np.zeros((n, m)), None,
+                           sum(r.evaluations for r in runs), info)
+
+
+def constraint_generation(
+    fn: Callable[[np.ndarray], np.ndarray], n: int, *, seed: int = 0, deadline: float | None = None
+) -> Generation:
+    """Constraint generation for the scalar game `fn` (``bool[k, n] -> float[k]``, raw) of n ≥ 2 players
+    (module docstring); stops at `deadline` (``time.monotonic()``) if given.
+
+    Each round adds the climbs' violating local maxima (`BlockingSearch.peaks`: distinct regions) and the
+    `CUTS_PER_PLAYER`·n most violating coalitions found. Constraints are never dropped (dropping slack ones
+    made the LP cycle between equally good vertices)."""
+    if deadline is None:
+        deadline = time.monotonic() + GENERATION_TIME_CAP_S
+    rng = np.random.default_rng(seed)
+    eye = np.eye(n, dtype=bool)
+    ends = np.asarray(fn(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)])), dtype=float).reshape(2)
+    empty, total = float(ends[0]), float(ends[1] - ends[0])
+    pool = _Pool(fn, empty, n)
+    added = pool.add(np.concatenate([eye, ~eye, random_coalitions(rng, 4 * n, n)]))
+    evaluations, rounds, examined = 2, 0, 0
+    while True:
+        x, eps = solve_least_core_lp(pool.masks, pool.values, total)
+        if time.monotonic() > deadline or rounds >= GENERATION_MAX_ROUNDS:
+            return Generation(x, eps, rounds, False, pool.size, evaluations + pool.evaluations, examined)
+        rounds += 1
+        tol = GENERATION_TOLERANCE * max(1.0, pool.scale, abs(total))
+        added = _separate(fn, pool, x, eps, tol, seed + rounds, pool.masks[added[-n:]])
+        evaluations += added.evaluations
+        examined = added.examined
+        added = added.new
+        if added.size == 0:
+            return Generation(x, eps, rounds, True, pool.size, evaluations + pool.evaluations, examined)
+
+
+@dataclass(frozen=True)
+class _Separation:
+    new: np.ndarray  # pool indices of the coalitions added
+    evaluations: int
+    examined: int  # K of the last search
+
+
+def _separate(
+    fn: Callable[[np.ndarray], np.ndarray], pool: _Pool, x: np.ndarray, eps: float, tol: float, seed: int,
+    starts: np.ndarray,
+) -> _Separation:
+    """One round's separation: a `SEPARATION_BUDGET` search for coalitions with excess above ε, then, if
+    it finds nothing new, a `CONFIRM_BUDGET` one; adds the violating peaks and the
+    `CUTS_PER_PLAYER`·n most violating coalitions to the pool."""
+    evaluations, examined, new = 0, 0, np.zeros(0, dtype=np.int64)
+    for budget, offset in ((SEPARATION_BUDGET, 0), (CONFIRM_BUDGET, 10_000)):
+        found = search_blocking(fn, x, budget=budget, seed=seed + offset, threshold=eps, tol=tol,
+                                max_reported=CUTS_PER_PLAYER * x.size, starts=starts)
+        evaluations += found.evaluations
+        examined = found.examined
+        cuts = np.concatenate([found.peaks, found.masks])
+        new = pool.add_found(cuts, np.concatenate([found.peak_excess, found.excess]) + cuts @ x)
+        if new.size:
+            break
+    return _Separation(new, evaluations, examined)
+
+
+class _Pool:
+    """The LP's constraints: distinct coalitions (no ∅ or N) and their normalised values ``v'(S)``."""
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], empty: float, n: int) -> None:
+        self.fn, self.empty, self.n = fn, empty, n
+        self.index: dict[bytes, int] = {}
+        self.masks = np.zeros((0, n), dtype=bool)
+        self.values = np.zeros(0)
+        self.evaluations = 0
+        self.scale = 0.0
+
+    @property
+    def size(self) -> int:
+        return self.values.size
+
+    def _fresh(self, masks: np.ndarray) -> np.ndarray:
+        sizes = masks.sum(axis=1)
+        rows, seen = [], set()
+        for i, key in enumerate(row.tobytes() for row in np.packbits(masks, axis=1)):
+            if 0 < sizes[i] < self.n and key not in self.index and key not in seen:
+                seen.add(key)
+                self.index[key] = len(self.index)
+                rows.append(i)
+        return np.array(rows, dtype=np.int64)
+
+    def add(self, masks: np.ndarray) -> np.ndarray:
+        """Add coalitions, evaluating the new ones; returns their pool indices."""
+        rows = self._fresh(masks)
+        values = np.asarray(self.fn(masks[rows]), dtype=float).reshape(rows.size) - self.empty if rows.size else []
+        self.evaluations += rows.size
+        return self._keep(masks[rows], np.asarray(values, dtype=float))
+
+    def add_found(self, masks: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """Add coalitions whose normalised values are known; returns the pool indices of the new ones."""
+        rows = self._fresh(masks)
+        return self._keep(masks[rows], values[rows])
+
+    def _keep(self, masks: np.ndarray, values: np.ndarray) -> np.ndarray:
+        start = self.values.size
+        self.masks = np.concatenate([self.masks, masks])
+        self.values = np.concatenate([self.values, values])
+        if values.size:
+            self.scale = max(self.scale, float(np.max(np.abs(values))))
+        return np.arange(start, self.values.size)

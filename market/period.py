@@ -26,6 +26,7 @@ from market.uncertainty import PayoutUncertainty, payout_uncertainty
 from valuation.errors import InputError
 from valuation.games.coalitions import all_coalitions
 from valuation.games.estimators import approximate
+from valuation.games.estimators.least_core import EXACT_CONSTRAINTS_MAX_PLAYERS, GENERATION_TIME_CAP_S
 from valuation.games.replicates import percentile_interval
 from valuation.games.stability import CORE_MAX_MEMBERS, StabilityReport, check_stability
 
@@ -71,8 +72,9 @@ def run_period(inputs: ScenarioInputs, period: str, ctx: RuleContext | None = No
     revenue_minor = to_minor(sc.revenue_for(period), currency, file=ctx.file, field="revenue")
     fee = fee_minor(revenue_minor, sc.market.platform_fee)
     pool = revenue_minor - fee
-    payout = compute_payout(ctx, members, pool, currency)
     settings = sc.uncertainty
+    check_least_core_replicates(ctx, len(members), settings.replicates if inputs.replicates is not None else 0)
+    payout = compute_payout(ctx, members, pool, currency)
     uncertainty = payout_uncertainty(
         ctx, tuple(members), pool, currency, payout, inputs.replicates, settings, sampled=is_sampled(ctx, len(members))
     )
@@ -114,6 +116,23 @@ def run_period(inputs: ScenarioInputs, period: str, ctx: RuleContext | None = No
         utilities=utilities,
         objectives=objectives,
         uncertainty=uncertainty,
+    )
+
+
+def check_least_core_replicates(ctx: RuleContext, n: int, replicates: int) -> None:
+    """Refuse at once (`InputError`, field ``uncertainty.replicates``) the ``least_core`` rule above
+    `EXACT_CONSTRAINTS_MAX_PLAYERS` members without a budget when the uncertainty would pay out
+    `replicates` replicate games: each would need its own constraint generation (up to
+    `GENERATION_TIME_CAP_S` seconds), which is no answer in reasonable time."""
+    if ctx.rule != "least_core" or n <= EXACT_CONSTRAINTS_MAX_PLAYERS or ctx.budget is not None or replicates == 0:
+        return
+    raise InputError(
+        f"rule 'least_core' with {n} members: the payout's uncertainty would solve the least core by constraint "
+        f"generation on each of {replicates} replicate games (up to {GENERATION_TIME_CAP_S:g} s each); set "
+        "[uncertainty] replicates = 0, or [valuation] budget to sample constraints, or choose rule = 'shapley', "
+        "'banzhaf' or 'loo'",
+        file=ctx.file,
+        field="uncertainty.replicates",
     )
 
 

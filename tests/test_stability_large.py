@@ -180,3 +180,18 @@ def test_a_period_above_16_members_searches_the_core(tmp_path) -> None:
     assert report.stable is False and report.search_examined is not None and report.search_examined > 10_000
     assert report.least_core_epsilon is None and run.coalitions == ()
     assert report.verdict().startswith("UNSTABLE: ") and "found by search among" in report.verdict()
+
+
+def test_least_core_above_16_members_with_replicates_is_refused_at_once() -> None:
+    from market.period import check_least_core_replicates
+
+    members = names(20)
+    game = FunctionGame(members, ["u"], lambda m: np.asarray(m, float).sum(axis=1))
+    ctx = RuleContext(game=game, groups={m: [m] for m in members}, weights={"u": 1.0}, rule="least_core")
+    with pytest.raises(InputError) as err:
+        check_least_core_replicates(ctx, 20, 200)
+    assert err.value.field == "uncertainty.replicates"
+    for text in ("20 members", "200 replicate games", "replicates = 0", "budget", "shapley"):
+        assert text in err.value.message
+    check_least_core_replicates(ctx, 20, 0)  # no replicates: fine
+    check_least_core_replicates(ctx, 16, 200)  # exact least core: fine

@@ -160,7 +160,8 @@ def search_blocking(
         threshold: 0 for blocking coalitions; the current ε for the least core's separation.
         tol: the comparison tolerance (default ``RELATIVE_TOLERANCE · max(1, max |v'(S)|)``).
         max_reported: cap on the violating coalitions returned.
-        starts: ``bool[k, n]`` extra coalitions to evaluate and climb from first (e.g. the last round's).
+        starts: ``bool[k, n]`` extra coalitions evaluated with the singletons and N∖{i}, and climbed from
+            with them, best excess first (the least core passes the last round's additions).
 
     Raises:
         InputError: budget below ``2n + 2``; a multi-objective game.

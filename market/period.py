@@ -1,6 +1,11 @@
 """One period of a scenario: who is in the pool, what the pool is, its payout, the payout's uncertainty
 and its stability (`run_period`, the unit the ledger records).
 
+Stability (`valuation.games.stability.check_stability`): the core is checked over every coalition up to
+`CORE_MAX_MEMBERS` members; above, blocking coalitions are searched for on the scalar member game
+(`valuation.games.search`, `DEFAULT_SEARCH_BUDGET` evaluations, the scenario's seed), and the least-core ε
+is reported only under the ``least_core`` rule (its payout computes it).
+
 The uncertainty (`market.uncertainty`) comes from the scenario's replicate tables
 (`market.scenario.inputs.ScenarioInputs.replicates`) with its ``[uncertainty]`` settings; when it is
 found, the payout's standard errors (the rule's weighted value and the per-objective values) are those
@@ -21,6 +26,7 @@ from market.uncertainty import PayoutUncertainty, payout_uncertainty
 from valuation.errors import InputError
 from valuation.games.coalitions import all_coalitions
 from valuation.games.estimators import approximate
+from valuation.games.estimators.least_core import EXACT_CONSTRAINTS_MAX_PLAYERS, GENERATION_TIME_CAP_S
 from valuation.games.replicates import percentile_interval
 from valuation.games.stability import CORE_MAX_MEMBERS, StabilityReport, check_stability
 
@@ -66,8 +72,9 @@ def run_period(inputs: ScenarioInputs, period: str, ctx: RuleContext | None = No
     revenue_minor = to_minor(sc.revenue_for(period), currency, file=ctx.file, field="revenue")
     fee = fee_minor(revenue_minor, sc.market.platform_fee)
     pool = revenue_minor - fee
-    payout = compute_payout(ctx, members, pool, currency)
     settings = sc.uncertainty
+    check_least_core_replicates(ctx, len(members), settings.replicates if inputs.replicates is not None else 0)
+    payout = compute_payout(ctx, members, pool, currency)
     uncertainty = payout_uncertainty(
         ctx, tuple(members), pool, currency, payout, inputs.replicates, settings, sampled=is_sampled(ctx, len(members))
     )
@@ -91,11 +98,12 @@ def run_period(inputs: ScenarioInputs, period: str, ctx: RuleContext | None = No
         )
         objectives = tuple(member_game.objectives)
     else:
-        game = ctx.scalar_game(members)
-        eye = np.eye(n, dtype=bool)
-        ends = game(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)]))[:, 0]
-        singles = game(eye)[:, 0] - ends[0]
-        stability = check_stability(members, None, payout.shares, singles=singles, grand=float(ends[1] - ends[0]))
+        # 2^n coalitions are too many: blocking coalitions are searched for (found: unstable; none found:
+        # not proven stable); ε only when the rule computed it (constraint generation costs seconds here)
+        epsilon = float(payout.info["epsilon"]) if ctx.rule == "least_core" else None
+        stability = check_stability(
+            members, None, payout.shares, game=ctx.scalar_game(members), seed=ctx.seed, least_core_epsilon=epsilon
+        )
         labels, utilities, objectives = (), np.zeros((0, 0)), ()
     return PeriodRun(
         period=period,
@@ -108,6 +116,23 @@ def run_period(inputs: ScenarioInputs, period: str, ctx: RuleContext | None = No
         utilities=utilities,
         objectives=objectives,
         uncertainty=uncertainty,
+    )
+
+
+def check_least_core_replicates(ctx: RuleContext, n: int, replicates: int) -> None:
+    """Refuse at once (`InputError`, field ``uncertainty.replicates``) the ``least_core`` rule above
+    `EXACT_CONSTRAINTS_MAX_PLAYERS` members without a budget when the uncertainty would pay out
+    `replicates` replicate games: each would need its own constraint generation (up to
+    `GENERATION_TIME_CAP_S` seconds), which is no answer in reasonable time."""
+    if ctx.rule != "least_core" or n <= EXACT_CONSTRAINTS_MAX_PLAYERS or ctx.budget is not None or replicates == 0:
+        return
+    raise InputError(
+        f"rule 'least_core' with {n} members: the payout's uncertainty would solve the least core by constraint "
+        f"generation on each of {replicates} replicate games (up to {GENERATION_TIME_CAP_S:g} s each); set "
+        "[uncertainty] replicates = 0, or [valuation] budget to sample constraints, or choose rule = 'shapley', "
+        "'banzhaf' or 'loo'",
+        file=ctx.file,
+        field="uncertainty.replicates",
     )
 
 

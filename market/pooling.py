@@ -1,9 +1,11 @@
 """Pooling what-if: compare pool structures by value created and each member's payout.
 
 A *structure* is a partition of the period's members into pools. Compared structures: the grand pool,
-everyone alone, every leave-one-out pool (``N∖{i}`` together, ``i`` alone), and the user's partitions
-(``[pool] partitions`` in the scenario, or ``--partition`` on the command line). Everything comes from the
-coalition table: no retraining.
+everyone alone, the leave-one-out pools (``N∖{i}`` together, ``i`` alone) — of every member up to
+`LEAVE_ONE_OUT_MAX_MEMBERS` members, above only of the members named with ``--members`` (each costs a
+payout of n − 1 members, a sampled Shapley value at that size) — and the user's partitions (``[pool]
+partitions`` in the scenario, or ``--partition`` on the command line; ``--partition a+b+c`` is the pool of
+only those members, the rest alone). Everything comes from the coalition game: no retraining.
 
 Money model: the market pays for value created at the grand pool's price. With ``v'(S) = v(S) − v(∅)``
 the objective-weighted value a pool S creates, pool S earns
@@ -27,12 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from market.period import run_period
-from market.rules import RuleContext, compute_payout
+from market.rules import Payout, RuleContext, compute_payout
 from market.scenario.inputs import load_inputs
 from market.scenario.schema import load_scenario
 from valuation.errors import InputError
 
 Partition = tuple[tuple[str, ...], ...]
+
+LEAVE_ONE_OUT_MAX_MEMBERS = 16  # above, leave-one-out structures only for the members asked for
 
 
 @dataclass(frozen=True)
@@ -129,11 +133,21 @@ def compare_pools(
     *,
     partitions: Sequence[Sequence[Sequence[str]]] = (),
     period: str = "",
+    leave_one_out: Sequence[str] | None = None,
+    grand_payout: Payout | None = None,
 ) -> PoolComparison:
-    """Compare the grand pool, everyone alone, every leave-one-out pool and `partitions` (module docstring)."""
+    """Compare the grand pool, everyone alone, the leave-one-out pools and `partitions` (module docstring).
+
+    `leave_one_out`: the members whose ``without <m>`` structure is built (default: every member up to
+    `LEAVE_ONE_OUT_MAX_MEMBERS` members, none above); `grand_payout`: the grand pool's payout when already
+    computed (it is not computed again).
+    """
     members = tuple(members)
     if not members:
         raise InputError("no members to compare", field="members")
+    if leave_one_out is None:
+        leave_one_out = members if len(members) <= LEAVE_ONE_OUT_MAX_MEMBERS else ()
+    check_members(leave_one_out, members)
     created = value_created(ctx, members)
     grand_value = created(members)
     warnings: list[str] = []
@@ -151,7 +165,13 @@ def compare_pools(
     structures: list[StructureOutcome] = []
     grand_pay: dict[str, int] = {}
     cache: dict[tuple[str, ...], PoolOutcome] = {}
-    for name, partition in named_structures(members, partitions):
+    if grand_payout is not None and tuple(grand_payout.members) == members:
+        cache[members] = PoolOutcome(members, grand_value, pool_minor, grand_payout.amounts)
+        warnings.extend(f"{'+'.join(members)}: {w}" for w in grand_payout.warnings if "clipped" not in w)
+    if len(members) > LEAVE_ONE_OUT_MAX_MEMBERS and len(leave_one_out) < len(members):
+        warnings.append(f"more than {LEAVE_ONE_OUT_MAX_MEMBERS} members: leave-one-out pools only for "
+                        f"{len(leave_one_out)} member(s) (--members a,b,… names them)")
+    for name, partition in named_structures(members, partitions, leave_one_out):
         pools = []
         pay: dict[str, int] = {}
         for pool in partition:
@@ -189,15 +209,24 @@ def value_created(ctx: RuleContext, members: tuple[str, ...]) -> Callable[[Seque
     return created
 
 
+def check_members(names: Sequence[str], members: Sequence[str]) -> None:
+    """`InputError` (field ``members``) naming the first of `names` that is not a member."""
+    unknown = [m for m in names if m not in members]
+    if unknown:
+        shown = ", ".join(members[:20]) + (", …" if len(members) > 20 else "")
+        raise InputError(f"unknown member {unknown[0]!r} (members: {shown})", field="members")
+
+
 def named_structures(
-    members: tuple[str, ...], partitions: Sequence[Sequence[Sequence[str]]]
+    members: tuple[str, ...], partitions: Sequence[Sequence[Sequence[str]]], leave_one_out: Sequence[str] | None = None
 ) -> list[tuple[str, Partition]]:
     """The structures to compare, named: the grand pool, then (with more than one member) everyone alone
-    and ``without <m>`` for each member, then each of `partitions` completed (`complete_partition`)."""
+    and ``without <m>`` for each member of `leave_one_out` (default: every member), then each of
+    `partitions` completed (`complete_partition`)."""
     named: list[tuple[str, Partition]] = [("grand pool", (members,))]
     if len(members) > 1:
         named.append(("everyone alone", tuple((m,) for m in members)))
-        for m in members:
+        for m in members if leave_one_out is None else [x for x in members if x in set(leave_one_out)]:
             rest = tuple(x for x in members if x != m)
             named.append((f"without {m}", (rest, (m,))))
     for partition in partitions:
@@ -227,22 +256,30 @@ def structure_outcome(
 
 
 def compare_scenario_pools(
-    scenario: str | Path, *, period: str | None = None, partitions: Sequence[str] = ()
+    scenario: str | Path,
+    *,
+    period: str | None = None,
+    partitions: Sequence[str] = (),
+    leave_one_out: Sequence[str] | None = None,
 ) -> PoolComparison:
     """`compare_pools` for one period of a scenario file (default: its first period).
 
     The pot is the period's pool (revenue − platform fee, `market.period.run_period`); the compared
     partitions are the scenario's ``[pool] partitions`` and `partitions` (texts for `parse_partition`),
-    each restricted to the members in the pool during the period.
+    each restricted to the members in the pool during the period; `leave_one_out` as in `compare_pools`
+    (unknown names: `InputError`, field ``members``).
     """
     inputs = load_inputs(load_scenario(scenario))
     sc = inputs.scenario
     p = sc.check_period(period) if period is not None else sc.period_names()[0]
     members = [m.name for m in sc.members_in(p)]
+    if leave_one_out is not None:
+        check_members(leave_one_out, members)
     ctx = RuleContext.from_inputs(inputs)
     run = run_period(inputs, p, ctx)
     given = [*sc.pool.partitions, *(parse_partition(t, members) for t in partitions)]
     present = [tuple(tuple(m for m in pool if m in members) for pool in part) for part in given]
     present = [tuple(pool for pool in part if pool) for part in present]
-    comparison = compare_pools(ctx, members, run.pool_minor, sc.market.currency, partitions=present, period=p)
+    comparison = compare_pools(ctx, members, run.pool_minor, sc.market.currency, partitions=present, period=p,
+                               leave_one_out=leave_one_out, grand_payout=run.payout)
     return replace(comparison, scenario=sc.market.name)

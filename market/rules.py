@@ -13,7 +13,9 @@ Rules and their value:
 * ``banzhaf``: the Banzhaf value (exact for small games, MSR sampling otherwise);
 * ``loo``: leave-one-out, ``v(N) − v(N∖i)``;
 * ``least_core``: the least-core payoff (HiGHS LP on the scalarised game; interchangeable members get
-  their class average, which stays in the least core — equal treatment of equals);
+  their class average, which stays in the least core — equal treatment of equals); above 16 members by
+  constraint generation (`least_core_result`: a clear error, not a hang, when it does not converge
+  within its limits);
 * ``robust_shapley``: the Shapley value scaled down by the member's data similarity to the other
   members (see `market.robust`);
 * ``proportional``: the member's data size (number of preference pairs over all its sources);
@@ -60,6 +62,7 @@ from market.scenario.schema import NEGATIVE_POLICIES, NO_VALUE_POLICIES, RULES
 from valuation.errors import InputError
 from valuation.games.coalitions import all_coalitions
 from valuation.games.estimators import approximate
+from valuation.games.estimators.least_core import EXACT_CONSTRAINTS_MAX_PLAYERS
 from valuation.games.game import FunctionGame, Game, GroupedGame, TableGame, scalarised_game
 from valuation.games.methods import LINEAR_METHODS
 from valuation.games.players import SNAP_RELATIVE, null_players, symmetrise
@@ -210,6 +213,25 @@ def is_sampled(ctx: RuleContext, n_members: int) -> bool:
     return ctx.rule == "least_core" and ctx.budget is not None
 
 
+def least_core_result(ctx: RuleContext, scalar: Game, n: int) -> ValuationResult:
+    """The least core of the scalar member game: exact up to 16 members, sampled constraints with
+    ``ctx.budget``, constraint generation above 16 without a budget (`valuation.games.estimators.least_core`);
+    when that does not converge within its limits, or there are too many members, an `InputError` names
+    the limit and the alternatives (field ``market.rule``)."""
+    try:
+        return approximate(scalar, "least_core", ctx.budget, seed=ctx.seed)
+    except InputError as err:
+        if ctx.budget is not None or n <= EXACT_CONSTRAINTS_MAX_PLAYERS:
+            raise
+        raise InputError(
+            f"rule 'least_core' with {n} members: {err.message}. Choose rule = 'shapley', 'banzhaf' or 'loo', "
+            "or set [valuation] budget to solve the least core on that many sampled coalitions (ε is then a "
+            "lower bound)",
+            file=ctx.file,
+            field="market.rule",
+        ) from err
+
+
 def rule_values(ctx: RuleContext, members: Sequence[str]) -> RuleValues:
     """Compute the claims of `members` under ``ctx.rule`` on their member game."""
     members = tuple(members)
@@ -242,7 +264,7 @@ def rule_values(ctx: RuleContext, members: Sequence[str]) -> RuleValues:
         return RuleValues(members, np.asarray(values, float), np.asarray(std_errs, float), result, info)
     if rule == "least_core":
         scalar = ctx.scalar_game(members)
-        result = approximate(scalar, "least_core", ctx.budget, seed=ctx.seed)
+        result = least_core_result(ctx, scalar, n)
         info["epsilon"] = float(result.info["epsilon"][0])
         values = result.values[:, 0].copy()
         if n <= ctx.max_exact_members:

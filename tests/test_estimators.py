@@ -348,11 +348,12 @@ def test_matches_shapiq_exact(n: int) -> None:
         np.testing.assert_allclose(ours_banzhaf[:, k], [banzhaf[(i,)] for i in range(n)], atol=1e-9)
 
 
-def test_least_core_large_game_needs_a_budget() -> None:
+def test_least_core_large_game_uses_constraint_generation_or_a_budget() -> None:
     n = 17
     game = FunctionGame([f"p{i}" for i in range(n)], ["v"], lambda m: _f(m) @ np.arange(1.0, n + 1))
-    with pytest.raises(InputError, match="give --budget N"):
-        approximate(game, "least_core")
+    generated = approximate(game, "least_core")  # no budget: constraint generation (additive: x = weights)
+    assert generated.info["constraints"] == "generated" and generated.info["converged"]
+    np.testing.assert_allclose(generated.values[:, 0], np.arange(1.0, n + 1), atol=1e-7)
     result = approximate(game, "least_core", budget=400, seed=0)
     assert result.info["constraints"] == "sampled"
     assert result.values.sum() == pytest.approx(n * (n + 1) / 2)

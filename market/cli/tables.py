@@ -13,6 +13,7 @@ from market.money import format_minor
 from market.period import PeriodRun
 from market.pooling import PoolComparison
 from market.read_model import RunSummary
+from market.recommend import PoolRecommendation
 
 
 def payout_table(run: PeriodRun, *, title: str, caption: str | None = None) -> Table:
@@ -111,6 +112,61 @@ def pool_table(comparison: PoolComparison) -> Table:
         better = ", ".join(s.better_off) if s is not comparison.grand else ""
         table.add_row(s.name, f"{s.value_created:.6g}", *cells, better or ("—" if s is not comparison.grand else ""))
     return table
+
+
+def recommend_table(rec: PoolRecommendation) -> Table:
+    """The recommended pool's members: marginal contribution, the rule's value, share and amount, and the
+    core allocation's amount when one is given."""
+    cur = rec.currency
+    table = Table(title=f"the pool {'+'.join(rec.pool)} under rule {rec.rule}", title_justify="left")
+    for col in ("member", "marginal v'(T) − v'(T∖i)", "value", "share", "amount"):
+        table.add_column(col, justify="left" if col == "member" else "right", no_wrap=True)
+    if rec.core_amounts is not None:
+        table.add_column("core allocation", justify="right", no_wrap=True)
+    marginal = dict(rec.marginals)
+    for i, m in enumerate(rec.pool):
+        cells = [m, f"{marginal[m]:.6g}", f"{rec.payout.values[i]:.6g}", f"{rec.payout.shares[i]:.2%}",
+                 format_minor(rec.payout.amounts[i], cur)]
+        if rec.core_amounts is not None:
+            cells.append(format_minor(rec.core_amounts[i], cur))
+        table.add_row(*cells)
+    return table
+
+
+def recommend_lines(rec: PoolRecommendation, *, head: bool) -> list[str]:
+    """The words around `recommend_table`: before it (``head``) the pool, its value against the grand
+    pool's, who is left out and why, its revenue; after it the stability verdict, the least-core ε and
+    what it means, the core allocation and the notes."""
+    cur = rec.currency
+    if head:
+        ratio = f" (×{rec.value / rec.grand_value:.3g})" if rec.grand_value > 0 else ""
+        lines = [
+            f"{rec.scenario} — period {rec.period} — rule {rec.rule} — recommended pool: {'+'.join(rec.pool)} "
+            f"({len(rec.pool)} of {len(rec.members)} members; {rec.how})",
+            f"value created: {rec.value:.6g} by the pool vs {rec.grand_value:.6g} by the grand pool{ratio}",
+        ]
+        if rec.left_out:
+            why = ", ".join(f"{m} (adding them changes the value by {d:+.6g})" for m, d in rec.left_out)
+            lines.append(f"left out: {why}")
+        else:
+            lines.append("left out: nobody (the grand pool creates the most value)")
+        lines.append(f"revenue of the pool: {format_minor(rec.revenue_minor, cur)} {cur} (the grand pool's pot "
+                     f"{format_minor(rec.pool_minor, cur)} {cur} × value created / the grand pool's)")
+        return lines
+    lines = [f"stability of the {rec.rule} payout on this pool: {rec.stability.verdict()}"]
+    bound = "" if rec.epsilon_exact else " (a lower bound: constraint generation did not converge)"
+    meaning = {True: "the core is non-empty: a stable split exists",
+               False: "the core is empty: no split is stable (a subsidy of ε per coalition would make one)",
+               None: "unknown whether the core is empty"}[rec.core_nonempty]
+    share = f" ({rec.epsilon / rec.value:.2%} of the pool's value)" if rec.value > 0 else ""
+    lines.append(f"least-core ε of the pool's game: {rec.epsilon:.6g}{share}{bound} → {meaning}")
+    if rec.core_nonempty is False:
+        lines.append(f"alone, the pool's members would create {rec.alone_value:.6g} in total (the pool: {rec.value:.6g})")
+    if rec.core_amounts is not None:
+        split = ", ".join(f"{m} {format_minor(a, cur)}" for m, a in zip(rec.pool, rec.core_amounts, strict=True))
+        lines.append(f"a stable split (least-core payoff, in the core): {split} {cur}")
+    lines.extend(f"note: {n}" for n in rec.notes)
+    return lines
 
 
 def runs_table(ledger: Path, runs: Sequence[RunSummary]) -> Table:

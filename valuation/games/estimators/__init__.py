@@ -11,7 +11,8 @@ Methods (``METHODS``, from `valuation.games.methods`, which also says which are 
 * ``banzhaf`` — exact over all coalitions when no budget/stopping rule is given and 2^n is within the
   default budget (or the game is a complete table); otherwise the MSR estimator.
 * ``loo`` — leave-one-out, ``u(N) − u(N∖i)`` (n + 1 evaluations). std err 0.
-* ``least_core`` — HiGHS LP; exact constraints, or ``budget`` sampled ones; ``info["epsilon"]``.
+* ``least_core`` — HiGHS LP; exact constraints (n ≤ 16), ``budget`` sampled ones, or (no budget, n ≤ 128)
+  constraint generation with the blocking-coalition search as separation; ``info["epsilon"]``.
 
 ``budget`` is the maximum number of utility evaluations (coalition rows requested from the game; wrap
 the game in ``CachedGame`` so repeats cost nothing). Sampled methods stop at

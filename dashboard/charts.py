@@ -10,10 +10,13 @@ import pandas as pd
 from market.currencies import minor_units
 
 
-def payout_bars(frame: pd.DataFrame, currency: str, interval: str | None = None) -> alt.Chart | alt.LayerChart:
+def payout_bars(
+    frame: pd.DataFrame, currency: str, interval: str | None = None, *, by_amount: bool = False
+) -> alt.Chart | alt.LayerChart:
     """Bar per member of its payout (``amount_minor`` shown in major units) with the share as tooltip;
     with `interval` (a column title such as ``"95% interval"``) and columns ``amount_lo_minor``,
-    ``amount_hi_minor``, an error bar per member over that interval."""
+    ``amount_hi_minor``, an error bar per member over that interval. `by_amount`: bars sorted by amount,
+    highest first, with vertical member labels (many members), else in the frame's order."""
     scale = 10 ** minor_units(currency)
     data = frame.assign(amount=frame["amount_minor"] / scale)
     tooltip: list[Any] = ["member", "sources", alt.Tooltip("share %:Q", format=".2f"), f"amount ({currency})"]
@@ -21,11 +24,13 @@ def payout_bars(frame: pd.DataFrame, currency: str, interval: str | None = None)
     if with_bars:
         data = data.assign(amount_lo=frame["amount_lo_minor"] / scale, amount_hi=frame["amount_hi_minor"] / scale)
         tooltip += ["± std err", interval]
+    order: Any = list(data.sort_values("amount", ascending=False, kind="stable")["member"]) if by_amount else None
+    axis = alt.Axis(labelAngle=-90, labelFontSize=9) if by_amount else alt.Axis()
     bars = (
         alt.Chart(data)
         .mark_bar()
         .encode(
-            x=alt.X("member:N", sort=None, title="member"),
+            x=alt.X("member:N", sort=order, title="member", axis=axis),
             y=alt.Y("amount:Q", title=f"payout ({currency})"),
             color=alt.Color("member:N", legend=None),
             tooltip=tooltip,
@@ -38,7 +43,7 @@ def payout_bars(frame: pd.DataFrame, currency: str, interval: str | None = None)
         alt.Chart(data)
         .mark_errorbar(ticks=True, color="black", thickness=1.5)
         .encode(
-            x=alt.X("member:N", sort=None),
+            x=alt.X("member:N", sort=order),
             y=alt.Y("amount_lo:Q", title=f"payout ({currency})"),
             y2="amount_hi:Q",
             tooltip=tooltip,
@@ -51,8 +56,10 @@ def rank_heatmap(frame: pd.DataFrame, members: list[str]) -> alt.LayerChart:
     """P(row member paid more than column member) as a heatmap (`dashboard.common.rank_frame` rows):
     colour = P, the value written in each cell; pairs ``not resolved`` (P between 0.05 and 0.95) outlined
     in black and marked with a ``?``."""
+    wide, narrow = len(members) <= 6, len(members) > 8
     base = alt.Chart(frame).encode(
-        x=alt.X("other:N", sort=members, title="… than this member", axis=alt.Axis(labelAngle=0, orient="top")),
+        x=alt.X("other:N", sort=members, title="… than this member",
+                axis=alt.Axis(labelAngle=-60 if narrow else 0, orient="top", labelOverlap=False)),
         y=alt.Y("member:N", sort=members, title="P(this member paid more …)"),
     )
     tooltip = ["member", "other", alt.Tooltip("p:Q", title="P(member paid more)", format=".3f"), "pair"]
@@ -62,22 +69,26 @@ def rank_heatmap(frame: pd.DataFrame, members: list[str]) -> alt.LayerChart:
         strokeWidth=alt.condition("datum.pair == 'not resolved'", alt.value(3), alt.value(1)),
         tooltip=tooltip,
     )
-    text = base.mark_text(fontSize=12).encode(
+    text = base.mark_text(fontSize=10 if narrow else 12).encode(
         text=alt.Text("label:N"),
         color=alt.condition("datum.p < 0.2 || datum.p > 0.8", alt.value("white"), alt.value("black")),
         tooltip=tooltip,
     ).transform_calculate(
         label="format(datum.p, '.2f') + (datum.pair == 'not resolved' ? ' ?' : '')"
     )
-    wide = len(members) <= 6
-    return (rect + text).properties(width=alt.Step(64 if wide else 40), height=alt.Step(36 if wide else 26))
+    step = 64 if wide else 30 if narrow else 40  # 12 members (the top 12 of a large run) fit a half-width column
+    return (rect + text).properties(width=alt.Step(step), height=alt.Step(36 if wide else 26))
 
 
-def tradeoff_scatter(points: pd.DataFrame, x: str, y: str, bar: str = "±1 std err") -> alt.LayerChart:
+def tradeoff_scatter(
+    points: pd.DataFrame, x: str, y: str, bar: str = "±1 std err", *, labelled: list[str] | None = None
+) -> alt.LayerChart:
     """The paper's Figure 2: each member at (φ_x, φ_y) with error bars on both axes and the y = x diagonal.
 
     `points` has columns ``member, label, x, y`` and either ``x_lo, x_hi, y_lo, y_hi`` (an interval, e.g.
     the recorded 95% intervals; `bar` names it, e.g. ``"95% interval"``) or ``x_se, y_se`` (±1 std err).
+    `labelled`: the members whose names are written next to their point (None: every member, with a
+    colour legend; a list: only those, no legend — many members, the tooltip names every point).
     """
     if "x_lo" in points.columns:
         data = points
@@ -108,10 +119,11 @@ def tradeoff_scatter(points: pd.DataFrame, x: str, y: str, bar: str = "±1 std e
                                     color=alt.Color("member:N", legend=None))
     ybars = base.mark_rule().encode(y=alt.Y("y_lo:Q", scale=ys), y2="y_hi:Q", x=alt.X("x:Q", scale=xs),
                                     color=alt.Color("member:N", legend=None))
-    dots = base.mark_circle(size=140, opacity=0.9).encode(
+    legend: Any = alt.Legend(title="member") if labelled is None else None
+    dots = base.mark_circle(size=140 if labelled is None else 70, opacity=0.9).encode(
         x=alt.X("x:Q", scale=xs, title=f"{x} value (φ)"),
         y=alt.Y("y:Q", scale=ys, title=f"{y} value (φ)"),
-        color=alt.Color("member:N", title="member"),
+        color=alt.Color("member:N", legend=legend),
         tooltip=[
             "label",
             alt.Tooltip("x:Q", title=x, format=".4g"),
@@ -120,7 +132,8 @@ def tradeoff_scatter(points: pd.DataFrame, x: str, y: str, bar: str = "±1 std e
             alt.Tooltip("y_bar:N", title=f"{y} {bar}"),
         ],
     )
-    text = base.mark_text(dx=9, dy=-9, align="left").encode(
+    named = base if labelled is None else alt.Chart(data[data["member"].isin(labelled)])
+    text = named.mark_text(dx=9, dy=-9, align="left").encode(
         x=alt.X("x:Q", scale=xs), y=alt.Y("y:Q", scale=ys), text="member:N"
     )
     return (diagonal + zero_x + zero_y + xbars + ybars + dots + text).properties(height=420)
@@ -159,16 +172,22 @@ def coalition_heatmap(frame: pd.DataFrame) -> alt.LayerChart:
 
 
 def coalition_lattice(frame: pd.DataFrame) -> alt.Chart:
-    """Lattice view: every coalition's utility against its size, one panel per objective."""
+    """Lattice view: every coalition's utility against its size, one panel per objective. Sampled
+    coalitions (a ``kind`` column: base, grand, singleton, leave-one-out, sampled) are coloured by kind on
+    a quantitative size axis (up to n + 1 sizes)."""
+    sampled = "kind" in frame.columns
+    tooltip: list[Any] = ["coalition", "objective", alt.Tooltip("utility:Q", format=".4f")]
+    if sampled:
+        tooltip = ["kind", "size", *tooltip]
     return (
         alt.Chart(frame)
-        .mark_circle(size=50, opacity=0.6)
+        .mark_circle(size=50 if not sampled else 30, opacity=0.6)
         .encode(
-            x=alt.X("size:O", title="coalition size"),
+            x=alt.X("size:Q" if sampled else "size:O", title="coalition size"),
             y=alt.Y("utility:Q", title="utility", scale=alt.Scale(zero=False)),
-            color=alt.Color("objective:N"),
+            color=alt.Color("kind:N" if sampled else "objective:N", title="coalition" if sampled else "objective"),
             column=alt.Column("objective:N", title=None),
-            tooltip=["coalition", "objective", alt.Tooltip("utility:Q", format=".4f")],
+            tooltip=tooltip,
         )
         .properties(width=220, height=260)
     )

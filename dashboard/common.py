@@ -3,6 +3,10 @@
 Every read goes through `market.read_model` and is cached with `st.cache_data`, keyed by the ledger path
 and its version (mtime and size of the file and its WAL), so a new run in the ledger is picked up on the
 next interaction and nothing is recomputed otherwise.
+
+Runs of more than `MANY_MEMBERS` members (up to 64 and beyond: a compact game, no 2^n table) are shown
+compactly: tables sorted by amount with the top `TOP_K` first and every member in an expander, charts of
+the top `TOP_K`, no per-member legend (`top_members`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,12 @@ from market.money import format_minor
 
 LEDGER_KEY = "ledger_path"
 Version = tuple[int, int, int, int]
+#: Above this many members a page shows the top `TOP_K` (by amount) in charts and lists every member in
+#: an expander or a scrolling table (the coalition table's limit: `valuation.games.stability.CORE_MAX_MEMBERS`).
+MANY_MEMBERS = 16
+TOP_K = 12
+#: Height (pixels) of a scrolling table of many members.
+TABLE_HEIGHT = 420
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -103,6 +113,11 @@ def cached_marginals(path: str, version: Version, run_id: str, member: str, obje
     return pd.DataFrame(read_model.marginal_contributions(cached_run(path, version, run_id), member, objective))
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def cached_objective_values(path: str, version: Version, run_id: str) -> tuple[Any, ...]:
+    return read_model.objective_values(cached_run(path, version, run_id))
+
+
 @st.cache_data(show_spinner=False, max_entries=32)
 def cached_ledger_rows(path: str, version: Version) -> pd.DataFrame:
     return pd.DataFrame(read_model.ledger_rows(path), columns=list(read_model.EXPORT_COLUMNS))
@@ -133,6 +148,12 @@ def pick_run(path: str, version: Version, key: str, *, help: str | None = None) 
         help=help or "Runs recorded in the ledger, newest first.",
     )
     return cached_run(path, version, run_id)
+
+
+def top_members(members: Sequence[str], amounts: Sequence[int], k: int = TOP_K) -> list[str]:
+    """The `k` members paid most (ties: the run's member order), highest first."""
+    order = sorted(range(len(members)), key=lambda i: (-int(amounts[i]), i))
+    return [members[i] for i in order[:k]]
 
 
 def money(minor: int, currency: str) -> str:

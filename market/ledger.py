@@ -28,6 +28,13 @@ Tables (created on first use; ``meta`` holds the schema version):
   share_lo, share_hi, amount_se, amount_lo_minor, amount_hi_minor, rank_json)``: per member the share's and
   the amount's standard error and interval (amounts in minor units) and ``rank_json``, ``{other member:
   P(this member is paid more)}``.
+* ``compact_games`` — ``(run_id, position, format, sha256, data)``: for a run of more than
+  `valuation.games.stability.CORE_MAX_MEMBERS` members whose game is a `PairGame`
+  (`valuation.coalition_utility.compact`), the source-level game itself (``data``: `PairGame.to_bytes`, a
+  compressed ``.npz`` of about 100–200 KiB at 64 sources; ``format`` its format tag, ``sha256`` its
+  digest) — what ``coalition_utilities`` is for smaller runs: every what-if of the run needs only it
+  (`market.read_model.RunData.member_game`). Absent in ledgers written before it (created empty when one is
+  opened for writing); a run without it has no row there.
 
 Guarantees:
 
@@ -38,8 +45,9 @@ Guarantees:
   the content of the files it references, so re-running the same scenario and period adds nothing,
   and any change to the scenario or its inputs is a new run.
 * **Hash-chained.** ``record_hash = sha256(prev_hash ‖ canonical JSON of the run row and all its child
-  rows)`` (an uncertainty table enters only when the run has rows in it, so runs recorded before those
-  tables existed keep their hashes), chained through ``prev_hash`` (the previous run's ``record_hash``; 64 zeros for the first), so
+  rows)`` (an optional table — the uncertainty tables, ``compact_games`` — enters only when the run has
+  rows in it, so runs recorded before those tables existed keep their hashes; a BLOB enters as the
+  SHA-256 of its bytes, so the compact game's bytes are covered), chained through ``prev_hash`` (the previous run's ``record_hash``; 64 zeros for the first), so
   `verify` detects an edited, deleted or re-ordered row *that was not re-hashed*. The chain alone proves
   nothing against whoever can write the file (they can recompute every hash): tamper evidence comes from
   outside the file — receipts and head hashes members keep (`market.receipts`) and the optional keyed MAC
@@ -96,6 +104,7 @@ from market.period import PeriodRun
 from market.rules import Payout
 from market.scenario.inputs import ScenarioInputs
 from market.scenario.schema import scenario_config_json
+from valuation.coalition_utility.compact import PAIR_GAME_FORMAT
 from valuation.errors import InputError, OutputError
 
 if TYPE_CHECKING:
@@ -210,6 +219,13 @@ CREATE TABLE IF NOT EXISTS payout_intervals (
     amount_hi_minor BIGINT NOT NULL,
     rank_json VARCHAR NOT NULL
 );
+CREATE TABLE IF NOT EXISTS compact_games (
+    run_id VARCHAR NOT NULL REFERENCES runs (run_id),
+    position INTEGER NOT NULL,
+    format VARCHAR NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    data BLOB NOT NULL
+);
 """ + MAC_SCHEMA
 
 _CHILD_TABLES: dict[str, tuple[str, ...]] = {
@@ -222,10 +238,13 @@ _CHILD_TABLES: dict[str, tuple[str, ...]] = {
         "position", "member", "share_se", "share_lo", "share_hi", "amount_se", "amount_lo_minor",
         "amount_hi_minor", "rank_json",
     ),
+    "compact_games": ("position", "format", "sha256", "data"),
 }
 #: Child tables added after the first ledgers: absent in old files (created when one is opened for
 #: writing), and hashed into a run only when it has rows there.
 UNCERTAINTY_TABLES: tuple[str, ...] = ("uncertainty", "valuation_intervals", "payout_intervals")
+#: Every optional child table (the same rules): the uncertainty tables and the compact game.
+OPTIONAL_TABLES: tuple[str, ...] = (*UNCERTAINTY_TABLES, "compact_games")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -347,7 +366,7 @@ def check_ledger(path: str | Path) -> None:
         return
     try:
         with connect(path, read_only=True) as con:
-            read_every_row(con, [*LEDGER_TABLES, *present_tables(con, UNCERTAINTY_TABLES)])
+            read_every_row(con, [*LEDGER_TABLES, *present_tables(con, OPTIONAL_TABLES)])
     except (LedgerBusyError, EmptyDatabaseError):
         return
 
@@ -498,6 +517,7 @@ def child_rows(inputs: ScenarioInputs, run: PeriodRun) -> dict[str, list[tuple[A
         ],
         "valuations": _valuation_rows(payout),
         **_uncertainty_rows(run),
+        "compact_games": _compact_game_rows(run),
         "payouts": [
             (
                 i,
@@ -551,8 +571,17 @@ def _uncertainty_rows(run: PeriodRun) -> dict[str, list[tuple[Any, ...]]]:
     }
 
 
+def _compact_game_rows(run: PeriodRun) -> list[tuple[Any, ...]]:
+    """The ``compact_games`` row of one period: ``(0, format, sha256, bytes)`` of `PeriodRun.compact_game`
+    (none without one)."""
+    data = run.compact_game
+    if data is None:
+        return []
+    return [(0, PAIR_GAME_FORMAT, hashlib.sha256(data).hexdigest(), bytes(data))]
+
+
 def present_tables(con: duckdb.DuckDBPyConnection, tables: tuple[str, ...]) -> list[str]:
-    """Those of `tables` that exist in the ledger (`UNCERTAINTY_TABLES` are absent in old ledgers)."""
+    """Those of `tables` that exist in the ledger (`OPTIONAL_TABLES` are absent in old ledgers)."""
     where = "WHERE database_name = current_database()"
     existing = {str(r[0]) for r in con.execute(f"SELECT table_name FROM duckdb_tables() {where}").fetchall()}
     return [t for t in tables if t in existing]
@@ -586,12 +615,14 @@ def _valuation_rows(payout: Payout) -> list[tuple[Any, ...]]:
 
 
 def record_hash(run_row: dict[str, Any], children: dict[str, list[tuple[Any, ...]]]) -> str:
-    """``sha256(prev_hash ‖ canonical JSON(run row without record_hash, child rows by position))``."""
+    """``sha256(prev_hash ‖ canonical JSON(run row without record_hash, child rows by position))``; an
+    optional table (`OPTIONAL_TABLES`) enters only when the run has rows in it, a BLOB as ``sha256:<hex>``
+    of its bytes."""
     body = {c: _canonical(run_row[c]) for c in RUN_COLUMNS if c not in ("record_hash",)}
     kids = {
         t: [[_canonical(x) for x in r] for r in sorted(rows, key=lambda r: r[0])]
         for t, rows in children.items()
-        if rows or t not in UNCERTAINTY_TABLES
+        if rows or t not in OPTIONAL_TABLES
     }
     text = json.dumps({"run": body, "children": kids}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256((str(run_row["prev_hash"]) + "\n" + text).encode("utf-8")).hexdigest()
@@ -602,6 +633,8 @@ def _canonical(x: Any) -> Any:
         return x.replace(tzinfo=None).isoformat(timespec="microseconds")
     if isinstance(x, float):
         return repr(x) if not math.isfinite(x) else x
+    if isinstance(x, bytes | bytearray | memoryview):
+        return "sha256:" + hashlib.sha256(bytes(x)).hexdigest()
     return x
 
 
@@ -829,7 +862,8 @@ def verify(path: str | Path) -> VerifyReport:
     Per run: payouts sum exactly to the pool, or the pool is held whole (`_held_run`: nothing paid, every
     share 0, under ``no_value = "hold"``), so paid + held = pool; pool = revenue − fee; at least one payout,
     in the run's currency; shares sum to 1; ``record_hash`` recomputes from the stored rows; ``prev_hash`` is the
-    previous run's hash and ``seq`` is 1, 2, …; the run id matches its (scenario hash, period). Globally:
+    previous run's hash and ``seq`` is 1, 2, …; the run id matches its (scenario hash, period); a stored
+    compact game's bytes match its ``sha256`` and format. Globally:
     no child row without its run (orphans), no duplicated (scenario hash, period).
     """
     report = VerifyReport()
@@ -841,9 +875,9 @@ def verify(path: str | Path) -> VerifyReport:
         report.n_runs = len(runs)
         report.macs = read_macs(con)
         children: dict[str, dict[str, list[tuple[Any, ...]]]] = {r["run_id"]: {t: [] for t in _CHILD_TABLES} for r in runs}
-        present = set(present_tables(con, UNCERTAINTY_TABLES))
+        present = set(present_tables(con, OPTIONAL_TABLES))
         for table, columns in _CHILD_TABLES.items():
-            if table in UNCERTAINTY_TABLES and table not in present:
+            if table in OPTIONAL_TABLES and table not in present:
                 continue
             for rec in con.execute(f"SELECT run_id, {', '.join(columns)} FROM {table} ORDER BY run_id, position").fetchall():
                 run_id = rec[0]
@@ -881,6 +915,9 @@ def verify(path: str | Path) -> VerifyReport:
             report.problems.append(f"{where}: payout currency differs from the run's {run['currency']}")
         if payouts and not held_run and abs(sum(float(p[5]) for p in payouts) - 1.0) > 1e-9:
             report.problems.append(f"{where}: shares do not sum to 1")
+        for _, fmt, digest, data in children[rid].get("compact_games", []):
+            if hashlib.sha256(bytes(data)).hexdigest() != digest or fmt != PAIR_GAME_FORMAT:
+                report.problems.append(f"{where}: the compact game's bytes do not match its sha256 or format")
         if record_hash(run, children[rid]) != run["record_hash"]:
             report.problems.append(f"{where}: record_hash does not match the stored rows (edited?)")
         report.chain.append(ChainLink(int(run["seq"]), rid, str(run["record_hash"]), len(report.problems) == before))

@@ -23,6 +23,7 @@ from market.money import fee_minor, to_minor
 from market.rules import Payout, RuleContext, compute_payout, is_sampled
 from market.scenario.inputs import ScenarioInputs
 from market.uncertainty import PayoutUncertainty, payout_uncertainty
+from valuation.coalition_utility.compact import PairGame
 from valuation.errors import InputError
 from valuation.games.coalitions import all_coalitions
 from valuation.games.estimators import approximate
@@ -46,6 +47,9 @@ class PeriodRun:
         objectives: objective names of `utilities`.
         uncertainty: the replicate payouts (`market.uncertainty.PayoutUncertainty`), or None when there is
             nothing to resample (exact values of a given table without standard errors) or it is off.
+        compact_game: ``PairGame.to_bytes()`` of the source-level game when the period has more than
+            `CORE_MAX_MEMBERS` members and the game is a `PairGame` (the ledger keeps it instead of the
+            2^n table), else None.
     """
 
     period: str
@@ -58,6 +62,7 @@ class PeriodRun:
     utilities: np.ndarray
     objectives: tuple[str, ...]
     uncertainty: PayoutUncertainty | None = None
+    compact_game: bytes | None = None
 
 
 def run_period(inputs: ScenarioInputs, period: str, ctx: RuleContext | None = None) -> PeriodRun:
@@ -116,6 +121,7 @@ def run_period(inputs: ScenarioInputs, period: str, ctx: RuleContext | None = No
         utilities=utilities,
         objectives=objectives,
         uncertainty=uncertainty,
+        compact_game=ctx.game.to_bytes() if n > CORE_MAX_MEMBERS and isinstance(ctx.game, PairGame) else None,
     )
 
 

@@ -11,6 +11,17 @@ the market modules' public functions: `market.rules` (`RuleContext`, `rule_value
 "cached game": what-ifs, re-weightings and marginal contributions are computed from it, never by
 retraining.
 
+Large runs. A run of more than 16 members has no table; when its game was a `PairGame`
+(`valuation.coalition_utility.compact`) the ledger keeps that compact source-level game instead
+(``compact_games``), and `RunData.member_game` is the member game grouped from it. Nothing enumerates
+2^n coalitions then: the coalitions shown are a seeded sample (`market.coalition_samples`: ∅, N, every
+singleton and leave-one-out, coalitions of random sizes), marginal contributions are sampled by size (a
+stratified estimate of the value), and a what-if pool of more than `EXACT_POOL_MEMBERS` members is valued
+with the sampled estimators and a budget of `WHAT_IF_BUDGET` evaluations (``shapley``:
+`market.rules.SAMPLED_SHAPLEY_METHOD`), its split as `market.rules.compute_payout` does above 20
+members, and its stability checked for individual rationality only (as `market.period.run_period` does
+above 16). The full pool under the run's own rule is the recorded payout.
+
 Re-weighting by linearity. For the linear rules (``shapley``, ``banzhaf``, ``loo``) a member's claim under
 objective weights ``a`` is ``Σ_k a_k φ_k`` with the stored per-objective values φ_k; the pool is then split
 exactly as `market.rules.compute_payout` does (the run's negative policy, largest-remainder rounding in
@@ -34,6 +45,7 @@ value created; half-to-even to a minor unit), and splits it with the chosen rule
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -46,6 +58,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from market.coalition_samples import marginal_samples, sampled_coalition_rows
 from market.defaults import LEDGER_ENV as LEDGER_ENV  # re-exported for the dashboard and its tests
 from market.export import write_csv, write_parquet
 from market.ledger import (
@@ -58,17 +71,37 @@ from market.ledger import (
     list_runs,
     present_tables,
 )
-from market.rules import LINEAR_RULES, Payout, RuleContext, allocate, compute_payout, rule_values
+from market.rules import (
+    LINEAR_RULES,
+    SAMPLED_SHAPLEY_METHOD,
+    Payout,
+    RuleContext,
+    allocate,
+    compute_payout,
+    is_sampled,
+    rule_values,
+)
+from valuation.coalition_utility.compact import PAIR_GAME_FORMAT, PairGame
 from valuation.errors import InputError, PayoutsimError
 from valuation.games.coalitions import all_coalitions
 from valuation.games.estimators import approximate, exact_shapley
-from valuation.games.game import TableGame
+from valuation.games.game import Game, GroupedGame, TableGame
 from valuation.games.players import null_players
 from valuation.games.stability import StabilityReport, check_stability, verdict_text
 
 WEIGHTED = "weighted"
 WHAT_IF_RULES: tuple[str, ...] = ("shapley", "banzhaf", "loo", "least_core", "proportional", "equal")
 EXAMPLE_COMMAND = "payoutsim payout data/scenarios/example.toml"
+#: Utility evaluations of a sampled what-if (a pool of more than `EXACT_POOL_MEMBERS` members of a run
+#: with a compact game): ≈ 0.2 s for the regression estimator at 64 members on 2 cores (README).
+WHAT_IF_BUDGET = 2000
+#: A what-if pool of a compact game up to this many members is solved exactly, as on a stored table
+#: (2^10 coalitions); larger pools are sampled.
+EXACT_POOL_MEMBERS = 10
+#: Sampled coalitions shown for a run without a table (besides ∅, N, singletons and leave-one-outs), and
+#: sampled coalitions per size behind one member's marginal contributions.
+SAMPLED_COALITIONS = 200
+MARGINALS_PER_SIZE = 8
 
 LedgerState = Literal["ok", "missing", "empty", "busy", "invalid"]
 
@@ -276,11 +309,14 @@ class RunData:
         objectives: objectives with stored per-member values; ``phi[i, k]`` / ``phi_se[i, k]`` the rule's
             value of member i for objective k (empty for rules that have none, e.g. ``equal``).
         table_objectives, table: the member-level coalition table ``float[2^n, m]`` in coalition-index
-            order (member j = bit j), or None when the ledger has none (more than 16 members).
+            order (member j = bit j), or None when the ledger has none (more than 16 members); without a
+            table ``table_objectives`` are the compact game's objectives.
         sizes: member -> preference pairs (from the scenario's ``[sizes]``), or None.
         stability: the stored stability verdict (`StabilityReport.to_json_dict`).
         uncertainty: the payout's recorded uncertainty (`RunUncertainty`), or None: a run recorded
             without it (exact values of a table without standard errors) or a ledger written before it.
+        compact: the stored compact source-level game (`PairGame`, the ledger's ``compact_games``) of a
+            run of more than 16 members, or None.
     """
 
     run_id: str
@@ -313,6 +349,7 @@ class RunData:
     max_exact_members: int = 12
     no_value: str = "equal"
     uncertainty: RunUncertainty | None = None
+    compact: PairGame | None = None
 
     @property
     def n(self) -> int:
@@ -332,15 +369,44 @@ class RunData:
     def has_table(self) -> bool:
         return self.table is not None
 
+    @property
+    def has_game(self) -> bool:
+        """The member game can be evaluated: a stored table or a stored compact game."""
+        return self.table is not None or self.compact is not None
+
+    @property
+    def is_compact(self) -> bool:
+        """No 2^n table, but the compact game: coalitions are sampled (module docstring: large runs)."""
+        return self.table is None and self.compact is not None
+
+    def member_game(self) -> Game:
+        """The run's member-level game, players ``#0 … #n−1`` (member i is ``#i``), objectives
+        `table_objectives`: the stored 2^n table (`TableGame`) or, without one, the stored compact game
+        grouped by the members' sources (`GroupedGame`, ``v(T) = u(∪_{m∈T} sources(m))``). `InputError`
+        when the run has neither."""
+        aliases = [f"#{i}" for i in range(self.n)]
+        if self.table is not None:
+            return TableGame(aliases, self.table_objectives, all_coalitions(self.n), self.table, source="ledger")
+        if self.compact is None:
+            raise InputError(
+                "this run has no stored coalition table and no compact game (more than 16 members and a "
+                "game that is not a PairGame): what-ifs need one",
+                field="run",
+            )
+        return GroupedGame(self.compact, {a: tuple(s) for a, s in zip(aliases, self.sources, strict=True)})
+
 
 def load_run(path: str | os.PathLike[str], run_id: str) -> RunData:
     """Read one run with its payouts, per-objective values and coalition table (`InputError` if unknown)."""
-    row, pay, vals, coal, unc = _stored_rows(path, run_id)
+    row, pay, vals, coal, unc, compact_rows = _stored_rows(path, run_id)
     (seq, scen, period, rule, negative, currency, rev, fee, pool, weights_json, config_json, stab_json, warn_json) = row
     members = tuple(str(p[0]) for p in pay)
     index = {m: i for i, m in enumerate(members)}
     objectives, phi, phi_se = _stored_values(vals, index)
     table_objectives, table = _stored_table(coal, index)
+    compact = _stored_compact(compact_rows, path) if table is None else None
+    if compact is not None:
+        table_objectives = tuple(compact.objectives)
     config = json.loads(config_json)
     member_sources = tuple(tuple(json.loads(p[1])) for p in pay)
     valuation = config.get("valuation", {})
@@ -375,15 +441,15 @@ def load_run(path: str | os.PathLike[str], run_id: str) -> RunData:
         max_exact_members=int(valuation.get("max_exact_members") or 12),
         no_value=str(config.get("market", {}).get("no_value", "equal")),
         uncertainty=_stored_uncertainty(unc, index, objectives),
+        compact=compact,
     )
 
 
-def _stored_rows(
-    path: str | os.PathLike[str], run_id: str
-) -> tuple[tuple[Any, ...], list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]], dict[str, list[Any]]]:
+def _stored_rows(path: str | os.PathLike[str], run_id: str) -> tuple[Any, ...]:
     """The run's row of ``runs`` and its rows of ``payouts``, ``valuations`` and ``coalition_utilities``
-    (in position order), and its rows of those `UNCERTAINTY_TABLES` the ledger has (old ledgers: none),
-    read in one read-only connection; `InputError` for an unknown run id."""
+    (in position order), its rows of those `UNCERTAINTY_TABLES` the ledger has (old ledgers: none) and its
+    ``compact_games`` rows (none in old ledgers), read in one read-only connection; `InputError` for an
+    unknown run id."""
     with connect(path, read_only=True) as con:
         row = con.execute(
             "SELECT seq, scenario_name, period, rule, negative, currency, revenue_minor, fee_minor, pool_minor, "
@@ -412,7 +478,29 @@ def _stored_rows(
         }
         for table in present_tables(con, UNCERTAINTY_TABLES):
             unc[table] = con.execute(f"{queries[table]} WHERE run_id = ? ORDER BY position", [run_id]).fetchall()
-    return row, pay, vals, coal, unc
+        compact: list[tuple[Any, ...]] = []
+        if present_tables(con, ("compact_games",)):
+            compact = con.execute(
+                "SELECT format, sha256, data FROM compact_games WHERE run_id = ? ORDER BY position", [run_id]
+            ).fetchall()
+    return row, pay, vals, coal, unc, compact
+
+
+def _stored_compact(rows: Sequence[tuple[Any, ...]], path: str | os.PathLike[str]) -> PairGame | None:
+    """The run's compact game from its ``compact_games`` row (`PairGame.from_bytes`), or None without
+    one; `InputError` when its bytes do not match the stored sha256 or its format is unknown."""
+    if not rows:
+        return None
+    fmt, digest, data = rows[0]
+    data = bytes(data)
+    if fmt != PAIR_GAME_FORMAT or hashlib.sha256(data).hexdigest() != digest:
+        raise InputError(
+            f"the run's compact game does not match its sha256 or has an unknown format ({fmt!r}); "
+            "run `payoutsim ledger verify`",
+            file=path,
+            field="compact_games",
+        )
+    return PairGame.from_bytes(data, file=path, field="compact_games")
 
 
 def _stored_uncertainty(
@@ -517,23 +605,27 @@ def _member_sizes(
 
 
 # ---------------------------------------------------------------------------------------------------
-# the member game from the stored table
+# the member game from the stored table (or the stored compact game)
+
+
+def what_if_budget(run: RunData) -> int:
+    """The evaluations a sampled what-if of a compact-game run may spend: the run's own budget when it is
+    at most `WHAT_IF_BUDGET` (so the run's own setting reproduces its payout), else `WHAT_IF_BUDGET`."""
+    return min(int(run.budget), WHAT_IF_BUDGET) if run.budget else WHAT_IF_BUDGET
 
 
 def member_context(
-    run: RunData, rule: str | None = None, weights: Mapping[str, float] | None = None
+    run: RunData, rule: str | None = None, weights: Mapping[str, float] | None = None, *, budget: int | None = None
 ) -> RuleContext:
-    """A `market.rules.RuleContext` whose game is the run's stored member-level table.
+    """A `market.rules.RuleContext` whose game is the run's member game (`RunData.member_game`: the stored
+    table, or the compact game grouped by sources).
 
     Players are positional aliases ``#0 … #n−1`` (member i owns source ``#i``); sizes are the members'
-    pair counts. `InputError` when the run has no stored table.
+    pair counts; the sampled estimators' budget is `budget`, else the run's. `InputError` when the run has
+    neither a table nor a compact game.
     """
-    if run.table is None:
-        raise InputError(
-            "this run has no stored coalition table (more than 16 members): what-ifs need one", field="run"
-        )
-    aliases = [f"#{i}" for i in range(run.n)]
-    game = TableGame(aliases, run.table_objectives, all_coalitions(run.n), run.table, source="ledger")
+    game = run.member_game()
+    aliases = list(game.players)
     return RuleContext(
         game=game,
         groups={m: (a,) for m, a in zip(run.members, aliases, strict=True)},
@@ -543,7 +635,7 @@ def member_context(
         no_value=run.no_value,
         sizes=None if run.sizes is None else {a: run.sizes[m] for m, a in zip(run.members, aliases, strict=True)},
         seed=run.seed,
-        budget=run.budget,
+        budget=run.budget if budget is None else budget,
         max_exact_members=run.max_exact_members,
     )
 
@@ -552,15 +644,19 @@ def objective_values(run: RunData) -> tuple[tuple[str, ...], np.ndarray, np.ndar
     """Per-member, per-objective values for the trade-off view: ``(objectives, values, std_errs, method)``.
 
     The stored values of the run's rule when it has them (``method`` = the rule); otherwise (least core,
-    proportional, equal) the exact Shapley values of the stored member table (``method`` = ``shapley``);
-    empty when the run has neither.
+    proportional, equal) the exact Shapley values of the stored member table (``method`` = ``shapley``),
+    or, with a compact game only, the sampled Shapley values (`SAMPLED_SHAPLEY_METHOD`, `what_if_budget`
+    evaluations, the run's seed; ``method`` = ``shapley (sampled)``); empty when the run has none of them.
     """
     if run.objectives:
         return run.objectives, run.phi, np.nan_to_num(run.phi_se), run.rule
-    if run.table is None:
-        return (), np.zeros((run.n, 0)), np.zeros((run.n, 0)), run.rule
-    values = np.asarray(exact_shapley(run.table), dtype=float)
-    return run.table_objectives, values, np.zeros_like(values), "shapley"
+    if run.table is not None:
+        values = np.asarray(exact_shapley(run.table), dtype=float)
+        return run.table_objectives, values, np.zeros_like(values), "shapley"
+    if run.compact is not None:
+        result = approximate(run.member_game(), SAMPLED_SHAPLEY_METHOD, what_if_budget(run), seed=run.seed)
+        return run.table_objectives, result.values, np.nan_to_num(result.std_errs), "shapley (sampled)"
+    return (), np.zeros((run.n, 0)), np.zeros((run.n, 0)), run.rule
 
 
 def objective_intervals(run: RunData) -> tuple[np.ndarray, np.ndarray, float] | None:
@@ -578,6 +674,15 @@ def same_weights(run: RunData, weights: Mapping[str, float], tol: float = 1e-9) 
     then do the run's recorded intervals describe a re-weighted payout (`weighted_payout`)."""
     keys = set(run.weights) | set(weights)
     return all(abs(float(run.weights.get(o, 0.0)) - float(weights.get(o, 0.0))) <= tol for o in keys)
+
+
+def scalar_values(run: RunData, masks: np.ndarray, weights: Mapping[str, float] | None = None) -> np.ndarray:
+    """``float[k]``: the objective-weighted member game ``Σ_k a_k v_k(S)`` of each row of ``bool[k, n]``
+    (the run's weights by default), on the stored table or the compact game (`RunData.member_game`)."""
+    game = run.member_game()
+    w = run.weights if weights is None else weights
+    a = np.array([float(w.get(o, 0.0)) for o in game.objectives])
+    return np.asarray(game(np.asarray(masks, dtype=bool)), dtype=float) @ a
 
 
 def scalar_table(run: RunData, weights: Mapping[str, float] | None = None) -> np.ndarray:
@@ -625,7 +730,7 @@ def weighted_payout(run: RunData, weights: Mapping[str, float]) -> WeightedPayou
     if run.rule in ("proportional", "equal") or (not run.objectives and run.rule != "least_core"):
         values, std_errs, method = run.values.copy(), np.nan_to_num(run.std_errs), "unchanged"
     elif run.rule == "least_core":
-        ctx = member_context(run, weights=weights)
+        ctx = member_context(run, weights=weights, budget=what_if_budget(run) if run.is_compact else None)
         rv = rule_values(ctx, run.members)
         values, std_errs, method = rv.values, rv.std_errs, "re-solved"
     else:
@@ -679,7 +784,15 @@ def payout_curve(run: RunData, x: str, y: str, steps: int = 21) -> list[dict[str
 @dataclass(frozen=True)
 class WhatIf:
     """A sub-pool of the run's members under a rule: value created ``v'(S)`` (utility units), its revenue
-    (`revenue_minor`, priced as in `market.pooling`), the payout and the stability report."""
+    (`revenue_minor`, priced as in `market.pooling`), the payout and the stability report.
+
+    ``method`` says how the pool was valued: ``exact`` (no sampling: every coalition of the pool on a
+    stored table or a compact game's pool of at most `EXACT_POOL_MEMBERS` members; or a rule that needs no
+    sampling, ``loo``, ``equal``, ``proportional``, on a larger pool), ``recorded`` (the run's own pool and
+    rule: the recorded claims), or ``sampled`` (the rule's sampled estimator with `budget` evaluations).
+    ``full_stability`` is False for a large pool of a compact game (any ``method``): its stability is
+    checked for individual rationality only (no core, no blocking coalitions, no least-core ε).
+    """
 
     members: tuple[str, ...]
     rule: str
@@ -688,6 +801,9 @@ class WhatIf:
     revenue_minor: int
     payout: Payout
     stability: StabilityReport
+    method: str = "exact"
+    budget: int | None = None
+    full_stability: bool = True
 
 
 def what_if_rules(run: RunData) -> list[str]:
@@ -696,7 +812,8 @@ def what_if_rules(run: RunData) -> list[str]:
 
 
 def what_if(run: RunData, members: Sequence[str], rule: str | None = None) -> WhatIf:
-    """Pool only `members` (a subset of the run's) under `rule` (default: the run's); see module docstring."""
+    """Pool only `members` (a subset of the run's) under `rule` (default: the run's); see module docstring
+    (exactly on a stored table or a small pool; sampled for a large pool of a compact game)."""
     chosen = tuple(m for m in run.members if m in set(members))
     unknown = [m for m in members if m not in run.members]
     if unknown:
@@ -706,17 +823,35 @@ def what_if(run: RunData, members: Sequence[str], rule: str | None = None) -> Wh
     rule = rule or run.rule
     if rule not in what_if_rules(run):
         raise InputError(f"rule {rule!r} is not available for a what-if on this run", field="rule")
-    ctx = member_context(run, rule=rule)
-    full = scalar_table(run)
-    grand = float(full[-1] - full[0])
-    idx = sum(1 << run.members.index(m) for m in chosen)
-    created = float(full[idx] - full[0])
+    if run.table is not None:
+        full = scalar_table(run)
+        idx = sum(1 << run.members.index(m) for m in chosen)
+        base, grand_raw, pool_raw = float(full[0]), float(full[-1]), float(full[idx])
+    else:
+        mask = np.array([m in chosen for m in run.members])
+        ends = scalar_values(run, np.stack([np.zeros_like(mask), np.ones_like(mask), mask]))
+        base, grand_raw, pool_raw = (float(x) for x in ends)
+    grand, created = grand_raw - base, pool_raw - base
     if len(chosen) == run.n:
         revenue = run.pool_minor
     elif grand <= 0:
         revenue = 0
     else:
         revenue = round(run.pool_minor * Fraction(max(0.0, created)) / Fraction(grand))
+    if run.table is not None or len(chosen) <= EXACT_POOL_MEMBERS:
+        payout, stability = _exact_pool(run, chosen, rule, int(revenue))
+        return WhatIf(chosen, rule, created, grand, int(revenue), payout, stability)
+    budget = what_if_budget(run)
+    payout, method = _sampled_pool_payout(run, chosen, rule, int(revenue), budget)
+    singles = scalar_values(run, np.eye(run.n, dtype=bool)[[run.members.index(m) for m in chosen]]) - base
+    stability = check_stability(chosen, None, payout.shares, singles=singles, grand=created)
+    return WhatIf(chosen, rule, created, grand, int(revenue), payout, stability, method, budget, False)
+
+
+def _exact_pool(run: RunData, chosen: tuple[str, ...], rule: str, revenue: int) -> tuple[Payout, StabilityReport]:
+    """The payout of `chosen` under `rule` and its full stability report, from every coalition of the
+    pool (`market.rules.compute_payout`, `check_stability` with the least-core ε)."""
+    ctx = member_context(run, rule=rule)
     payout = compute_payout(ctx, chosen, revenue, run.currency)
     sub = np.asarray(ctx.scalar_game(chosen)(all_coalitions(len(chosen))), float)[:, 0]
     eps = (
@@ -724,8 +859,30 @@ def what_if(run: RunData, members: Sequence[str], rule: str | None = None) -> Wh
         if rule == "least_core"
         else float(approximate(ctx.scalar_game(chosen), "least_core").info["epsilon"][0])
     )
-    stability = check_stability(chosen, sub, payout.shares, least_core_epsilon=eps)
-    return WhatIf(chosen, rule, created, grand, int(revenue), payout, stability)
+    return payout, check_stability(chosen, sub, payout.shares, least_core_epsilon=eps)
+
+
+def _sampled_pool_payout(
+    run: RunData, chosen: tuple[str, ...], rule: str, revenue: int, budget: int
+) -> tuple[Payout, str]:
+    """``(payout, method)`` of a large pool of a compact-game run: the recorded claims for the run's own
+    pool and rule (``recorded``), else the rule's values with `budget` evaluations (``sampled`` when the
+    rule samples, `market.rules.is_sampled`; ``exact`` for ``loo``, ``equal``, ``proportional``); split as
+    `market.rules.compute_payout` does above 20 members (snap scale max |value|, no null-player scan)."""
+    if rule == run.rule and len(chosen) == run.n:
+        values, std_errs, result, info, method = run.values, np.nan_to_num(run.std_errs), None, {}, "recorded"
+    else:
+        ctx = member_context(run, rule=rule, budget=budget)
+        rv = rule_values(ctx, chosen)
+        method = "sampled" if is_sampled(ctx, len(chosen)) else "exact"
+        values, std_errs, result, info = rv.values, rv.std_errs, rv.result, rv.info
+    alloc = allocate(chosen, values, revenue, run.negative, no_value=run.no_value)
+    payout = Payout(
+        members=chosen, rule=rule, currency=run.currency, pool_minor=revenue, values=np.asarray(values, float),
+        std_errs=np.asarray(std_errs, float), shares=alloc.shares, amounts=alloc.amounts, result=result,
+        warnings=alloc.warnings, info=info, held_minor=alloc.held,
+    )
+    return payout, method
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -734,9 +891,15 @@ def what_if(run: RunData, members: Sequence[str], rule: str | None = None) -> Wh
 
 def coalition_rows(run: RunData) -> list[dict[str, Any]]:
     """One row per (coalition, objective) of the stored table, plus ``weighted`` with the run's weights:
-    ``{index, coalition, size, objective, utility, created}`` with ``created = v(S) − v(∅)``."""
+    ``{index, coalition, size, objective, utility, created}`` with ``created = v(S) − v(∅)``. Without a
+    table but with a compact game: the sampled coalitions of `market.coalition_samples.sampled_coalition_rows`
+    (`SAMPLED_COALITIONS`, seeded by the run's seed; columns ``kind`` and ``members`` added); else none."""
     if run.table is None:
-        return []
+        if run.compact is None:
+            return []
+        game = run.member_game()
+        weights = np.array([float(run.weights.get(o, 0.0)) for o in game.objectives])
+        return sampled_coalition_rows(game, run.members, weights, count=SAMPLED_COALITIONS, seed=run.seed)
     rows = []
     objs = [*run.table_objectives, WEIGHTED] if len(run.table_objectives) > 1 else list(run.table_objectives)
     cols = [run.table[:, k] for k in range(len(run.table_objectives))]
@@ -763,9 +926,19 @@ def marginal_contributions(run: RunData, member: str, objective: str = WEIGHTED)
     """The marginal contributions behind `member`'s Shapley value for `objective` (``weighted``: the run's
     weights): rows ``{coalition, size, before, after, marginal, weight, contribution}`` for every
     S ⊆ N∖{i}, with ``marginal = v(S ∪ i) − v(S)``, ``weight = |S|!(n−|S|−1)!/n!`` and
-    ``contribution = weight · marginal``; the contributions sum to φ_i."""
+    ``contribution = weight · marginal``; the contributions sum to φ_i. Without a table but with a compact
+    game: `MARGINALS_PER_SIZE` sampled coalitions per size (`market.coalition_samples.marginal_samples`,
+    seeded by the run's seed; a ``members`` column added) whose contributions sum to the stratified
+    estimate of φ_i; else none."""
     if run.table is None:
-        return []
+        if run.compact is None:
+            return []
+        game = run.member_game()
+        if objective == WEIGHTED:
+            weights = np.array([float(run.weights.get(o, 0.0)) for o in game.objectives])
+        else:
+            weights = np.array([float(o == objective) for o in game.objectives])
+        return marginal_samples(game, run.members, member, weights, per_size=MARGINALS_PER_SIZE, seed=run.seed)
     i = run.members.index(member)
     col = scalar_table(run) if objective == WEIGHTED else run.table[:, run.table_objectives.index(objective)]
     n = run.n

@@ -2,8 +2,9 @@
 
 Ledgers are built in tmp folders with `payoutsim payout`: the bundled example (4 members, 3 periods,
 2 objectives; recorded without uncertainty), the same example with eval items (`uncertain_example`: its
-intervals and rank confidence recorded), a one-objective game, and a 12-member synthetic game (timing,
-reported not asserted).
+intervals and rank confidence recorded), a one-objective game, a 12-member synthetic game (timing,
+reported not asserted) and a 64-member market on a synthetic PairGame (`market64_example`: the compact
+game in the ledger; every page, the sampled what-ifs and coalitions, timings printed and bounded).
 """
 
 from __future__ import annotations
@@ -19,14 +20,20 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
+from market64_example import record_market64, synthetic_pair_game
 from uncertain_example import write_uncertain_example
 
 from market import read_model
 from market.cli import main
 from market.money import format_minor, largest_remainder
+from market.rules import RuleContext, rule_values
+from valuation.games.estimators import approximate
+from valuation.games.game import GroupedGame
+from valuation.games.stability import check_stability
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 APP = REPO_ROOT / "dashboard" / "app.py"
@@ -572,3 +579,191 @@ def test_trade_offs_plane_has_interval_bars_and_other_weights_show_no_stale_inte
     other = at.table[0].value
     assert "95% interval" not in other.columns and "± std err" not in other.columns
     assert any(c.value.startswith("No interval for these weights") for c in at.caption)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 64 members (issue "Large markets", item 4): a compact game in the ledger, no 2^64 anywhere
+
+
+@pytest.fixture(scope="module")
+def market64_ledger(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two periods of the synthetic 64-member market (`market64_example`: a seeded PairGame, no model)."""
+    folder = tmp_path_factory.mktemp("market64")
+    ledger = folder / "ledger.duckdb"
+    record_market64(folder / "market", ledger)
+    return ledger
+
+
+def _pair_ctx(run: read_model.RunData, rule: str) -> RuleContext:
+    """The what-if's rule context rebuilt from the PairGame itself (not from the ledger)."""
+    return RuleContext(
+        game=synthetic_pair_game(), groups=dict(zip(run.members, run.sources, strict=True)), weights=run.weights,
+        rule=rule, negative=run.negative, no_value=run.no_value, seed=run.seed, budget=read_model.what_if_budget(run),
+        max_exact_members=run.max_exact_members,
+    )
+
+
+def test_a_64_member_run_loads_its_compact_game_as_the_member_game(market64_ledger: Path) -> None:
+    run = _newest(market64_ledger)
+    assert run.n == 64 and run.table is None and run.is_compact and run.has_game
+    assert run.table_objectives == ("helpfulness", "harmlessness")
+    masks = np.random.default_rng(1).random((500, 64)) < 0.4
+    expected = GroupedGame(synthetic_pair_game(), dict(zip(run.members, run.sources, strict=True)))(masks)
+    np.testing.assert_allclose(run.member_game()(masks), expected, rtol=1e-13, atol=0)
+    # the run's own weights re-weight by linearity to the recorded payout; other weights still fill the pool
+    assert read_model.weighted_payout(run, run.weights).amounts == run.amounts
+    other = read_model.weighted_payout(run, {"helpfulness": 0.9, "harmlessness": 0.1})
+    assert sum(other.amounts) == run.pool_minor and other.amounts != run.amounts
+
+
+@pytest.mark.parametrize("rule", ["shapley", "banzhaf", "least_core", "loo"])
+def test_what_if_from_the_stored_compact_game_equals_recomputing_from_the_pair_game(
+    rule: str, market64_ledger: Path
+) -> None:
+    run = _newest(market64_ledger)
+    chosen = [m for j, m in enumerate(run.members) if j % 3 != 1]  # 43 of 64 members
+    wi = read_model.what_if(run, chosen, rule)
+    assert wi.members == tuple(chosen) and not wi.full_stability and wi.budget == read_model.what_if_budget(run)
+    assert wi.method == ("exact" if rule == "loo" else "sampled")
+    ctx = _pair_ctx(run, rule)
+    v = ctx.scalar_game(list(run.members))
+    mask = np.array([m in chosen for m in run.members])
+    base, grand, pool = v(np.stack([np.zeros(64, bool), np.ones(64, bool), mask]))[:, 0]
+    assert wi.value_created == pytest.approx(pool - base, rel=1e-12)
+    assert wi.grand_value == pytest.approx(grand - base, rel=1e-12)
+    assert wi.revenue_minor == round(run.pool_minor * Fraction(float(pool - base)) / Fraction(float(grand - base)))
+    expected = rule_values(ctx, chosen)
+    np.testing.assert_allclose(wi.payout.values, expected.values, rtol=1e-9, atol=1e-15)
+    assert sum(wi.payout.amounts) + wi.payout.held_minor == wi.revenue_minor
+    # the stability of a 43-member pool: individual rationality from the singletons, as run_period does
+    singles = v(np.eye(64, dtype=bool)[mask])[:, 0] - base
+    report = check_stability(tuple(chosen), None, wi.payout.shares, singles=singles, grand=pool - base)
+    assert wi.stability.to_json_dict() == report.to_json_dict()
+
+
+def test_what_if_of_the_whole_64_member_pool_is_the_recorded_payout_and_small_pools_are_exact(
+    market64_ledger: Path,
+) -> None:
+    run = _newest(market64_ledger)
+    whole = read_model.what_if(run, run.members)
+    assert whole.method == "recorded" and whole.payout.amounts == run.amounts
+    assert whole.revenue_minor == run.pool_minor
+    few = read_model.what_if(run, run.members[:5], "shapley")
+    assert few.method == "exact" and few.full_stability
+    ctx = _pair_ctx(run, "shapley")
+    exact = approximate(ctx.member_game(list(run.members[:5])), "exact").scalarised(run.weights)[0]
+    np.testing.assert_allclose(few.payout.values, exact, rtol=1e-12, atol=1e-15)
+
+
+def test_coalitions_of_a_64_member_run_are_sampled_and_labelled(market64_ledger: Path) -> None:
+    run = _newest(market64_ledger)
+    rows = read_model.coalition_rows(run)
+    n_coalitions = 2 + 2 * 64 + read_model.SAMPLED_COALITIONS
+    assert len(rows) == 3 * n_coalitions  # two objectives + weighted
+    assert rows == read_model.coalition_rows(run)  # seeded
+    frame = pd.DataFrame(rows)
+    assert frame.drop_duplicates("index")["kind"].value_counts().to_dict() == {
+        "sampled": read_model.SAMPLED_COALITIONS, "singleton": 64, "leave-one-out": 64, "base": 1, "grand": 1,
+    }
+    game = GroupedGame(synthetic_pair_game(), dict(zip(run.members, run.sources, strict=True)))
+    singles = frame[(frame["kind"] == "singleton") & (frame["objective"] == "helpfulness")]
+    np.testing.assert_allclose(singles["utility"], game(np.eye(64, dtype=bool))[:, 0], rtol=1e-13)
+    weighted = frame[frame["objective"] == "weighted"].set_index("index")["utility"]
+    parts = frame[frame["objective"] != "weighted"].pivot(index="index", columns="objective", values="utility")
+    np.testing.assert_allclose(weighted, 0.6 * parts["helpfulness"] + 0.4 * parts["harmlessness"], rtol=1e-12)
+    sampled = frame[frame["kind"] == "sampled"]
+    assert sampled["size"].between(2, 62).all() and sampled["size"].nunique() > 20
+    assert all(len(label) < 80 for label in frame["coalition"])  # readable labels; full lists in "members"
+
+
+def test_sampled_marginal_contributions_estimate_the_recorded_values(market64_ledger: Path) -> None:
+    run = _newest(market64_ledger)
+    scale = float(np.max(np.abs(run.values)))
+    for i in (0, 7, 31, 63):
+        rows = read_model.marginal_contributions(run, run.members[i])
+        assert len(rows) == 2 + 62 * read_model.MARGINALS_PER_SIZE
+        assert sum(r["weight"] for r in rows) == pytest.approx(1.0)
+        assert all(run.members[i] not in r["members"].split("+") for r in rows)
+        # a stratified estimate (8 coalitions per size) against the recorded regression value
+        assert sum(r["contribution"] for r in rows) == pytest.approx(run.values[i], abs=0.05 * scale)
+        helpful = read_model.marginal_contributions(run, run.members[i], "helpfulness")
+        assert sum(r["contribution"] for r in helpful) == pytest.approx(run.phi[i, 0], abs=0.05 * np.abs(run.phi).max())
+
+
+def test_every_page_renders_at_64_members(market64_ledger: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = _newest(market64_ledger)
+    at = _app(market64_ledger, monkeypatch)
+    assert at.dataframe[0].value["amount_minor"].tolist() == sorted(run.amounts, reverse=True)
+    assert any(s.value == "Rank confidence" for s in at.subheader)
+    at.switch_page("views/trade_offs.py").run()
+    assert not at.exception
+    assert len(at.table[0].value) == 12  # the top 12; all 64 in the expander
+    assert len(at.dataframe[0].value) == 64
+    at.switch_page("views/pooling.py").run()
+    assert not at.exception and not at.checkbox  # a multiselect of members left out, not 64 checkboxes
+    assert any("the recorded payout" in c.value for c in at.caption)
+    at.multiselect(key=f"pool_out_{run.run_id}").set_value(["m03", "m10"]).run()
+    assert not at.exception
+    wi = read_model.what_if(run, [m for m in run.members if m not in ("m03", "m10")])
+    assert at.metric[0].value == f"{wi.value_created:.6g}"
+    assert any("sampled estimator" in c.value for c in at.caption)
+    assert any("only individual rationality" in c.value for c in at.caption)
+    at.switch_page("views/coalitions.py").run()
+    assert not at.exception
+    assert "sampled, not all 2^64" in at.subheader[0].value
+    at.selectbox(key="coalitions_member").set_value("m07").run()
+    rows = read_model.marginal_contributions(run, "m07")
+    assert at.metric[0].value == f"{sum(r['contribution'] for r in rows):.6g}"
+    at.switch_page("views/ledger.py").run()
+    assert not at.exception
+    assert len(at.dataframe[0].value) == 2 * 64
+
+
+#: A generous bound per interaction after the first load (2 busy cores); the measured times are printed.
+INTERACTION_LIMIT_S = 6.0
+
+
+def test_64_members_answer_fast_and_import_no_training_code(market64_ledger: Path) -> None:
+    """Every page and interaction on the 64-member ledger in a fresh interpreter, timed (printed; each
+    ≤ `INTERACTION_LIMIT_S` after the first load); no training library loaded."""
+    script = textwrap.dedent(
+        f"""
+        import json, sys, time
+        from streamlit.testing.v1 import AppTest
+        at = AppTest.from_file({str(APP)!r}, default_timeout=120)
+        times = {{}}
+        def timed(name, fn):
+            t = time.perf_counter(); fn(); times[name] = round(time.perf_counter() - t, 3)
+            assert not at.exception, [e.value for e in at.exception]
+        timed("payouts (first run)", at.run)
+        for page in {list(PAGES[1:])!r} + ["views/payouts.py"]:
+            at.switch_page(page)
+            timed("switch to " + page, at.run)
+        at.switch_page("views/trade_offs.py").run()
+        timed("move weight slider", lambda: at.slider(key="tradeoffs_weight").set_value(0.7).run())
+        timed("swap objectives", lambda: at.selectbox(key="tradeoffs_x").set_value("harmlessness").run())
+        at.switch_page("views/pooling.py").run()
+        out = [m for m in at.multiselect][0]
+        timed("what-if: leave 3 members out", lambda: out.set_value(["m01", "m05", "m09"]).run())
+        timed("what-if: leave 24 members out", lambda: out.set_value(["m%02d" % j for j in range(0, 48, 2)]).run())
+        rule = at.selectbox[1]
+        for name in ("banzhaf", "least_core", "loo", "equal"):
+            timed("what-if rule " + name, lambda: rule.set_value(name).run())
+        at.switch_page("views/coalitions.py").run()
+        timed("coalitions: pick a member", lambda: at.selectbox(key="coalitions_member").set_value("m07").run())
+        timed("coalitions: pick an objective", lambda: at.selectbox(key="coalitions_objective").set_value("helpfulness").run())
+        at.switch_page("views/ledger.py").run()
+        timed("filter ledger", lambda: at.multiselect(key="ledger_members").set_value(["m03"]).run())
+        bad = [m for m in {FORBIDDEN!r} if m in sys.modules]
+        print(json.dumps({{"forbidden": bad, "seconds": times}}))
+        """
+    )
+    env = {**os.environ, read_model.LEDGER_ENV: str(market64_ledger)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["forbidden"] == []
+    times = report["seconds"]
+    print("64-member dashboard timings (s):", json.dumps(times, indent=1))
+    slow = {k: v for k, v in times.items() if k != "payouts (first run)" and v > INTERACTION_LIMIT_S}
+    assert not slow, f"interactions slower than {INTERACTION_LIMIT_S} s: {slow}"

@@ -5,8 +5,10 @@ items (`uncertain_example`: the example's payouts, recorded with their uncertain
 checks the payouts page shows each amount's 95% interval (table, error bars, rank confidence), moves the
 objective-weight slider with the keyboard, checks a payout changed and the recorded interval is no longer
 shown for the new weights, downloads the CSV and checks its content, and saves screenshots under the
-test's tmp folder (and one copy at /tmp/dashboard-screenshot.png). Skipped only when /usr/bin/chromium is
-absent.
+test's tmp folder (and one copy at /tmp/dashboard-screenshot.png). A second test serves the 64-member
+market (`market64_example`: a synthetic PairGame, the compact game in the ledger), opens every page, checks
+each one shows its heading and charts and no exception, and moves the weight slider and leaves members out
+of the what-if pool. Skipped only when /usr/bin/chromium is absent.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from market64_example import record_market64
 from uncertain_example import write_uncertain_example
 
 from market import read_model
@@ -66,9 +69,25 @@ def _payoutsim() -> list[str]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
-    """`payoutsim dashboard --ledger <tmp> --port <free>`; yields the base URL; always killed afterwards."""
+    """`payoutsim dashboard` on the example with its uncertainty; yields the base URL."""
     ledger = tmp_path / "ledger.duckdb"
     assert main(["payout", str(write_uncertain_example(tmp_path / "example")), "--ledger", str(ledger)]) == 0
+    with _serve(ledger, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def server64(tmp_path: Path) -> Iterator[str]:
+    """`payoutsim dashboard` on the 64-member market (two periods); yields the base URL."""
+    ledger = tmp_path / "ledger.duckdb"
+    record_market64(tmp_path / "market64", ledger)
+    with _serve(ledger, tmp_path) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _serve(ledger: Path, tmp_path: Path) -> Iterator[str]:
+    """`payoutsim dashboard --ledger LEDGER --port <free>`; yields the base URL; always killed afterwards."""
     port = _free_port()
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen(
@@ -210,6 +229,73 @@ def test_dashboard_in_a_real_browser(server: str, tmp_path: Path) -> None:
             assert sum(round(float(v) * 100) for v in q3.values()) == 10_800_000
             assert q3["dave"] == "0.00"
             page.screenshot(path=str(tmp_path / "ledger.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
+
+
+#: (URL path, heading, has a chart) of every page.
+PAGES_64 = (
+    ("", "Payouts", True),
+    ("trade_offs", "Trade-offs between objectives", True),
+    ("pooling", "Pooling what-if", False),
+    ("coalitions", "Coalitions", True),
+    ("ledger", "Ledger", False),
+)
+
+
+def _no_exception(page) -> None:
+    """No Streamlit exception box and no Python traceback text on the page."""
+    from playwright.sync_api import expect
+
+    expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+    expect(page.get_by_text("Traceback (most recent call last)")).to_have_count(0)
+
+
+def test_dashboard_with_64_members_in_a_real_browser(server64: str, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS, timeout=WAIT_MS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.set_default_timeout(WAIT_MS)
+        try:
+            for path, heading, chart in PAGES_64:
+                page.goto(f"{server64}/{path}", wait_until="domcontentloaded")
+                expect(page.get_by_role("heading", name=heading, exact=True)).to_be_visible()
+                # a table on every page (on the coalitions page inside collapsed expanders: attached, not visible)
+                page.locator('[data-testid="stDataFrame"], [data-testid="stTable"]').first.wait_for(state="attached")
+                if chart:
+                    page.locator('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg').first.wait_for()
+                _no_exception(page)
+                page.screenshot(path=str(tmp_path / f"market64-{path or 'payouts'}.png"), full_page=True)
+            # the coalitions are sampled, and say so
+            page.goto(f"{server64}/coalitions", wait_until="domcontentloaded")
+            expect(page.get_by_text("sampled, not all 2^64")).to_be_visible()
+            expect(page.get_by_text("Estimated Shapley value of m00")).to_be_visible()
+            _no_exception(page)
+            # trade-offs: move the slider; the table of the top 12 follows
+            page.goto(f"{server64}/trade_offs", wait_until="domcontentloaded")
+            expect(page.get_by_text("Payouts at helpfulness = 0.60")).to_be_visible()
+            thumb = page.locator('[data-testid="stSlider"]').first.locator('input[type="range"], [role="slider"]').first
+            thumb.focus()
+            thumb.press("ArrowRight")
+            expect(page.get_by_text("Payouts at helpfulness = 0.65")).to_be_visible()
+            expect(page.locator('[data-testid="stTable"] tbody tr')).to_have_count(12)
+            _no_exception(page)
+            # pooling: leave a member out; the what-if is sampled from the compact game
+            page.goto(f"{server64}/pooling", wait_until="domcontentloaded")
+            expect(page.get_by_text("the recorded payout")).to_be_visible()
+            box = page.locator('[data-testid="stMultiSelect"]').first
+            box.click()
+            page.get_by_role("option", name="m03", exact=True).click()
+            page.keyboard.press("Escape")
+            expect(page.get_by_text("sampled estimator")).to_be_visible()
+            expect(page.get_by_text("only individual rationality")).to_be_visible()
+            _no_exception(page)
+            page.screenshot(path=str(tmp_path / "market64-pooling-what-if.png"), full_page=True)
         except Exception:
             page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
             raise

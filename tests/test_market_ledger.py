@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import numpy as np
 import polars as pl
 import pytest
+from market64_example import PERIODS, market64_inputs, synthetic_pair_game, write_market64
 
-from market import ledger
+from market import ledger, read_model
 from market.export import escape_cell, export_ledger
 from market.period import run_period
 from market.scenario.inputs import load_inputs
 from market.scenario.schema import load_scenario
+from valuation.coalition_utility.compact import PAIR_GAME_FORMAT, PairGame
 from valuation.games.coalitions import all_coalitions
 from valuation.games.game import TableGame
 
@@ -252,3 +256,109 @@ def test_read_commands_reject_a_missing_or_foreign_file(tmp_path: Path) -> None:
     garbage.write_bytes(os.urandom(4096))
     with pytest.raises(InputError, match="not a DuckDB database file"):
         ledger.list_runs(garbage)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the compact game of a large run (issue "Large markets", item 4)
+
+
+def test_a_64_member_run_stores_its_compact_game_in_the_hash_chain(tmp_path: Path) -> None:
+    """Above 16 members the ledger keeps the PairGame (no 2^n table): stored once per run with its sha256,
+    read back equal, covered by the record hash; a small run in the same ledger stores none and keeps the
+    hash it would have had without the table."""
+    db = tmp_path / "ledger.duckdb"
+    small = record(write_scenario(tmp_path), db, "q1")  # 3 members: the coalition table, no compact game
+    inputs = market64_inputs(write_market64(tmp_path / "m64", budget=500, replicates=0))
+    run = run_period(inputs, PERIODS[0])
+    assert run.compact_game is not None and run.coalitions == ()
+    big = ledger.record_run(db, inputs, run)
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        rows = con.execute("SELECT run_id, position, format, sha256, data FROM compact_games").fetchall()
+        table_rows = con.execute("SELECT count(*) FROM coalition_utilities WHERE run_id = ?", [big.run_id]).fetchone()
+    finally:
+        con.close()
+    assert table_rows == (0,)
+    assert [(r[0], r[1], r[2]) for r in rows] == [(big.run_id, 0, PAIR_GAME_FORMAT)]
+    data = bytes(rows[0][4])
+    assert rows[0][3] == hashlib.sha256(data).hexdigest() and 50_000 < len(data) < 400_000
+    stored, original = PairGame.from_bytes(data), synthetic_pair_game()
+    assert stored.players == original.players and stored.objectives == original.objectives
+    for a, b in zip(stored.deltas, original.deltas, strict=True):
+        np.testing.assert_array_equal(a, b)
+    report = ledger.verify(db)
+    assert report.ok, report.problems
+    assert small.added and big.added and big.seq == 2
+    # the small run's record hash is the one computed from its rows without the compact_games table at all
+    # (as before the table existed); the big run's changes when its compact game is left out
+    for run_id, has_game in ((small.run_id, False), (big.run_id, True)):
+        row, children = stored_run(db, run_id)
+        without = {t: r for t, r in children.items() if t != "compact_games"}
+        assert (ledger.record_hash(row, without) == row["record_hash"]) is not has_game
+        assert ledger.record_hash(row, children) == row["record_hash"]
+
+
+def stored_run(db: Path, run_id: str) -> tuple[dict[str, Any], dict[str, list[tuple[Any, ...]]]]:
+    """The run row and its child rows (every child table, by position) as stored in `db`."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        cols = ", ".join(ledger.RUN_COLUMNS)
+        row = dict(zip(ledger.RUN_COLUMNS, con.execute(f"SELECT {cols} FROM runs WHERE run_id = ?", [run_id]).fetchone(), strict=True))
+        children = {
+            table: [tuple(r) for r in con.execute(
+                f"SELECT {', '.join(columns)} FROM {table} WHERE run_id = ? ORDER BY position", [run_id]).fetchall()]
+            for table, columns in ledger._CHILD_TABLES.items()
+        }
+    finally:
+        con.close()
+    return row, children
+
+
+def test_verify_detects_an_edited_or_removed_compact_game(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.duckdb"
+    inputs = market64_inputs(write_market64(tmp_path / "m64", n=20, budget=300, replicates=0))
+    ledger.record_run(db, inputs, run_period(inputs, PERIODS[0]))
+    assert ledger.verify(db).ok
+    pristine = db.read_bytes()
+    con = duckdb.connect(str(db))
+    try:  # a changed byte with its sha256 column updated: only the record hash catches it
+        data = bytearray(con.execute("SELECT data FROM compact_games").fetchone()[0])
+        data[-30] ^= 0xFF
+        con.execute("UPDATE compact_games SET data = ?, sha256 = ?", [bytes(data), hashlib.sha256(data).hexdigest()])
+    finally:
+        con.close()
+    problems = ledger.verify(db).problems
+    assert len(problems) == 1 and "record_hash does not match" in problems[0]
+    db.write_bytes(pristine)
+    con = duckdb.connect(str(db))
+    try:  # bytes changed, sha256 column not: both checks fire
+        con.execute("UPDATE compact_games SET data = ?", [b"not a game"])
+    finally:
+        con.close()
+    problems = ledger.verify(db).problems
+    assert any("compact game's bytes do not match" in p for p in problems)
+    assert any("record_hash does not match" in p for p in problems)
+    db.write_bytes(pristine)
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("DELETE FROM compact_games")
+    finally:
+        con.close()
+    assert any("record_hash does not match" in p for p in ledger.verify(db).problems)
+
+
+def test_ledgers_without_the_compact_games_table_still_verify_and_take_runs(tmp_path: Path) -> None:
+    """A ledger written before the table existed (dropped here): verifies, loads, gets the table (empty)
+    when opened for writing, and its earlier runs keep verifying."""
+    scenario, db = write_scenario(tmp_path), tmp_path / "ledger.duckdb"
+    first = record(scenario, db, "q1")
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("DROP TABLE compact_games")
+    finally:
+        con.close()
+    assert ledger.verify(db).ok
+    assert read_model.load_run(db, first.run_id).compact is None
+    assert record(scenario, db, "q2").added
+    report = ledger.verify(db)
+    assert report.ok and report.n_runs == 2

@@ -5,6 +5,11 @@ splits the pool with the run's rule's negative policy and largest-remainder roun
 (`market.read_model.weighted_payout`). The plane's error bars are the run's recorded per-objective
 intervals when it has them (else ±1 std err); the payout table shows the recorded amount intervals only
 at the recorded weights (`market.read_model.same_weights`): they are not recomputed for other weights.
+
+With more than `MANY_MEMBERS` members the plane names only the `TOP_K` members paid most (every point has
+its tooltip), the payout table shows those first with every member in an expander, and the curve follows
+the top `TOP_K` at the chosen weight. Re-weighting stays linear (no recomputation), so it is as fast at 64
+members as at 4.
 """
 
 from __future__ import annotations
@@ -14,13 +19,18 @@ import streamlit as st
 
 from dashboard import charts
 from dashboard.common import (
+    MANY_MEMBERS,
+    TABLE_HEIGHT,
+    TOP_K,
     amounts_frame,
     cached_curve,
+    cached_objective_values,
     cached_weighted,
     interval_label,
     money,
     pick_run,
     require_ledger,
+    top_members,
     with_intervals,
 )
 from market import read_model
@@ -31,7 +41,8 @@ st.header("Trade-offs between objectives")
 path, version = require_ledger()
 run = pick_run(path, version, "tradeoffs_run")
 
-objective_names, phi, phi_se, method = read_model.objective_values(run)
+objective_names, phi, phi_se, method = cached_objective_values(path, version, run.run_id)
+many = run.n > MANY_MEMBERS
 objectives = list(objective_names)
 if len(objectives) < 2:
     st.info(
@@ -66,7 +77,10 @@ if intervals is not None and run.uncertainty is not None:
     bars = f"{bar}s on both axes ({run.uncertainty.replicates} replicates; resampled: {run.uncertainty.resampled})"
 else:
     bar, bars = "±1 std err", "±1 standard error (no per-objective intervals recorded for this run)"
-st.altair_chart(charts.tradeoff_scatter(points, x, y, bar), width="stretch")
+named = top_members(run.members, run.amounts) if many else None
+st.altair_chart(charts.tradeoff_scatter(points, x, y, bar, labelled=named), width="stretch")
+if many:
+    st.caption(f"{run.n} members; the {TOP_K} paid most in the run are named (hover any point for its member).")
 st.caption(
     f"{method} value of each member (its sources in the tooltip) for {x} (x) and {y} (y), {bars}; "
     "above the dashed y = x line a member's data helps more with the second objective."
@@ -96,7 +110,14 @@ frame["change"] = frame["amount_minor"] - frame["stored amount_minor"]
 st.subheader(f"Payouts at {x} = {a:.2f}, {y} = {1 - a:.2f}")
 shown = frame.assign(**{"share %": frame["share %"].map(lambda v: f"{v:.2f}"), "value": frame["value"].map(lambda v: f"{v:.6g}"),
                          "std err": frame["std err"].map(lambda v: f"{v:.2g}")})
-st.table(shown.set_index("member"))
+if many:
+    top = top_members(list(shown["member"]), list(shown["amount_minor"]))
+    st.table(shown.set_index("member").loc[top])
+    st.caption(f"The {TOP_K} members paid most at these weights (of {run.n}); every member below.")
+    with st.expander(f"All {run.n} members"):
+        st.dataframe(shown, hide_index=True, width="stretch", height=TABLE_HEIGHT, key="tradeoffs_all")
+else:
+    st.table(shown.set_index("member"))
 if run.uncertainty is not None and not recorded:
     st.caption(
         f"No interval for these weights: the recorded {interval_label(run.uncertainty)}s (Payouts page) belong to the "
@@ -111,7 +132,11 @@ st.caption(f"Total {money(sum(wp.amounts), run.currency)}{held} = pool; amounts 
 for w in wp.warnings:
     st.warning(w)
 
-steps = 11 if wp.method == "re-solved" else 21
+steps = (6 if run.is_compact else 11) if wp.method == "re-solved" else 21  # a re-solve per step
 curve = pd.DataFrame(cached_curve(path, version, run.run_id, x, y, steps))
-st.subheader("Each member's payout across the weight range")
+if many:
+    curve = curve[curve["member"].isin(top_members(run.members, wp.amounts))]
+    st.subheader(f"Payout across the weight range: the {TOP_K} members paid most at {x} = {a:.2f}")
+else:
+    st.subheader("Each member's payout across the weight range")
 st.altair_chart(charts.payout_curve(curve, x, float(a), run.currency, minor_units(run.currency)), width="stretch")

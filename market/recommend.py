@@ -48,6 +48,7 @@ from valuation.games.stability import CORE_MAX_MEMBERS, StabilityReport, check_s
 
 EXHAUSTIVE_MAX_MEMBERS = 16
 POOL_SEARCH_BUDGET = 20_000
+STABLE_POOL_TRIES = 64  # least-core LPs spent looking for a stable alternative
 
 Values = Callable[[np.ndarray], np.ndarray]  # bool[k, n] -> v'(T) float[k]
 
@@ -72,6 +73,8 @@ class PoolRecommendation:
         notes: caveats (search, convergence, pricing).
         scenario: the scenario's name (empty when not made from a file).
         alone_value: ``Σ_{i∈T} v'({i})``, what T's members create each on their own.
+        stable_alternative: when T*'s core is empty, the most valuable pool whose core is non-empty
+            (`stable_pool`), with its rule payout and a core split; None otherwise or when none was found.
     """
 
     period: str
@@ -96,6 +99,7 @@ class PoolRecommendation:
     notes: tuple[str, ...] = field(default=())
     scenario: str = ""
     alone_value: float = 0.0
+    stable_alternative: PoolRecommendation | None = None
 
 
 def pool_values(ctx: RuleContext, members: Sequence[str]) -> Values:
@@ -187,7 +191,59 @@ def recommend_pool(
     payout = compute_payout(ctx, pool, revenue, currency)
     rec = _split(ctx, members, pool, value, grand, how, left_out, marginals, revenue, payout, notes, period)
     alone = float(values(eye[mask]).sum())
-    return replace(rec, pool_minor=pool_minor, alone_value=alone)
+    rec = replace(rec, pool_minor=pool_minor, alone_value=alone)
+    if rec.core_nonempty is False and n <= EXHAUSTIVE_MAX_MEMBERS:
+        rec = replace(rec, stable_alternative=stable_pool(ctx, members, values, mask, pool_minor, currency, period))
+    return rec
+
+
+def stable_pool(
+    ctx: RuleContext,
+    members: tuple[str, ...],
+    values: Values,
+    best: np.ndarray,
+    pool_minor: int,
+    currency: str,
+    period: str,
+) -> PoolRecommendation | None:
+    """The most valuable pool other than `best` whose game has a non-empty core (least-core ε ≤ tolerance;
+    a one-member pool always has one), priced and split like the recommendation: pools in decreasing
+    ``v'(T)`` (every subset, up to `EXHAUSTIVE_MAX_MEMBERS` members), at most `STABLE_POOL_TRIES` least-core
+    LPs; None when none of them is stable or no pool creates value."""
+    n = len(members)
+    masks = all_coalitions(n)[1:]
+    v = values(masks)
+    order = sorted(range(len(masks)), key=lambda i: (-v[i], -int(masks[i].sum()), i))
+    grand = float(values(np.ones((1, n), dtype=bool))[0])
+    tries = 0
+    for i in order:
+        if v[i] <= 0 or tries >= STABLE_POOL_TRIES:
+            return None
+        if np.array_equal(masks[i], best):
+            continue
+        pool = tuple(m for m, inside in zip(members, masks[i], strict=True) if inside)
+        tries += 1
+        if len(pool) > 1:
+            sub = ctx.scalar_game(pool)
+            table = np.asarray(sub(all_coalitions(len(pool))), dtype=float)[:, 0]
+            scale = float(np.max(np.abs(table - table[0])))
+            epsilon = float(approximate(sub, "least_core").info["epsilon"][0])
+            if epsilon > RELATIVE_TOLERANCE * max(1.0, scale):
+                continue
+        value = float(v[i])
+        revenue = round(pool_minor * Fraction(value) / Fraction(grand)) if grand > 0 else 0
+        eye = np.eye(n, dtype=bool)
+        flipped = masks[i][None] ^ eye
+        flips = np.zeros(n)
+        nonempty = flipped.any(axis=1)
+        flips[nonempty] = values(flipped[nonempty])
+        left_out = tuple((members[j], float(flips[j] - value)) for j in np.flatnonzero(~masks[i]))
+        marginals = tuple((members[j], float(value - flips[j])) for j in np.flatnonzero(masks[i]))
+        payout = compute_payout(ctx, pool, revenue, currency)
+        how = f"the most valuable of the pools with a non-empty core ({tries} examined in decreasing value)"
+        rec = _split(ctx, members, pool, value, grand, how, left_out, marginals, revenue, payout, [], period)
+        return replace(rec, pool_minor=pool_minor, alone_value=float(values(eye[masks[i]]).sum()))
+    return None
 
 
 def _split(

@@ -51,6 +51,28 @@ def test_a_core_point_is_offered_when_the_rules_payout_is_not_in_a_non_empty_cor
     assert rec.core_amounts == (90_000, 0, 0)
 
 
+def test_when_the_best_pool_has_an_empty_core_the_most_valuable_stable_pool_is_named() -> None:
+    """Three members, any two create 1, all three 1.2: the grand pool is the most valuable but its core is
+    empty (each pair wants 1 of 1.2); a pair's core is non-empty, so a pair is the stable alternative."""
+    masks = all_coalitions(3)
+    sizes = masks.sum(axis=1)
+    u = np.where(sizes == 3, 1.2, np.where(sizes == 2, 1.0, 0.0))
+    ctx, members = table_ctx(u)
+    rec = recommend_pool(ctx, members, 120_000, "EUR")
+    assert rec.pool == ("m0", "m1", "m2") and rec.core_nonempty is False
+    assert rec.epsilon == pytest.approx(0.2)  # x = 0.4 each leaves every pair 0.2 short: no stable split
+    alt = rec.stable_alternative
+    assert alt is not None and len(alt.pool) == 2 and alt.core_nonempty is True
+    assert alt.value == pytest.approx(1.0)
+    assert alt.revenue_minor == 100_000  # priced at the grand pool's price per unit of value
+    assert sum(alt.payout.amounts) == 100_000 and alt.stability.stable is True
+
+
+def test_a_stable_best_pool_needs_no_alternative() -> None:
+    ctx, members = table_ctx(0.5 + all_coalitions(3) @ np.array([0.1, 0.2, 0.3]))
+    assert recommend_pool(ctx, members, 1000, "EUR").stable_alternative is None
+
+
 def test_local_search_above_16_members_drops_the_harmful_ones() -> None:
     n = 24
     rng = np.random.default_rng(1)

@@ -166,6 +166,19 @@ def recommend_lines(rec: PoolRecommendation, *, head: bool) -> list[str]:
         split = ", ".join(f"{m} {format_minor(a, cur)}" for m, a in zip(rec.pool, rec.core_amounts, strict=True))
         lines.append(f"a stable split (least-core payoff, in the core): {split} {cur}")
     lines.extend(f"note: {n}" for n in rec.notes)
+    alt = rec.stable_alternative
+    if rec.core_nonempty is False:
+        if alt is None:
+            lines.append("no pool with a non-empty core creates value (among those examined)")
+        else:
+            split = alt.core_amounts if alt.core_amounts is not None else alt.payout.amounts
+            how = "least-core payoff" if alt.core_amounts is not None else f"the {alt.rule} payout, in the core"
+            paid = ", ".join(f"{m} {format_minor(a, cur)}" for m, a in zip(alt.pool, split, strict=True))
+            lines.append(
+                f"the most valuable STABLE pool: {'+'.join(alt.pool)} — value {alt.value:.6g} "
+                f"({alt.value / rec.value:.1%} of the recommended pool's), revenue "
+                f"{format_minor(alt.revenue_minor, cur)} {cur}; a stable split ({how}): {paid} {cur}"
+            )
     return lines
 
 

@@ -152,3 +152,32 @@ def test_exact_shapley_at_64_sources_exits_2_naming_the_cost_and_the_sampled_met
     assert "shapley.method" in message and "2^64" in message
     assert all(m in message for m in ('"regression"', '"permutation"', '"banzhaf"'))
     assert not (tmp_path / "valuation" / "adapters").exists()
+
+
+@pytest.mark.slow
+def test_market64_scenario_end_to_end(tmp_path: Path) -> None:
+    """``payoutsim run data/scenarios/market64.toml`` (64 members, 64 adapters on the tiny preset; about 15
+    minutes from an empty cache on 2 cores, reused afterwards): the pool paid in full with amount
+    intervals, the compact game in the ledger, stability searched and stated as such, the planted harmful
+    sources among the lowest-valued quartile of harmlessness."""
+    out = tmp_path / "out"
+    stdout, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(err):
+        code = main(["run", str(ROOT / "data" / "scenarios" / "market64.toml"), "--out", str(out), "--no-progress"])
+    assert code == 0, err.getvalue()
+    with duckdb.connect(str(out / "ledger.duckdb"), read_only=True) as con:
+        paid = con.execute("SELECT count(*), sum(amount_minor) FROM payouts").fetchone()
+        stored = con.execute("SELECT count(*) FROM compact_games").fetchone()
+        intervals = con.execute("SELECT count(*) FROM payout_intervals").fetchone()
+    assert paid == (64, 90_000_000)
+    assert stored == (1,) and intervals == (64,)
+    text = " ".join(stdout.getvalue().split())
+    assert "examined" in text  # blocking coalitions searched, not enumerated: "… among K examined"
+    values = json.loads((out / "values.json").read_text(encoding="utf-8"))["sources"]
+    run_dir = ROOT / "runs" / "market64" / "valuation"
+    manifest = json.loads((run_dir / "corpus" / "manifest.json").read_text(encoding="utf-8"))
+    k = values["objectives"].index("harmlessness")
+    phi = {row["player"]: row["value"] for row in values["values"] if row["objective"] == "harmlessness"}
+    cut = float(np.quantile(list(phi.values()), 0.25))
+    harmful = [s for s, entry in manifest["sources"].items() if entry.get("class") == "harmful"]
+    assert harmful and all(phi[s] <= cut for s in harmful), (k, cut, {s: phi[s] for s in harmful})

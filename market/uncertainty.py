@@ -38,9 +38,9 @@ from market.robust import robust_values
 from market.rules import Payout, RuleContext, allocate, compute_payout
 from market.scenario.schema import UncertaintySection
 from valuation.errors import InputError
-from valuation.games.estimators import approximate
 from valuation.games.game import GroupedGame, objective_weights
 from valuation.games.replicates import ReplicateGames, percentile_interval, rank_confidence
+from valuation.games.uncertainty import design_values
 
 #: Replicates used when only the estimator is resampled (a given table without standard errors).
 ESTIMATOR_ONLY_REPLICATES = 50
@@ -214,8 +214,8 @@ def common_coalition_values(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """The rule's values on every replicate in ONE sampled pass, for replicates that are not complete
     tables (the compact game's bootstrap) under a sampled linear rule (shapley, robust_shapley, banzhaf):
-    the estimator runs on the stacked member game with the point payout's evaluations (all replicates on
-    the same sampled coalitions), and its own noise — which the common coalitions leave out of the spread —
+    the stacked member game is valued on the point payout's own coalitions (`valuation.games.uncertainty.
+    design_values`: a linear solve for regression; banzhaf samples the same budget again), and its own noise — which the common coalitions leave out of the spread —
     is drawn per replicate as normal noise with the point estimate's standard errors (seeded by `seed`).
     Returns (weighted values ``[B, n]``, per-objective values ``[B, n, k]``), or None when this does not
     apply (then every replicate is paid out on its own, `replicate_payout`)."""
@@ -223,10 +223,9 @@ def common_coalition_values(
     if replicates is None or replicates.is_complete() or result is None or ctx.rule not in COMMON_COALITION_RULES:
         return None
     groups = {f"#{i}": tuple(ctx.groups[m]) for i, m in enumerate(members)}
-    stacked = approximate(
-        GroupedGame(replicates.stacked_game(), groups), result.method, max(int(result.n_evaluations), 2), seed=ctx.seed
-    )
-    per_objective = replicates.unstack(stacked.values)
+    stacked = GroupedGame(replicates.stacked_game(), groups)
+    budget = max(int(result.n_evaluations), 2)
+    per_objective = replicates.unstack(design_values(stacked, result.method, budget, seed=ctx.seed, design=result.design))
     noise = np.random.default_rng(seed).standard_normal(per_objective.shape)
     per_objective = per_objective + noise * np.nan_to_num(result.std_errs, nan=0.0)[None]
     weighted = per_objective @ objective_weights(result.objectives, ctx.weights)

@@ -75,7 +75,8 @@ def test_sampled_values_with_intervals_share_coalitions_and_add_the_estimators_e
     game = make_game(n=20, pairs=(60, 40))
     point = approximate(game, "regression", 4000, seed=0)
     reps = game.bootstrap(30, seed=1)
-    samples = replicate_values(reps, "regression", point.n_evaluations, seed=0, common_coalitions=True)
+    samples = replicate_values(reps, "regression", point.n_evaluations, seed=0, common_coalitions=True,
+                               design=point.design)
     assert samples.shape == (30, 20, 2)
     valued = valued_with_interval(point, reps, seed=0)
     spread = samples.std(axis=0, ddof=1)
@@ -83,3 +84,22 @@ def test_sampled_values_with_intervals_share_coalitions_and_add_the_estimators_e
     assert valued.lo is not None and valued.hi is not None
     assert np.all(valued.lo <= point.values) and np.all(point.values <= valued.hi)
     assert valued.info["interval"]["estimator_std_err_max"] == pytest.approx(list(point.std_errs.max(axis=0)))
+
+
+def test_the_regression_design_reproduces_the_estimate_and_values_replicates_without_resampling() -> None:
+    """φ̂ is linear in the utilities for a fixed design: the recorded coalitions give back the point
+    estimate exactly, and the replicates are valued on them in one solve."""
+    from valuation.games.estimators.regression import regression_values
+
+    game = make_game(n=24, pairs=(50, 40))
+    point = approximate(game, "regression", 3000, seed=2)
+    assert point.design is not None and point.design.shape[1] == 24
+    ends = game(np.stack([np.zeros(24, dtype=bool), np.ones(24, dtype=bool)]))
+    again = regression_values(point.design, game(point.design), ends[0], ends[1])
+    np.testing.assert_allclose(again, point.values, rtol=1e-9, atol=1e-12)
+    reps = game.bootstrap(4, seed=0)
+    samples = replicate_values(reps, "regression", point.n_evaluations, common_coalitions=True, design=point.design)
+    for b in range(4):
+        g = reps.game(b)
+        e = g(np.stack([np.zeros(24, dtype=bool), np.ones(24, dtype=bool)]))
+        np.testing.assert_allclose(samples[b], regression_values(point.design, g(point.design), e[0], e[1]), rtol=1e-9)

@@ -41,6 +41,9 @@ class ValuationResult:
             "stopped_by": str, "n_samples": int}`` (sampled methods), ``{"interval": {...}}`` (how `lo`
             and `hi` were found).
         lo, hi: the lower and upper ends of an interval around each value (same shape), or None.
+        design: the coalitions a sampled ``regression`` estimate evaluated (``bool[k, n]``, ∅ and N apart;
+            not serialised), so replicates can be valued on the same design
+            (`valuation.games.estimators.regression.regression_values`); None otherwise.
     """
 
     method: str
@@ -53,6 +56,7 @@ class ValuationResult:
     info: dict = field(default_factory=dict)
     lo: np.ndarray | None = None
     hi: np.ndarray | None = None
+    design: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         values = np.asarray(self.values, dtype=float)

@@ -22,6 +22,7 @@ from statistics import NormalDist
 import numpy as np
 
 from valuation.games.estimators import approximate
+from valuation.games.estimators.regression import regression_values
 from valuation.games.game import Game, GroupedGame
 from valuation.games.methods import LINEAR_METHODS
 from valuation.games.replicates import ReplicateGames, percentile_interval
@@ -40,6 +41,7 @@ def replicate_values(
     seed: int = 0,
     groups: Mapping[str, Sequence[str]] | None = None,
     common_coalitions: bool = False,
+    design: np.ndarray | None = None,
 ) -> np.ndarray:
     """``float[B, n, k]``: `method`'s values on every replicate (players, or the member `groups` of
     `valuation.games.game.GroupedGame`, in their order).
@@ -47,7 +49,8 @@ def replicate_values(
     ``common_coalitions``: a sampled linear method values every replicate in one pass on the stacked game
     (the same sampled coalitions for all; `budget` evaluations), instead of once per replicate re-seeded:
     the spread then holds the eval set's uncertainty only (`with_interval`'s ``estimator_se`` adds the
-    estimator's)."""
+    estimator's). With a regression `design` (the point estimate's coalitions, ``ValuationResult.design``)
+    no sampling is repeated: `design_values`."""
 
     def wrap(game: Game) -> Game:
         return GroupedGame(game, groups) if groups else game
@@ -56,14 +59,27 @@ def replicate_values(
         stacked = approximate(wrap(replicates.stacked_game()), method)
         return replicates.unstack(stacked.values)
     if common_coalitions and method in LINEAR_METHODS:
-        stacked = approximate(wrap(replicates.stacked_game()), method, budget, seed=seed)
-        return replicates.unstack(stacked.values)
+        stacked = wrap(replicates.stacked_game())
+        return replicates.unstack(design_values(stacked, method, budget, seed=seed, design=design))
     return np.stack(
         [
             approximate(wrap(replicates.game(b)), method, budget, seed=seed + 1 + b).values
             for b in range(replicates.n_replicates)
         ]
     )
+
+
+def design_values(
+    game: Game, method: str, budget: int | None, *, seed: int = 0, design: np.ndarray | None = None
+) -> np.ndarray:
+    """``float[n, m]`` values of a (stacked, many-objective) game: with a ``regression`` `design` the linear
+    solve on exactly those coalitions (`valuation.games.estimators.regression.regression_values`: the same
+    coalitions as the point estimate, memory ``k × m``), else `method` with `budget` evaluations and `seed`."""
+    if method == "regression" and design is not None and len(design):
+        n = len(game.players)
+        ends = np.asarray(game(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)])), dtype=float)
+        return regression_values(design, np.asarray(game(design), dtype=float), ends[0], ends[1])
+    return approximate(game, method, budget, seed=seed).values
 
 
 def with_interval(
@@ -114,7 +130,9 @@ def valued_with_interval(
     sampled = not replicates.is_complete() and result.method in LINEAR_METHODS and result.method != "exact"
     if sampled:
         used = max(int(result.n_evaluations), 2)
-        samples = replicate_values(replicates, result.method, used, seed=seed, groups=groups, common_coalitions=True)
+        samples = replicate_values(
+            replicates, result.method, used, seed=seed, groups=groups, common_coalitions=True, design=result.design
+        )
         return with_interval(
             result, samples, kind=replicates.kind, level=level, seed=replicates.seed, estimator_se=result.std_errs
         )
@@ -122,4 +140,4 @@ def valued_with_interval(
     return with_interval(result, samples, kind=replicates.kind, level=level, seed=replicates.seed)
 
 
-__all__ = ["DEFAULT_LEVEL", "replicate_values", "valued_with_interval", "with_interval"]
+__all__ = ["DEFAULT_LEVEL", "design_values", "replicate_values", "valued_with_interval", "with_interval"]

@@ -224,8 +224,9 @@ def regression_shapley(
     )
     if budget is not None and budget >= 2**n:
         info["note"] = f"2^{n} = {2**n} <= budget: the exact method would be cheaper"
+    design = np.concatenate(samples.masks)
     return ValuationResult("regression", players, objectives, fit.values, fit.std_errs, budget,
-                           state.n_evaluations, info)
+                           state.n_evaluations, info, design=design)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -447,6 +448,20 @@ def _enumerate(n: int, s: int, *, require_first: bool) -> list[np.ndarray]:
 # the fit and its standard errors
 
 
+def regression_values(masks: np.ndarray, utils: np.ndarray, u_empty: np.ndarray, u_full: np.ndarray) -> np.ndarray:
+    """φ̂ ``float[n, m]`` of the size-stratified regression on the given evaluated coalitions (∅ and N apart):
+    what `regression_shapley` returns when it evaluated exactly `masks` (``ValuationResult.design``). For a
+    fixed design φ̂ is linear in the utilities, so other utilities on the same coalitions — every bootstrap
+    replicate at once, as columns of `utils` — are valued by one least-squares solve per size bin, without
+    sampling again and without the ``[k, n, m]`` variance terms."""
+    masks = np.asarray(masks, dtype=bool)
+    n = masks.shape[1]
+    counts = np.bincount(masks.sum(axis=1), minlength=n + 1).astype(float)
+    values, _, _, _ = _solve(masks, np.asarray(utils, dtype=float), counts, stratum_weights(n),
+                             np.asarray(u_empty, dtype=float), np.asarray(u_full, dtype=float))
+    return values
+
+
 def _fit(samples: _Samples, u_empty: np.ndarray, u_full: np.ndarray, weights: np.ndarray,
          capacity: list[int]) -> _Fit:
     n, m = samples.n, samples.m
@@ -454,8 +469,39 @@ def _fit(samples: _Samples, u_empty: np.ndarray, u_full: np.ndarray, weights: np
     utils = np.concatenate(samples.utils)
     unit_of = np.concatenate(samples.unit_of)
     sizes = masks.sum(axis=1)
-    z = masks.astype(float)
     counts = samples.counts.astype(float)
+    values, resid, proj, n_params = _solve(masks, utils, counts, weights, u_empty, u_full)
+    # per-coalition score h_S = c_s L_b z̃_S r_S  (E_S = h_S / n_s)
+    coal = proj[:, :, None] * resid[:, None, :] * weights[sizes][:, None, None]
+    n_units = samples.n_units
+    unit_sum = np.zeros((n_units, n, m))
+    np.add.at(unit_sum, unit_of, coal)
+    e_units = np.zeros((n_units, n, m))
+    np.add.at(e_units, unit_of, coal / counts[sizes][:, None, None])
+    group = np.asarray(samples.unit_group)
+    var = np.zeros((n, m))
+    for g in np.unique(group):
+        rows = e_units[group == g]
+        s = int(g - n) if g > n else int(g)
+        frac = min(1.0, counts[s] / capacity[s])
+        if frac >= 1.0:
+            continue
+        if rows.shape[0] >= 2:
+            dev = rows - rows.mean(axis=0)
+            var += (1.0 - frac) * rows.shape[0] / (rows.shape[0] - 1) * (dev**2).sum(axis=0)
+        else:
+            var += (1.0 - frac) * rows[0] ** 2
+    dof = masks.shape[0] / max(1.0, masks.shape[0] - n_params)  # small-sample correction (HC1 style)
+    return _Fit(values=values, std_errs=np.sqrt(var * dof), unit_scores=unit_sum, coalition_scores=coal)
+
+
+def _solve(masks: np.ndarray, utils: np.ndarray, counts: np.ndarray, weights: np.ndarray, u_empty: np.ndarray,
+           u_full: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The stratified least squares on the evaluated coalitions: (φ̂ [n, m], residuals [k, m], the map from
+    a coalition's residual to φ̂ [k, n], the number of parameters)."""
+    n, m = masks.shape[1], utils.shape[1]
+    sizes = masks.sum(axis=1)
+    z = masks.astype(float)
     z_mean = np.zeros((n + 1, n))
     u_mean = np.zeros((n + 1, m))
     np.add.at(z_mean, sizes, z)
@@ -482,25 +528,4 @@ def _fit(samples: _Samples, u_empty: np.ndarray, u_full: np.ndarray, weights: np
         values += share * beta
         resid[rows] -= zc[rows] @ beta
         proj[rows] = share * (zc[rows] @ lmap.T)
-    # per-coalition score h_S = c_s L_b z̃_S r_S  (E_S = h_S / n_s)
-    coal = proj[:, :, None] * resid[:, None, :] * weights[sizes][:, None, None]
-    n_units = samples.n_units
-    unit_sum = np.zeros((n_units, n, m))
-    np.add.at(unit_sum, unit_of, coal)
-    e_units = np.zeros((n_units, n, m))
-    np.add.at(e_units, unit_of, coal / counts[sizes][:, None, None])
-    group = np.asarray(samples.unit_group)
-    var = np.zeros((n, m))
-    for g in np.unique(group):
-        rows = e_units[group == g]
-        s = int(g - n) if g > n else int(g)
-        frac = min(1.0, counts[s] / capacity[s])
-        if frac >= 1.0:
-            continue
-        if rows.shape[0] >= 2:
-            dev = rows - rows.mean(axis=0)
-            var += (1.0 - frac) * rows.shape[0] / (rows.shape[0] - 1) * (dev**2).sum(axis=0)
-        else:
-            var += (1.0 - frac) * rows[0] ** 2
-    dof = masks.shape[0] / max(1.0, masks.shape[0] - n_params)  # small-sample correction (HC1 style)
-    return _Fit(values=values, std_errs=np.sqrt(var * dof), unit_scores=unit_sum, coalition_scores=coal)
+    return values, resid, proj, n_params

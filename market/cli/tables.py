@@ -13,7 +13,7 @@ from market.money import format_minor
 from market.period import PeriodRun
 from market.pooling import PoolComparison
 from market.read_model import RunSummary
-from market.recommend import PoolRecommendation
+from market.recommend import EXHAUSTIVE_MAX_MEMBERS, PoolRecommendation
 
 
 def payout_table(run: PeriodRun, *, title: str, caption: str | None = None) -> Table:
@@ -168,7 +168,10 @@ def recommend_lines(rec: PoolRecommendation, *, head: bool) -> list[str]:
     lines.extend(f"note: {n}" for n in rec.notes)
     alt = rec.stable_alternative
     if rec.core_nonempty is False:
-        if alt is None:
+        if alt is None and len(rec.members) > EXHAUSTIVE_MAX_MEMBERS:
+            lines.append(f"a stable alternative pool is looked for only up to {EXHAUSTIVE_MAX_MEMBERS} members (every "
+                         "pool, in decreasing value): not here")
+        elif alt is None:
             lines.append("no pool with a non-empty core creates value (among those examined)")
         else:
             split = alt.core_amounts if alt.core_amounts is not None else alt.payout.amounts

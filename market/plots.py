@@ -10,7 +10,9 @@ says whether a player helps (> 0) or hurts (< 0) each objective. Each axis is sc
 
 Names are placed so that no two labels overlap (`_place_labels`: for each label, the first of several
 positions around its point whose box overlaps no label placed before, no other point and no error bar;
-the least overlapping one when every position collides). The legend lists only what is drawn.
+the least overlapping one when every position collides; above `CROWDED_POINTS` points, e.g. a 64-member
+market, only names that overlap nothing are written, the most distinct points first, and the plot says how
+many). The legend lists only what is drawn.
 
 `write_value_plane` writes the PNG atomically (temp file in the destination folder + `os.replace`).
 matplotlib is imported inside it: importing its figure and Agg canvas takes about 0.4 s, which every
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 PointKind = Literal["member", "source"]
 
+CROWDED_POINTS = 24  # beyond this many points only names that overlap nothing are written, the most distinct first
 _STYLE: dict[str, dict[str, Any]] = {
     "member": {"marker": "s", "color": "#1f5fa8", "markersize": 8, "label": "member (payee)"},
     "source": {"marker": "o", "color": "#d9822b", "markersize": 6, "label": "data source"},
@@ -160,7 +163,11 @@ def value_plane_figure(
     if note:
         fig.text(0.5, 0.01, note, ha="center", va="bottom", fontsize=7, color="dimgrey", wrap=True)
     fig.tight_layout(rect=(0.0, 0.04 if note else 0.0, 1.0, 1.0))
-    _place_labels(fig, ax, points)
+    shown = _place_labels(fig, ax, points)
+    wanted = sum(1 for p in points if p.labelled)
+    if shown < wanted:
+        ax.text(0.01, 0.01, f"names: the {shown} most distinct of {wanted} points (the others would overlap)",
+                transform=ax.transAxes, fontsize=7, color="dimgrey", ha="left", va="bottom")
     return fig
 
 
@@ -219,9 +226,12 @@ _LABEL_SPOTS: tuple[tuple[float, float, str, str], ...] = tuple(
 )
 
 
-def _place_labels(fig: Any, ax: Axes, points: Sequence[PlanePoint]) -> None:
+def _place_labels(fig: Any, ax: Axes, points: Sequence[PlanePoint]) -> int:
     """Write each labelled point's name at the first `_LABEL_SPOTS` position whose box overlaps no label
-    placed so far and no other point's marker (the least overlapping position when all collide)."""
+    placed so far and no other point's marker (the least overlapping position when all collide). With more
+    than `CROWDED_POINTS` points (a large market) the most distinct points — farthest from the median, in
+    units of each axis's spread — are named first and a name that would overlap anything is left out.
+    Returns the number of names written."""
     renderer = fig.canvas.get_renderer()
     to_display = ax.transData.transform
     markers = [_box(*to_display((p.x, p.y)), 5.0) for p in points]
@@ -235,7 +245,9 @@ def _place_labels(fig: Any, ax: Axes, points: Sequence[PlanePoint]) -> None:
         _, yb = to_display((p.x, p.y + up))
         bars.append((xa - 1.5, ya, xa + 1.5, yb))
     placed: list[tuple[float, float, float, float]] = []
-    for idx, p in enumerate(points):
+    crowded = len(points) > CROWDED_POINTS
+    for idx in _label_order(points) if crowded else range(len(points)):
+        p = points[idx]
         if not p.labelled:
             continue
         color = _STYLE[p.kind]["color"]
@@ -258,7 +270,25 @@ def _place_labels(fig: Any, ax: Axes, points: Sequence[PlanePoint]) -> None:
             if overlap == 0:
                 break
         assert best is not None
+        if crowded and best[0] > 0:
+            best[1].remove()
+            continue
         placed.append(best[2])
+    return len(placed)
+
+
+def _label_order(points: Sequence[PlanePoint]) -> list[int]:
+    """Point indices, the most distinct first: distance from the median point with each axis scaled by its
+    interquartile range (ties: the given order)."""
+    xs = sorted(p.x for p in points)
+    ys = sorted(p.y for p in points)
+    k = len(points)
+
+    def spread(v: list[float]) -> float:
+        return (v[(3 * k) // 4] - v[k // 4]) or (v[-1] - v[0]) or 1.0
+
+    mx, my, sx, sy = xs[k // 2], ys[k // 2], spread(xs), spread(ys)
+    return sorted(range(k), key=lambda i: (-math.hypot((points[i].x - mx) / sx, (points[i].y - my) / sy), i))
 
 
 def _box(x: float, y: float, half: float) -> tuple[float, float, float, float]:

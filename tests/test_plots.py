@@ -88,3 +88,23 @@ def test_labels_never_overlap_and_bars_follow_the_intervals() -> None:
     assert points[0].x_bar() == pytest.approx((0.01, 0.03)) and points[0].y_bar() == pytest.approx((0.002, 0.001))
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend == ["y = x", "member (payee)"]  # no source was drawn: no source in the legend
+
+
+def test_a_crowded_plane_names_only_what_fits_the_most_distinct_first() -> None:
+    """64 members, most in one cloud and an outlier: the outlier is named, no two names overlap, fewer than
+    64 names are written and the plot says how many."""
+    from market.plots import value_plane_figure
+
+    rng = np.random.default_rng(0)
+    xy = rng.normal(0.0, 0.01, (64, 2))
+    xy[7] = (0.2, -0.3)  # far from the cloud
+    points = [PlanePoint(f"owner{i:02d}", "member", float(x), float(y)) for i, (x, y) in enumerate(xy)]
+    fig = value_plane_figure(points)
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    names = {t.get_text(): t.get_window_extent(renderer) for t in ax.texts if t.get_text().startswith("owner")}
+    notes = [t.get_text() for t in ax.texts if t.get_text().startswith("names:")]
+    assert "owner07" in names and 0 < len(names) < 64
+    assert notes == [f"names: the {len(names)} most distinct of 64 points (the others would overlap)"]
+    boxes = list(names.values())
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])

@@ -103,3 +103,21 @@ def test_the_regression_design_reproduces_the_estimate_and_values_replicates_wit
         g = reps.game(b)
         e = g(np.stack([np.zeros(24, dtype=bool), np.ones(24, dtype=bool)]))
         np.testing.assert_allclose(samples[b], regression_values(point.design, g(point.design), e[0], e[1]), rtol=1e-9)
+
+
+def test_shapley_command_values_a_runs_compact_game(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`payoutsim shapley -u RUN/game.npz`: no model, any number of sources; exact refused beyond 22."""
+    import json
+
+    from market.cli import main
+
+    game = make_game(n=30, pairs=(40, 30))
+    path = game.save(tmp_path / "game.npz")
+    assert main(["shapley", "-u", str(path), "-m", "regression", "-b", "3000", "--no-summary"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["method"] == "regression" and len(result["players"]) == 30
+    direct = approximate(game, "regression", 3000, seed=0)
+    assert [r["value"] for r in result["values"]] == pytest.approx(direct.values.ravel().tolist())
+    assert main(["shapley", "-u", str(path), "-m", "exact"]) == 2
+    assert "2^22" in capsys.readouterr().err
+    assert main(["shapley", "-u", str(path), "-m", "loo", "--players", "s0,s1,nobody"]) == 2

@@ -111,7 +111,7 @@ def test_exact_large_game_chunked_and_table() -> None:
 def test_too_many_players_for_exact() -> None:
     n = EXACT_MAX_PLAYERS + 1
     game = FunctionGame([f"s{i}" for i in range(n)], ["v"], lambda m: _f(m).sum(1))
-    with pytest.raises(InputError, match="use --method permutation"):
+    with pytest.raises(InputError, match="use a sampled method: --method regression"):
         approximate(game, "exact")
     result = approximate(game, "permutation", 200, seed=0)  # sampled methods still work
     np.testing.assert_allclose(result.values[:, 0], 1.0)
@@ -121,7 +121,7 @@ def test_method_and_budget_errors() -> None:
     game = KNOWN[0].game()
     with pytest.raises(InputError, match="unknown method 'shap'"):
         approximate(game, "shap")
-    with pytest.raises(InputError, match="use --method permutation"):
+    with pytest.raises(InputError, match="use a sampled method: --method regression"):
         approximate(game, "exact", budget=7)
     with pytest.raises(InputError, match="budget too small"):  # glove, n = 3: u(∅), u(N), two orders of 2
         approximate(game, "permutation", budget=5)

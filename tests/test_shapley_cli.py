@@ -91,7 +91,7 @@ def test_too_many_players_for_exact(tmp_path: Path, capsys: pytest.CaptureFixtur
     path.write_text("coalition,v\n," + "0\n" + "".join(f"{p},1\n" for p in players))
     code, _, err = run(capsys, "--utilities", str(path))
     assert code == 2
-    assert "23 players" in err and "use --method permutation" in err
+    assert "23 players" in err and "use a sampled method: --method regression" in err
 
 
 def test_missing_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -42,7 +42,8 @@ def shapley(
             "-u",
             help="GAME.csv (or .parquet): a 'coalition' column (player names joined by '+', empty for the "
             "empty coalition) and one numeric column per objective (plain decimal numbers such as 0.65 or 1e-3; "
-            "no '1_000', no full-width digits; each column name once).",
+            "no '1_000', no full-width digits; each column name once). Or a valuation run's compact game, "
+            "RUN/game.npz (any number of sources, no model needed; use a sampled method beyond 22).",
         ),
     ],
     method: Annotated[str, typer.Option("--method", "-m", help=_METHOD_HELP)] = "exact",
@@ -75,7 +76,8 @@ def shapley(
         bool, typer.Option("--progress", help="Show a progress bar on stderr while sampling.")
     ] = False,
 ) -> None:
-    """Value every player of a coalition game given as a table, per objective, with standard errors.
+    """Value every player of a coalition game given as a table (or a run's compact game.npz), per objective,
+    with standard errors.
 
     Prints RESULT.json ({"method", "players", "objectives", "values": [{"player", "objective", "value",
     "std_err"}], ...}) on stdout, or writes it to --out. Bad tables exit with code 2 and name the row.
@@ -88,7 +90,10 @@ def shapley(
     player_list = None
     if players is not None:
         player_list = [p.strip() for p in players.split(",")]
-    result = value_table_file(utilities, method, budget, players=player_list, seed=seed, progress=progress)
+    if utilities.suffix.lower() == ".npz":
+        result = _value_compact_file(utilities, method, budget, player_list, seed=seed, progress=progress)
+    else:
+        result = value_table_file(utilities, method, budget, players=player_list, seed=seed, progress=progress)
     text = json.dumps(result.to_json_dict(), indent=2) + "\n"
     if out is None:
         typer.echo(text, nl=False)
@@ -119,3 +124,22 @@ def _print_summary(result: ValuationResult, out: Path | None) -> None:
         console.print(f"least-core epsilon: {result.info['epsilon']}")
     if out is not None:
         console.print(f"wrote {out}")
+
+
+def _value_compact_file(
+    path: Path, method: str, budget: int | None, players: list[str] | None, *, seed: int, progress: bool
+) -> ValuationResult:
+    """`approximate` on a run's compact game (`valuation.coalition_utility.compact.PairGame.load`); with
+    ``--players`` the values of exactly those sources, in that order (the others absent from every coalition)."""
+    from valuation.coalition_utility.compact import PairGame
+    from valuation.errors import InputError
+    from valuation.games.estimators import approximate
+    from valuation.games.game import GroupedGame
+
+    game = PairGame.load(path, field="--utilities")
+    if players is None:
+        return approximate(game, method, budget, seed=seed, progress=progress)
+    unknown = [p for p in players if p not in game.players]
+    if unknown:
+        raise InputError(f"unknown player {unknown[0]!r} (the game has: {', '.join(game.players)})", field="--players")
+    return approximate(GroupedGame(game, {p: (p,) for p in players}), method, budget, seed=seed, progress=progress)

@@ -89,7 +89,7 @@ def approximate(
         if budget is not None and budget < 2**n:
             raise InputError(
                 f"exact Shapley needs all 2^{n} = {2**n} coalitions but the budget is {budget}: "
-                "use --method permutation",
+                "use a sampled method: --method regression (or permutation, banzhaf)",
                 field="budget",
             )
         values = exact_shapley(full_table(game, "exact"))

@@ -44,7 +44,7 @@ def check_exact_size(n: int, method: str) -> None:
     """Raise ``InputError`` if an exact computation over 2^n coalitions is too large."""
     if n > EXACT_MAX_PLAYERS:
         alternative = {"banzhaf": "--method banzhaf --budget N (sampled)", "least_core": "--budget N (sampled "
-                       "constraints)"}.get(method, "--method permutation")
+                       "constraints)"}.get(method, "a sampled method: --method regression (or permutation, banzhaf)")
         raise InputError(
             f"{n} players: method '{method}' over all coalitions holds at most {EXACT_MAX_PLAYERS} players "
             f"(2^{EXACT_MAX_PLAYERS} coalitions); use {alternative}",

@@ -45,9 +45,9 @@ TARGET_SE = 0.01
 LOW_CLASSES = {"harmful": "harmlessness", "noisy": "helpfulness"}
 
 
-def seeded_config(seed: int, n_sources: int, work: Path) -> Path:
-    """``market64.toml`` with the corpus seed, the number of sources and the run directory replaced."""
-    text = CONFIG.read_text(encoding="utf-8")
+def seeded_config(seed: int, n_sources: int, work: Path, config: Path = CONFIG) -> Path:
+    """`config` (``market64.toml``) with the corpus seed, the number of sources and the run directory replaced."""
+    text = config.read_text(encoding="utf-8")
     text = re.sub(r"synth = \{ seed = \d+, n_sources = \d+", f"synth = {{ seed = {seed}, n_sources = {n_sources}", text)
     run_dir = work / f"market{n_sources}-seed{seed}"
     text = re.sub(r'dir = ".*"', f'dir = "{run_dir}"', text)
@@ -96,8 +96,8 @@ def sampling_to_target(game: Game, method: str, seed: int = 0, cap: int = 400_00
     }
 
 
-def bench_seed(seed: int, n_sources: int, work: Path) -> dict[str, Any]:
-    config = load_valuation_config(seeded_config(seed, n_sources, work))
+def bench_seed(seed: int, n_sources: int, work: Path, base: Path = CONFIG) -> dict[str, Any]:
+    config = load_valuation_config(seeded_config(seed, n_sources, work, base))
     started = time.perf_counter()
     run = run_value(config, progress=False)
     wall = time.perf_counter() - started
@@ -123,11 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sources", type=int, default=64, help="generated sources (default 64)")
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "bench-large", help="run directories")
     parser.add_argument("--out", type=Path, default=None, help="where large_market.json goes (default: --work)")
+    parser.add_argument("--config", type=Path, default=CONFIG, help="the valuation config (default market64.toml)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     results = {"load_average": os.getloadavg(), "runs": []}
     for seed in args.seeds:
-        entry = bench_seed(seed, args.sources, args.work.resolve())
+        entry = bench_seed(seed, args.sources, args.work.resolve(), args.config)
         results["runs"].append(entry)
         print(json.dumps(entry, indent=1), flush=True)
     out = (args.out or args.work) / "large_market.json"

@@ -50,6 +50,7 @@ import numpy as np
 
 from valuation.adapters.dpo import train_adapters
 from valuation.adapters.store import AdapterRecord
+from valuation.coalition_utility.compact import PairGame
 from valuation.coalition_utility.preference import LOGLIK_WARNING
 from valuation.errors import InputError
 from valuation.games.coalitions import all_coalitions
@@ -277,7 +278,7 @@ def compact_stopping(game: Game, config: ValuationConfig) -> StoppingRule:
 
 
 def value_compact(
-    game: Game,
+    game: PairGame,
     groups: Mapping[str, Sequence[str]] | None,
     config: ValuationConfig,
     *,
@@ -296,9 +297,8 @@ def value_compact(
             member_game, method, seed=seed, stopping=compact_stopping(member_game, config), progress=progress
         )
     unc = config.uncertainty
-    bootstrap = getattr(game, "bootstrap", None)
-    if unc.replicates > 0 and bootstrap is not None and method in LINEAR_METHODS:
-        replicates = bootstrap(unc.replicates, unc.seed)
+    if unc.replicates > 0 and method in LINEAR_METHODS:
+        replicates = game.bootstrap(unc.replicates, unc.seed)
         result = valued_with_interval(result, replicates, seed=seed, level=unc.level)
         if member_result is not None and groups:
             member_result = valued_with_interval(member_result, replicates, seed=seed, groups=groups, level=unc.level)

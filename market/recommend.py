@@ -173,13 +173,8 @@ def recommend_pool(
     mask, how = best_pool(values, n, seed=ctx.seed)
     pool = tuple(m for m, inside in zip(members, mask, strict=True) if inside)
     eye = np.eye(n, dtype=bool)
-    value, grand = (float(v) for v in values(np.stack([mask, np.ones(n, dtype=bool)])))
-    flipped = mask[None] ^ eye  # row j: T with member j added or removed
-    flips = np.zeros(n)
-    nonempty = flipped.any(axis=1)
-    flips[nonempty] = values(flipped[nonempty])  # T ∖ {i} = ∅ is worth 0
-    left_out = tuple((members[j], float(flips[j] - value)) for j in np.flatnonzero(~mask))
-    marginals = tuple((members[i], float(value - flips[i])) for i in np.flatnonzero(mask))
+    grand = float(values(np.ones((1, n), dtype=bool))[0])
+    value, left_out, marginals = pool_terms(values, members, mask)
     notes: list[str] = []
     if len(pool) == n:
         revenue = pool_minor
@@ -195,6 +190,22 @@ def recommend_pool(
     if rec.core_nonempty is False and n <= EXHAUSTIVE_MAX_MEMBERS:
         rec = replace(rec, stable_alternative=stable_pool(ctx, members, values, mask, pool_minor, currency, period))
     return rec
+
+
+def pool_terms(
+    values: Values, members: Sequence[str], mask: np.ndarray
+) -> tuple[float, tuple[tuple[str, float], ...], tuple[tuple[str, float], ...]]:
+    """``v'(T)``, the members left out with ``v'(T ∪ {j}) − v'(T)`` and the members in with
+    ``v'(T) − v'(T ∖ {i})`` (``T ∖ {i} = ∅`` is worth 0), in one game call for all n flips."""
+    n = len(members)
+    value = float(values(mask[None])[0])
+    flipped = mask[None] ^ np.eye(n, dtype=bool)  # row j: T with member j added or removed
+    flips = np.zeros(n)
+    nonempty = flipped.any(axis=1)
+    flips[nonempty] = values(flipped[nonempty])
+    left_out = tuple((members[j], float(flips[j] - value)) for j in np.flatnonzero(~mask))
+    marginals = tuple((members[i], float(value - flips[i])) for i in np.flatnonzero(mask))
+    return value, left_out, marginals
 
 
 def stable_pool(
@@ -230,15 +241,9 @@ def stable_pool(
             epsilon = float(approximate(sub, "least_core").info["epsilon"][0])
             if epsilon > RELATIVE_TOLERANCE * max(1.0, scale):
                 continue
-        value = float(v[i])
+        value, left_out, marginals = pool_terms(values, members, masks[i])
         revenue = round(pool_minor * Fraction(value) / Fraction(grand)) if grand > 0 else 0
         eye = np.eye(n, dtype=bool)
-        flipped = masks[i][None] ^ eye
-        flips = np.zeros(n)
-        nonempty = flipped.any(axis=1)
-        flips[nonempty] = values(flipped[nonempty])
-        left_out = tuple((members[j], float(flips[j] - value)) for j in np.flatnonzero(~masks[i]))
-        marginals = tuple((members[j], float(value - flips[j])) for j in np.flatnonzero(masks[i]))
         payout = compute_payout(ctx, pool, revenue, currency)
         how = f"the most valuable of the pools with a non-empty core ({tries} examined in decreasing value)"
         rec = _split(ctx, members, pool, value, grand, how, left_out, marginals, revenue, payout, [], period)

@@ -34,7 +34,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from valuation.games.estimators import approximate
-from valuation.games.game import Game
+from valuation.games.game import Game, empty_and_grand
 from valuation.games.stopping import MaxEvaluations, relative_standard_error
 from valuation.pipeline.config import load_valuation_config
 from valuation.pipeline.run import run_value
@@ -80,8 +80,7 @@ def ground_truth(manifest: dict[str, Any], players: tuple[str, ...], objectives:
 
 def sampling_to_target(game: Game, method: str, seed: int = 0, cap: int = 400_000) -> dict[str, Any]:
     """``method`` on the compact game from scratch until every SE ≤ `TARGET_SE` of |u(N) − u(∅)|."""
-    n = len(game.players)
-    ends = np.asarray(game(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)])))
+    ends = empty_and_grand(game)
     grand = np.abs(ends[1] - ends[0])
     started = time.perf_counter()
     stopping = relative_standard_error(game, TARGET_SE) | MaxEvaluations(cap)

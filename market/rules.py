@@ -67,7 +67,7 @@ from valuation.games.game import FunctionGame, Game, GroupedGame, TableGame, sca
 from valuation.games.methods import LINEAR_METHODS
 from valuation.games.players import SNAP_RELATIVE, null_players, symmetrise
 from valuation.games.result import ValuationResult
-from valuation.games.stopping import MaxEvaluations, relative_standard_error
+from valuation.games.stopping import large_game_stopping
 
 #: The game-engine method behind each value-based rule (``robust_shapley`` rescales the Shapley value by
 #: fixed, data-similarity factors, so it keeps Shapley's linearity).
@@ -184,25 +184,17 @@ class RuleValues:
 SAMPLED_SHAPLEY_METHOD = "regression"
 
 
-#: On a game without a table (the compact game of a large market) the sampled Shapley value stops once every
-#: standard error is at most this fraction of the grand coalition's value (or at ``ctx.budget`` evaluations).
-SAMPLED_TARGET_SE = 0.01
-#: … and at most this many evaluations when the scenario gives no budget.
-SAMPLED_MAX_EVALUATIONS = 200_000
-
-
 def shapley_result(game: Game, ctx: RuleContext) -> ValuationResult:
     """Shapley values of every player of `game`, per objective: exact (`approximate(game, "exact")`) up to
     ``ctx.max_exact_members`` players, `SAMPLED_SHAPLEY_METHOD` with ``ctx.budget`` evaluations and
     ``ctx.seed`` above (with standard errors). When the scenario's game is not a table (a large market's
-    compact game, where evaluations are cheap) it samples until the standard errors are `SAMPLED_TARGET_SE` of
-    the grand coalition's value, at most ``ctx.budget`` (default `SAMPLED_MAX_EVALUATIONS`) evaluations."""
+    compact game, where evaluations are cheap) it samples until every standard error is 1% of the grand
+    coalition's value, at most ``ctx.budget`` evaluations (`valuation.games.stopping.large_game_stopping`)."""
     if len(game.players) <= ctx.max_exact_members:
         return approximate(game, "exact")
     if isinstance(ctx.game, TableGame):
         return approximate(game, SAMPLED_SHAPLEY_METHOD, ctx.budget, seed=ctx.seed)
-    stopping = relative_standard_error(game, SAMPLED_TARGET_SE) | MaxEvaluations(ctx.budget or SAMPLED_MAX_EVALUATIONS)
-    return approximate(game, SAMPLED_SHAPLEY_METHOD, seed=ctx.seed, stopping=stopping)
+    return approximate(game, SAMPLED_SHAPLEY_METHOD, seed=ctx.seed, stopping=large_game_stopping(game, None, ctx.budget))
 
 
 def is_sampled(ctx: RuleContext, n_members: int) -> bool:

@@ -171,9 +171,7 @@ def value(
 def _print_summary(run: ValuationRun) -> None:
     """The source values per objective (± std errs), u(∅), u(all) and the efficiency gap for a complete
     table or the compact game, the member values, and the run directory with the adapters trained and the wall time."""
-    import numpy as np
-
-    from valuation.games.game import TableGame
+    from valuation.games.game import TableGame, empty_and_grand
     from valuation.pipeline.outcome import efficiency_gap  # deferred: see the module docstring
 
     console = safe_console()
@@ -189,8 +187,7 @@ def _print_summary(run: ValuationRun) -> None:
         table.add_row(player, str(len(run.prepared.train[player])), *cells)
     game = run.game
     if not isinstance(game, TableGame) or game.is_complete():  # a full table, or the compact game
-        n = len(game.players)
-        ends = np.asarray(game(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)])), dtype=float)
+        ends = empty_and_grand(game)
         table.add_section()
         table.add_row("u(∅) (base)", "", *(f"{u:.4f}" for u in ends[0]))
         table.add_row("u(all)", "", *(f"{u:.4f}" for u in ends[1]))

@@ -25,7 +25,7 @@ import io
 import json
 import warnings
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -266,11 +266,4 @@ class StackedPairGame:
         return out.reshape(masks.shape[0], b * m)
 
 
-def pair_game_from_mapping(
-    players: Sequence[str], deltas: Mapping[str, np.ndarray], **settings: Any
-) -> PairGame:
-    """`PairGame` from ``{objective: Δ[n, p]}`` (objective order kept)."""
-    return PairGame(players, list(deltas), [deltas[o] for o in deltas], **settings)
-
-
-__all__ = ["PAIR_GAME_FORMAT", "PairGame", "PairReplicates", "StackedPairGame", "pair_game_from_mapping"]
+__all__ = ["PAIR_GAME_FORMAT", "PairGame", "PairReplicates", "StackedPairGame"]

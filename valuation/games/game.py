@@ -309,6 +309,12 @@ class GroupedGame:
         return np.asarray(self.game(self.source_coalitions(coalitions)), dtype=float)
 
 
+def empty_and_grand(game: Game) -> np.ndarray:
+    """``float[2, m]``: the utilities of ∅ (row 0) and of the grand coalition N (row 1)."""
+    n = len(game.players)
+    return np.asarray(game(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)])), dtype=float)
+
+
 def scalarised_game(game: Game, weights: Mapping[str, float], name: str = "weighted") -> FunctionGame:
     """The one-objective game ``Σ_k a_k u_k`` (objectives missing from ``weights`` get weight 0).
 

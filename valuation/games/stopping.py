@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from valuation.games.game import Game
+from valuation.games.game import Game, empty_and_grand
 
 
 @dataclass
@@ -116,10 +116,31 @@ def relative_standard_error(game: Game, fraction: float, *, min_samples: int = 1
     An objective whose grand coalition creates nothing gets a target of 1e-12 (its values are then ~0)."""
     if not fraction > 0:
         raise ValueError("relative_standard_error needs fraction > 0")
-    n = len(game.players)
-    ends = np.asarray(game(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)])), dtype=float)
+    ends = empty_and_grand(game)
     grand = np.abs(ends[1] - ends[0])
     return StandardError(fraction * np.where(grand > 0, grand, 1e-12), min_samples=min_samples)
+
+
+#: A game with no table (a large market's compact game) is sampled until every standard error is at most
+#: this fraction of the grand coalition's value …
+DEFAULT_TARGET_SE = 0.01
+#: … or this many coalitions (≈ 40 s at n = 64 on 2 cores).
+DEFAULT_MAX_EVALUATIONS = 200_000
+
+
+def large_game_stopping(
+    game: Game,
+    target_se: float | None = None,
+    max_evaluations: int | None = None,
+    max_seconds: float | None = None,
+) -> StoppingRule:
+    """``relative_standard_error(game, target_se) | MaxEvaluations(max_evaluations)`` (defaults
+    `DEFAULT_TARGET_SE`, `DEFAULT_MAX_EVALUATIONS`), ``| MaxTime(max_seconds)`` only when given: without a
+    time limit the result depends on the seed alone."""
+    rule = relative_standard_error(game, target_se or DEFAULT_TARGET_SE) | MaxEvaluations(
+        max_evaluations or DEFAULT_MAX_EVALUATIONS
+    )
+    return rule | MaxTime(max_seconds) if max_seconds else rule
 
 
 class MaxTime(StoppingRule):

@@ -23,7 +23,7 @@ import numpy as np
 
 from valuation.games.estimators import approximate
 from valuation.games.estimators.regression import regression_values
-from valuation.games.game import Game, GroupedGame
+from valuation.games.game import Game, GroupedGame, empty_and_grand
 from valuation.games.methods import LINEAR_METHODS
 from valuation.games.replicates import ReplicateGames, percentile_interval
 from valuation.games.result import ValuationResult
@@ -76,8 +76,7 @@ def design_values(
     solve on exactly those coalitions (`valuation.games.estimators.regression.regression_values`: the same
     coalitions as the point estimate, memory ``k × m``), else `method` with `budget` evaluations and `seed`."""
     if method == "regression" and design is not None and len(design):
-        n = len(game.players)
-        ends = np.asarray(game(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)])), dtype=float)
+        ends = empty_and_grand(game)
         return regression_values(design, np.asarray(game(design), dtype=float), ends[0], ends[1])
     return approximate(game, method, budget, seed=seed).values
 

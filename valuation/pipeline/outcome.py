@@ -14,7 +14,7 @@ import numpy as np
 
 from valuation.adapters.store import AdapterRecord
 from valuation.coalition_utility.compact import PairGame
-from valuation.games.game import Game, TableGame
+from valuation.games.game import Game, TableGame, empty_and_grand
 from valuation.games.result import ValuationResult
 from valuation.pipeline.inputs import PreparedInputs
 from valuation.pipeline.tables import CoalitionTable
@@ -44,7 +44,7 @@ def efficiency_gap(run: ValuationRun) -> np.ndarray:
     if isinstance(run.game, TableGame) and run.game.is_complete():
         dense = run.game.dense_table()
         return run.result.values.sum(axis=0) - (dense[2**n - 1] - dense[0])
-    ends = np.asarray(run.game(np.stack([np.zeros(n, dtype=bool), np.ones(n, dtype=bool)])), dtype=float)
+    ends = empty_and_grand(run.game)
     return run.result.values.sum(axis=0) - (ends[1] - ends[0])
 
 

@@ -58,7 +58,12 @@ from valuation.games.estimators import approximate
 from valuation.games.game import FunctionGame, Game, GroupedGame, TableGame
 from valuation.games.methods import LINEAR_METHODS
 from valuation.games.result import ValuationResult
-from valuation.games.stopping import MaxEvaluations, MaxTime, StoppingRule, relative_standard_error
+from valuation.games.stopping import (
+    DEFAULT_MAX_EVALUATIONS,
+    DEFAULT_TARGET_SE,
+    StoppingRule,
+    large_game_stopping,
+)
 from valuation.games.uncertainty import valued_with_interval
 from valuation.members import member_groups, member_values
 from valuation.pipeline.config import ValuationConfig, with_eval_pairs
@@ -72,8 +77,6 @@ from valuation.runtime.backend import Backend, open_backend
 from valuation.runtime.settings import effective_runtime, overridden
 
 FULL_TABLE_MAX_PLAYERS = 16  # up to here every coalition is tabulated (2^16 rows); beyond, the compact game
-DEFAULT_TARGET_SE = 0.01  # beyond: sample until every standard error ≤ 1% of |u(N) − u(∅)| …
-DEFAULT_MAX_EVALUATIONS = 200_000  # … or this many coalitions (≈ 40 s at n = 64 on 2 cores)
 
 
 def run_train(
@@ -267,14 +270,11 @@ def uses_compact_game(config: ValuationConfig, n_sources: int) -> bool:
 
 def compact_stopping(game: Game, config: ValuationConfig) -> StoppingRule:
     """The stopping rule of a sampled method on the compact game: every standard error at most
-    ``[shapley] target_se`` (default `DEFAULT_TARGET_SE`) × |u_k(N) − u_k(∅)| of its objective
-    (`valuation.games.stopping.relative_standard_error`), or ``[shapley] budget`` evaluations (default
-    `DEFAULT_MAX_EVALUATIONS`), or — only when set — ``max_seconds`` of sampling. Without a time limit the
-    result depends on the seed alone."""
+    ``[shapley] target_se`` (default `DEFAULT_TARGET_SE`) × |u_k(N) − u_k(∅)| of its objective, or
+    ``[shapley] budget`` evaluations (default `DEFAULT_MAX_EVALUATIONS`), or — only when set —
+    ``max_seconds`` of sampling (`valuation.games.stopping.large_game_stopping`)."""
     settings = config.shapley
-    rule: StoppingRule = relative_standard_error(game, settings.target_se or DEFAULT_TARGET_SE)
-    rule = rule | MaxEvaluations(settings.budget or DEFAULT_MAX_EVALUATIONS)
-    return rule | MaxTime(settings.max_seconds) if settings.max_seconds else rule
+    return large_game_stopping(game, settings.target_se, settings.budget, settings.max_seconds)
 
 
 def value_compact(
